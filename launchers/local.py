@@ -1,0 +1,84 @@
+"""launcher=local: every rank or host of the job is a process of this machine; no scheduler."""
+
+import logging
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, List
+
+from omegaconf import DictConfig
+
+from launchers.steps import Step, job_steps
+from runner.errors import JobFailedError
+from runner.job import RunDir, run_dir_of
+from runner.summary import describe, summarize
+
+log = logging.getLogger(__name__)
+
+
+def rank_env(index: int, count: int, per_node: int) -> Dict[str, str]:
+    """The runner's own placement variables (read by runner.topology) for process `index` of `count`."""
+    local_size = per_node or 1
+    return {
+        "RUNNER_RANK": str(index),
+        "RUNNER_LOCAL_RANK": str(index % local_size),
+        "RUNNER_WORLD_SIZE": str(count),
+        "RUNNER_LOCAL_SIZE": str(local_size),
+    }
+
+
+def step_commands(step: Step, nodes: int, job_file: Path) -> List[Dict]:
+    count = step.processes(nodes)
+    return [{"env": rank_env(i, count, step.per_node), "argv": step.argv(job_file)} for i in range(count)]
+
+
+def render_script(cfg: DictConfig, job_file: Path) -> str:
+    """The shell script equivalent of what launch() runs (written by dry_run)."""
+    run = run_dir_of(job_file)
+    lines = ["#!/bin/bash", "set -euo pipefail"]
+    for step in job_steps(cfg):
+        for i, cmd in enumerate(step_commands(step, cfg.nodes, job_file)):
+            env = " ".join(f"{k}={shlex.quote(v)}" for k, v in cmd["env"].items())
+            logfile = shlex.quote(str(run.logs / f"{step.name}{i}.log"))
+            lines.append(f"{env} {shlex.join(cmd['argv'])} > {logfile} 2>&1 &")
+        lines.append("wait")
+    return "\n".join(lines) + "\n"
+
+
+class LocalLauncher:
+    def launch(self, cfg: DictConfig, job_file: Path) -> None:
+        run = run_dir_of(job_file)
+        if cfg.dry_run:
+            script = run.root / "job.sh"
+            script.write_text(render_script(cfg, job_file))
+            log.info("dry run: wrote %s", script)
+            return
+        started = time.monotonic()
+        for step in job_steps(cfg):
+            if step.name != "summarize":
+                self._run_step(step, cfg, job_file, run)
+        summary = summarize(run, time.monotonic() - started)
+        log.info("summary (%s):\n%s", run.summary_file, describe(summary))
+
+    def _run_step(self, step: Step, cfg: DictConfig, job_file: Path, run: RunDir) -> None:
+        procs = []
+        for i, cmd in enumerate(step_commands(step, cfg.nodes, job_file)):
+            logfile = run.logs / f"{step.name}{i}.log"
+            with open(logfile, "ab") as out:
+                proc = subprocess.Popen(cmd["argv"], env={**os.environ, **cmd["env"]}, stdout=out,
+                                        stderr=subprocess.STDOUT)
+            procs.append((i, proc, logfile))
+        log.info("%s: started %d process(es), logs in %s", step.name, len(procs), run.logs)
+        failed = [(i, logfile, proc.wait()) for i, proc, logfile in procs if proc.wait() != 0]
+        if failed:
+            raise JobFailedError(_failure_report(step, failed))
+
+
+def _failure_report(step: Step, failed) -> str:
+    parts = [f"{len(failed)} process(es) of step '{step.name}' failed:"]
+    for i, logfile, code in failed:
+        tail = Path(logfile).read_text(errors="replace").splitlines()[-8:]
+        parts.append(f"  #{i} exit {code}, log {logfile}:\n    " + "\n    ".join(tail))
+    return "\n".join(parts)

@@ -1,0 +1,49 @@
+"""Read and validate input files before anything starts: missing, empty or undecodable input is reported."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List
+
+from runner.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Line:
+    # 1-based line number in the input file
+    number: int
+    text: str
+
+
+def read_lines(path: Path) -> List[Line]:
+    """Non-blank lines of a UTF-8 file, with their line numbers; trailing newlines stripped."""
+    return list(_iter_lines(path))
+
+
+def _iter_lines(path: Path) -> Iterator[Line]:
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            text = raw.decode("utf-8").rstrip("\r\n")
+            if text.strip():
+                yield Line(number, text)
+
+
+def check_file(path: Path) -> str:
+    """'' when the file is usable, else what is wrong with it."""
+    if not path.is_file():
+        return f"{path}: missing"
+    try:
+        for _ in _iter_lines(path):
+            return ""
+    except UnicodeDecodeError as e:
+        with open(path, "rb") as f:
+            line = f.read()[: e.start].count(b"\n") + 1
+        return f"{path}: line {line} is not UTF-8 ({e.reason})"
+    return f"{path}: empty (no non-blank line)"
+
+
+def validate(paths: List[Path]) -> None:
+    """Raise one ConfigError listing every unusable file."""
+    problems = [p for p in (check_file(path) for path in paths) if p]
+    if problems:
+        listing = "\n  ".join(problems)
+        raise ConfigError(f"{len(problems)} input file(s) cannot be used:\n  {listing}\nFix or remove them, then rerun.")

@@ -1,0 +1,68 @@
+"""The job file: the composed config, resolved to absolute paths, that every rank and host reads back."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner import schema
+
+_SCHEMAS = {
+    "mode": {"per_tile": schema.PerTileMode, "server_per_node": schema.ServerPerNodeMode},
+    "launcher": {"local": schema.LocalLauncher, "pbs": schema.PbsLauncher, "slurm": schema.SlurmLauncher},
+    "staging": {"none": schema.NoStaging, "mpi_bcast": schema.MpiBcastStaging},
+}
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run. Everything a rank writes lands under `root` (on the shared filesystem)."""
+
+    root: Path
+
+    @property
+    def job_file(self) -> Path:
+        return self.root / "job.yaml"
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats"
+
+    @property
+    def summary_file(self) -> Path:
+        return self.root / "summary.json"
+
+    def make(self) -> "RunDir":
+        for path in (self.root, self.out, self.logs, self.stats):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def write(cfg: DictConfig, run: RunDir) -> Path:
+    """Write the resolved config as the job file; returns its path."""
+    run.make()
+    run.job_file.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return run.job_file
+
+
+def load(path: Path) -> DictConfig:
+    """Read a job file back with every group typed by its schema (enums are enums again)."""
+    raw = OmegaConf.load(path)
+    typed = OmegaConf.structured(schema.RunnerConfig)
+    for group, options in _SCHEMAS.items():
+        typed[group] = OmegaConf.structured(options[raw[group].name])
+    merged = OmegaConf.merge(typed, raw)
+    OmegaConf.set_struct(merged, True)
+    return merged
+
+
+def run_dir_of(path: Path) -> RunDir:
+    return RunDir(Path(path).resolve().parent)

