@@ -32,7 +32,7 @@ def check_file(path: Path) -> str:
     if not path.is_file():
         return f"{path}: missing"
     try:
-        for _ in _iter_lines(path):
+        if sum(1 for _ in _iter_lines(path)):  # decodes every line, not just the first
             return ""
     except UnicodeDecodeError as e:
         with open(path, "rb") as f:

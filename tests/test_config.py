@@ -1,0 +1,73 @@
+"""Every YAML option of every group composes against its schema; wrong keys and values fail at compose time."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from runner.schema import register_configs
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ["mode", "model", "launcher", "staging", "cluster"]
+REQUIRED = {"launcher=pbs": ["launcher.queue=q", "launcher.account=a"]}
+
+
+def _options():
+    for group in GROUPS:
+        for path in sorted((CONF / group).glob("*.yaml")):
+            yield f"{group}={path.stem}"
+
+
+def _compose(overrides):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.mark.parametrize("option", list(_options()))
+def test_every_option_composes_and_resolves(option):
+    cfg = _compose([option, *REQUIRED.get(option, [])])
+    group, name = option.split("=")
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert container[group]["name"] == name or group == "model"
+    assert container["run_name"]
+
+
+def test_default_is_per_tile_local_smollm2_on_cpu():
+    cfg = _compose([])
+    assert (cfg.mode.name, cfg.launcher.name, cfg.model.name, cfg.staging.name, cfg.cluster.name) == (
+        "per_tile", "local", "smollm2_135m", "none", "local_cpu")
+
+
+def test_unknown_group_option_names_the_valid_ones():
+    with pytest.raises(ConfigCompositionException) as err:
+        _compose(["mode=per_node"])
+    assert "per_tile" in str(err.value) and "server_per_node" in str(err.value)
+
+
+def test_wrong_enum_value_names_the_valid_ones():
+    with pytest.raises(ConfigCompositionException) as err:
+        _compose(["mode.output_format=csv"])
+    assert "jsonl" in str(err.value.__cause__) and "text" in str(err.value.__cause__)
+
+
+def test_unknown_key_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException) as err:
+        _compose(["mode.chunksize=4"])
+    assert "chunksize" in str(err.value)
+
+
+def test_wrong_type_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException) as err:
+        _compose(["nodes=four"])
+    assert isinstance(err.value.__cause__, ValidationError)
+
+
+def test_pbs_without_queue_is_missing_a_value():
+    cfg = _compose(["launcher=pbs"])
+    with pytest.raises(Exception) as err:
+        OmegaConf.to_container(cfg.launcher, throw_on_missing=True)
+    assert "queue" in str(err.value)

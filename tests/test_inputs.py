@@ -1,0 +1,24 @@
+"""Input validation reports every unusable file before anything starts."""
+
+import pytest
+
+from runner.errors import ConfigError
+from runner.inputs import read_lines, validate
+
+
+def test_blank_lines_are_skipped_and_numbers_kept(tmp_path):
+    path = tmp_path / "0.in"
+    path.write_text("a\n\n  \nb\r\n")
+    assert [(line.number, line.text) for line in read_lines(path)] == [(1, "a"), (4, "b")]
+
+
+def test_missing_empty_and_undecodable_files_are_all_reported(tmp_path):
+    (tmp_path / "empty.in").write_text("\n\n")
+    (tmp_path / "bad.in").write_bytes(b"ok\nbad \xff line\n")
+    (tmp_path / "good.in").write_text("fine\n")
+    with pytest.raises(ConfigError) as err:
+        validate([tmp_path / n for n in ("missing.in", "empty.in", "bad.in", "good.in")])
+    message = str(err.value)
+    assert "3 input file(s)" in message
+    assert "missing.in: missing" in message and "empty.in: empty" in message and "bad.in: line 2 is not UTF-8" in message
+    assert "good.in" not in message

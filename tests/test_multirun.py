@@ -1,0 +1,23 @@
+"""A Hydra multirun sweep over models runs each job and keeps separate output folders."""
+
+import pytest
+
+from conftest import run_runner, write_inputs
+
+pytestmark = pytest.mark.engine
+
+
+def test_sweep_over_two_models(tmp_path):
+    inputs = write_inputs(tmp_path / "in", {"0.in": ["What is the capital of France?"]})
+    proc = run_runner(["model=smollm2_135m,smollm2_135m_fp32", "cluster.ranks_per_node=1", "mode.output_format=text",
+                       f"mode.input_dir={inputs}", "sampling.max_tokens=16", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                      multirun=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outs = sorted((tmp_path / "sweep").glob("*/out/0.out"))
+    assert [p.parent.parent.name for p in outs] == [
+        "cluster.ranks_per_node=1,model=smollm2_135m,mode.output_format=text,sampling.max_tokens=16",
+        "cluster.ranks_per_node=1,model=smollm2_135m_fp32,mode.output_format=text,sampling.max_tokens=16",
+    ]
+    for out in outs:
+        (line,) = out.read_text().splitlines()
+        assert line.startswith("Prompt: 'What is the capital of France?', Generated text: ") and "Paris" in line

@@ -1,0 +1,39 @@
+"""The per-line ledger: torn writes are cut, duplicates dropped, the final file is complete and ordered."""
+
+import json
+
+from runner.record_log import RecordLog, as_jsonl, as_original_text
+
+
+def _rec(line, text="x"):
+    return {"line": line, "prompt": f"p{line}", "text": text}
+
+
+def test_reopen_cuts_a_torn_last_line_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "0.log.jsonl"
+    log = RecordLog(path)
+    log.append([_rec(1), _rec(2)])
+    log.close()
+    with open(path, "a") as f:
+        f.write('{"line": 3, "prom')  # killed mid-write
+    again = RecordLog(path)
+    assert again.done() == {1, 2}
+    again.append([_rec(3)])
+    again.close()
+    assert [json.loads(line)["line"] for line in path.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_duplicates_are_written_once_and_finalize_sorts(tmp_path):
+    log = RecordLog(tmp_path / "a.log.jsonl")
+    log.append([_rec(5), _rec(2)])
+    log.append([_rec(2, "again"), _rec(9)])
+    out = tmp_path / "a.out"
+    log.finalize(out, as_jsonl)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in lines] == [2, 5, 9]
+    assert lines[0]["text"] == "x"
+    assert not (tmp_path / "a.log.jsonl").exists()
+
+
+def test_original_text_format_matches_the_old_script():
+    assert as_original_text({"prompt": "Hi 'you'", "text": "Hello\n"}) == "Prompt: \"Hi 'you'\", Generated text: 'Hello\\n'"
