@@ -3,7 +3,9 @@
 import logging
 import os
 import shlex
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -14,6 +16,7 @@ from launchers.steps import Step, job_steps
 from runner.errors import JobFailedError
 from runner.job import RunDir, run_dir_of
 from runner.summary import describe, summarize
+from runner.walltime import deadline_env
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ class LocalLauncher:
             log.info("dry run: wrote %s", script)
             return
         started = time.monotonic()
+        os.environ.update(deadline_env(cfg.launcher.walltime_min))
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the ranks are stopped too
         for step in job_steps(cfg):
             if step.name != "summarize":
                 self._run_step(step, cfg, job_file, run)
@@ -71,7 +76,12 @@ class LocalLauncher:
                                         stderr=subprocess.STDOUT)
             procs.append((i, proc, logfile))
         log.info("%s: started %d process(es), logs in %s", step.name, len(procs), run.logs)
-        failed = [(i, logfile, proc.wait()) for i, proc, logfile in procs if proc.wait() != 0]
+        try:
+            failed = [(i, logfile, proc.wait()) for i, proc, logfile in procs if proc.wait() != 0]
+        finally:  # interrupted: take the ranks down too (their finished lines are kept in the ledger)
+            for _, proc, _ in procs:
+                if proc.poll() is None:
+                    proc.terminate()
         if failed:
             raise JobFailedError(_failure_report(step, failed))
 

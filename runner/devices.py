@@ -4,6 +4,8 @@ from typing import Dict
 
 from runner.schema import Accelerator
 
+DEVICE_VARS = ("CUDA_VISIBLE_DEVICES", "ZE_AFFINITY_MASK")
+
 
 def device_of(local_rank: int, gpus_per_node: int, tiles_per_gpu: int) -> tuple[int, int]:
     """(gpu, tile) of a local rank: gpu = (r // tiles) % gpus, tile = r % tiles."""

@@ -5,6 +5,7 @@ Answers are appended to out/{rank}.log.jsonl as each chunk finishes; a rerun ans
 """
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import List
@@ -12,6 +13,7 @@ from typing import List
 from omegaconf import DictConfig, OmegaConf
 
 from runner import engine, inputs
+from runner.devices import DEVICE_VARS
 from runner.job import RunDir
 from runner.record_log import RecordLog, as_jsonl, as_original_text
 from runner.schema import OutputFormat
@@ -57,7 +59,9 @@ def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
     todo = [line for line in lines if line.number not in ledger.done()]
     log.info("rank %d on %s: %d lines, %d answered before, %d to do", rank, placement.hostname, len(lines),
              len(lines) - len(todo), len(todo))
-    stats = {"name": f"rank{rank}", "resumed": len(lines) - len(todo), "engine_start_s": 0.0, "generate_s": 0.0}
+    stats = {"name": f"rank{rank}", "host": placement.hostname, "local_rank": placement.local_rank,
+             "device": {k: os.environ.get(k, "") for k in DEVICE_VARS}, "resumed": len(lines) - len(todo),
+             "engine_start_s": 0.0, "generate_s": 0.0}
     if todo:
         _answer_all(cfg, rank, todo, ledger, model_path, stats)
     render = as_jsonl if cfg.mode.output_format == OutputFormat.jsonl else as_original_text

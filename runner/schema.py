@@ -156,6 +156,8 @@ class SlurmLauncher:
     setup: List[str] = field(default_factory=list)
     # extra sbatch parameters, submitit's `slurm_additional_parameters`
     additional_parameters: Dict[str, Any] = field(default_factory=dict)
+    # block until the job ends and print its summary (a sweep then runs its jobs one after another)
+    wait: bool = False
 
 
 @dataclass

@@ -129,20 +129,31 @@ def _finish(tmp: Path, target: Path, listing: Listing, crcs: dict) -> None:
     os.replace(tmp, target)
 
 
-def stage_job(job_file: Path) -> dict:
+def node_leaders(world):
+    """A communicator of one process per node (the first on each), or None on the other processes."""
+    from mpi4py import MPI
+
+    node = world.Split_type(MPI.COMM_TYPE_SHARED)
+    leaders = world.Split(0 if node.rank == 0 else MPI.UNDEFINED, world.rank)
+    return None if leaders == MPI.COMM_NULL else leaders
+
+
+def stage_job(job_file: Path) -> None:
+    """Collective over MPI.COMM_WORLD, whatever the processes per node: one per node copies."""
     from mpi4py import MPI
 
     from runner import job
-    from runner.summary import write_stats
 
     cfg = job.load(job_file)
     target = Path(model_path_for_workers(cfg))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    result = broadcast_folder(MPI.COMM_WORLD, Path(cfg.model.path), target, cfg.staging.chunk_mib << 20)
-    if MPI.COMM_WORLD.rank == 0:
-        log.info("staged %s to %s on %d node(s): %s", cfg.model.path, target, MPI.COMM_WORLD.size, result)
-        (job.run_dir_of(job_file).root / "staging.json").write_text(json.dumps(result))
-    return result
+    leaders = node_leaders(MPI.COMM_WORLD)
+    if leaders is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        result = broadcast_folder(leaders, Path(cfg.model.path), target, cfg.staging.chunk_mib << 20)
+        if leaders.rank == 0:
+            log.info("staged %s to %s on %d node(s): %s", cfg.model.path, target, leaders.size, result)
+            (job.run_dir_of(job_file).root / "staging.json").write_text(json.dumps({"nodes": leaders.size, **result}))
+    MPI.COMM_WORLD.Barrier()
 
 
 def main(argv: List[str]) -> int:

@@ -1,0 +1,89 @@
+"""launcher=pbs: render a PBS script (stage, run the ranks with mpiexec, summarize) and submit it with qsub."""
+
+import logging
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from launchers.steps import Step, job_steps
+from runner.errors import SubmissionError
+from runner.job import run_dir_of
+from runner.walltime import DEADLINE_VAR
+
+log = logging.getLogger(__name__)
+
+JOB_ID = re.compile(r"^\s*(\d+(?:\[\])?(?:\.[\w.-]+)?)\s*$", re.MULTILINE)
+
+
+def _walltime(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+
+
+def _step_line(step: Step, cfg: DictConfig, job_file: Path, python: str) -> str:
+    argv = [python, "-u", "-m", step.module, str(job_file)]
+    if step.per_node == 0:
+        return shlex.join(argv)
+    mpiexec = [cfg.launcher.mpiexec, "-n", str(step.processes(cfg.nodes)), "-ppn", str(step.per_node),
+               *cfg.launcher.mpiexec_args]
+    return f'{shlex.join(mpiexec)} --hostfile "$PBS_NODEFILE" {shlex.join(argv)}'
+
+
+def render(cfg: DictConfig, job_file: Path, python: str = sys.executable) -> str:
+    """The whole PBS script; every configured value is shell-quoted."""
+    run = run_dir_of(job_file)
+    q = shlex.quote
+    lines = [
+        "#!/bin/bash",
+        f"#PBS -N {re.sub(r'[^A-Za-z0-9_.-]', '_', 'runner-' + cfg.run_name)[:60]}",
+        f"#PBS -l select={cfg.nodes}",
+        f"#PBS -l walltime={_walltime(cfg.launcher.walltime_min)}",
+        f"#PBS -l filesystems={q(cfg.launcher.filesystems)}",
+        f"#PBS -l place={q(cfg.launcher.place)}",
+        f"#PBS -q {q(cfg.launcher.queue)}",
+        f"#PBS -A {q(cfg.launcher.account)}",
+        "#PBS -j oe",
+        "set -euo pipefail",
+        f"export {DEADLINE_VAR}=$(( $(date +%s) + {cfg.launcher.walltime_min * 60} ))",
+        *cfg.launcher.setup,
+        f"cd {q(str(run.root))}",
+        "exec >> logs/job.log 2>&1",
+        'echo "runner: job ${PBS_JOBID:-?} on $(sort -u "$PBS_NODEFILE" | wc -l) node(s)"',
+    ]
+    lines += [_step_line(step, cfg, job_file, python) for step in job_steps(cfg)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_job_id(output: str) -> str:
+    match = JOB_ID.search(output)
+    if not match:
+        raise SubmissionError(f"qsub answered without a job id: {output.strip()!r}; check the qsub output above")
+    return match.group(1)
+
+
+class PbsLauncher:
+    def launch(self, cfg: DictConfig, job_file: Path) -> None:
+        run = run_dir_of(job_file)
+        script = run.root / "job.pbs"
+        script.write_text(render(cfg, job_file))
+        script.chmod(0o755)
+        if cfg.dry_run:
+            log.info("dry run: wrote %s (submit it with: qsub %s)", script, shlex.quote(str(script)))
+            return
+        job_id = self.submit(cfg.launcher.qsub, script)
+        (run.root / "pbs_job_id").write_text(job_id + "\n")
+        log.info("submitted PBS job %s; results land in %s; summary: python -m runner.summary %s",
+                 job_id, run.out, job_file)
+
+    @staticmethod
+    def submit(qsub: str, script: Path) -> str:
+        try:
+            proc = subprocess.run([qsub, str(script)], capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            raise SubmissionError(f"{qsub} not found: run on a PBS login node or set launcher.qsub=PATH") from None
+        if proc.returncode != 0:
+            raise SubmissionError(f"{qsub} {script} failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        return parse_job_id(proc.stdout)

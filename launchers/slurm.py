@@ -1,0 +1,88 @@
+"""launcher=slurm: submit the job through submitit; each Slurm task is one rank or host of the job.
+
+Staging needs MPI across the tasks: the tasks start `python -m runner.staging` as a child, which joins the
+job's MPI world through Slurm's PMI (srun --mpi=pmi2), while the task process itself never initializes MPI.
+"""
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from launchers.steps import procs_per_node
+from runner.errors import JobFailedError
+from runner.job import load, run_dir_of
+from runner.summary import describe, summarize
+from runner.walltime import DEADLINE_VAR, deadline_env
+
+log = logging.getLogger(__name__)
+
+
+def run_task(job_file: str) -> str:
+    """What every Slurm task runs: stage (collectively, if configured), then this task's rank or host."""
+    from runner import worker
+
+    cfg = load(Path(job_file))
+    if DEADLINE_VAR not in os.environ:
+        os.environ.update(deadline_env(cfg.launcher.walltime_min))
+    if cfg.staging.name != "none":
+        subprocess.run([sys.executable, "-u", "-m", "runner.staging", job_file], check=True)
+    worker.run(Path(job_file))
+    return os.environ.get("SLURM_PROCID", "0")
+
+
+def executor_for(cfg: DictConfig, folder: Path):
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    launcher = cfg.launcher
+    params = dict(
+        name=f"runner-{cfg.run_name}",
+        nodes=cfg.nodes,
+        tasks_per_node=procs_per_node(cfg),
+        timeout_min=launcher.walltime_min,
+        cpus_per_task=launcher.cpus_per_task,
+        slurm_setup=list(launcher.setup),
+        slurm_srun_args=["--mpi=pmi2"] if cfg.staging.name != "none" else [],
+        slurm_additional_parameters=dict(launcher.additional_parameters),
+    )
+    optional = {"slurm_partition": launcher.partition, "slurm_account": launcher.account,
+                "gpus_per_node": launcher.gpus_per_node, "mem_gb": launcher.mem_gb}
+    params.update({k: v for k, v in optional.items() if v})
+    executor.update_parameters(**params)
+    return executor
+
+
+class SlurmLauncher:
+    def launch(self, cfg: DictConfig, job_file: Path) -> None:
+        run = run_dir_of(job_file)
+        executor = executor_for(cfg, run.root / "slurm")
+        if cfg.dry_run:
+            script = run.root / "job.sbatch"
+            script.write_text(self._sbatch_script(executor, job_file))
+            log.info("dry run: wrote %s", script)
+            return
+        job = executor.submit(run_task, str(job_file))
+        (run.root / "slurm_job_id").write_text(f"{job.job_id}\n")
+        log.info("submitted Slurm job %s (logs in %s)", job.job_id, executor.folder)
+        if cfg.launcher.wait:
+            self._wait(job, run)
+        else:
+            log.info("when it ends: python -m runner.summary %s", job_file)
+
+    @staticmethod
+    def _sbatch_script(executor, job_file: Path) -> str:
+        """The sbatch script submitit would submit, rendered by submitit's own hook; no job is created."""
+        slurm = executor._executor
+        return slurm._make_submission_file_text(slurm._submitit_command_str, uid="dry-run")
+
+    @staticmethod
+    def _wait(job, run) -> None:
+        try:
+            job.results()
+        except Exception as e:  # submitit re-raises the task's failure with its traceback
+            raise JobFailedError(f"Slurm job {job.job_id} failed: {e}\nlogs: {job.paths.folder}") from None
+        log.info("summary (%s):\n%s", run.summary_file, describe(summarize(run)))
