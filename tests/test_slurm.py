@@ -1,0 +1,40 @@
+"""launcher=slurm through submitit, against the one-node Slurm cluster that scripts/start_slurm.sh starts."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import read_jsonl, run_runner, write_inputs
+
+
+def test_dry_run_writes_the_sbatch_script_submitit_would_submit(tmp_path):
+    inputs = write_inputs(tmp_path / "in", {f"{r}.in": ["x"] for r in range(8)})
+    run = tmp_path / "run"
+    proc = run_runner(["launcher=slurm", "dry_run=true", "nodes=2", "cluster=polaris", "launcher.partition=gpu",
+                       "launcher.account=bio", "launcher.gpus_per_node=4", "launcher.walltime_min=30",
+                       "staging=mpi_bcast", f"mode.input_dir={inputs}", f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    script = (run / "job.sbatch").read_text()
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --partition=gpu",
+                 "#SBATCH --account=bio", "#SBATCH --gpus-per-node=4", "#SBATCH --time=30"):
+        assert line in script
+    assert "--mpi=pmi2" in script
+    assert not (run / "slurm_job_id").exists()
+
+
+@pytest.mark.engine
+@pytest.mark.slurm
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs Slurm: run the tests through scripts/test.sh")
+def test_submitit_job_runs_to_completion(tmp_path):
+    inputs = write_inputs(tmp_path / "in", {"0.in": ["What is the capital of France?", "Name a fruit."]})
+    run = tmp_path / "run"
+    proc = run_runner(["launcher=slurm", "launcher.wait=true", "launcher.walltime_min=20", "cluster.ranks_per_node=1",
+                       f"mode.input_dir={inputs}", "sampling.max_tokens=16", f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job_id = (run / "slurm_job_id").read_text().strip()
+    assert job_id.isdigit()
+    records = read_jsonl(run / "out" / "0.out")
+    assert [r["line"] for r in records] == [1, 2] and "Paris" in records[0]["text"]
+    assert json.loads((run / "summary.json").read_text())["prompts"] == 2
+    assert list((run / "slurm").glob(f"{job_id}_0_log.out"))
