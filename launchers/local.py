@@ -60,6 +60,7 @@ class LocalLauncher:
             return
         started = time.monotonic()
         os.environ.update(deadline_env(cfg.launcher.walltime_min))
+        os.environ.setdefault("RUNNER_ATTEMPT", f"local-{int(time.time())}-{os.getpid()}")  # fresh work-queue claims
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the ranks are stopped too
         for step in job_steps(cfg):
             if step.name != "summarize":

@@ -14,6 +14,13 @@ class Answer:
     finish_reason: str
 
 
+def engine_args(cfg) -> Dict[str, Any]:
+    """The model's vLLM engine arguments, overridden by the machine's (cluster.engine)."""
+    from omegaconf import OmegaConf
+
+    return {**OmegaConf.to_container(cfg.model.engine), **OmegaConf.to_container(cfg.cluster.engine)}
+
+
 def build_llm(model_path: str, engine_args: Dict[str, Any]):
     from vllm import LLM
 

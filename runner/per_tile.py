@@ -31,11 +31,6 @@ def input_paths(cfg: DictConfig, world_size: int) -> List[Path]:
     return [input_path(cfg, rank) for rank in range(world_size)]
 
 
-def engine_args(cfg: DictConfig) -> dict:
-    """The model's vLLM engine arguments, overridden by the machine's."""
-    return {**OmegaConf.to_container(cfg.model.engine), **OmegaConf.to_container(cfg.cluster.engine)}
-
-
 def _record(rank: int, line: inputs.Line, answer: engine.Answer) -> dict:
     return {
         "rank": rank,
@@ -80,7 +75,7 @@ def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
 
 def _answer_all(cfg, rank, todo, ledger, model_path, stats) -> None:
     t0 = time.monotonic()
-    llm = engine.build_llm(model_path, engine_args(cfg))
+    llm = engine.build_llm(model_path, engine.engine_args(cfg))
     params = engine.sampling_params(OmegaConf.to_container(cfg.sampling))
     t1 = time.monotonic()
     size = max(cfg.mode.chunk_size, 1)

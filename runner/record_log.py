@@ -1,6 +1,6 @@
 """Append-only JSONL of finished records, keyed by input line: the resume ledger of one input file.
 
-Each record is flushed and fsynced as it is written, so a killed process keeps what it finished. A torn
+Each append is flushed (and by default fsynced) as it is written, so a killed process keeps what it finished. A torn
 last line (killed mid-write) is cut off on reopen. `finalize` writes the complete output atomically
 (temp file, then rename), sorted by line and with each line once, then removes the log.
 """
@@ -12,8 +12,10 @@ from typing import Callable, Dict, Iterable, List
 
 
 class RecordLog:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, fsync: bool = True):
+        """fsync=False: flush each append to the OS only (survives a killed process, not a crashed node)."""
         self.path = Path(path)
+        self.fsync = fsync
         self._records: Dict[int, dict] = self._recover()
         self._file = None
 
@@ -45,10 +47,12 @@ class RecordLog:
             self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
             self._records[record["line"]] = record
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if self.fsync:
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         if self._file is not None:
+            os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
 

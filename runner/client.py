@@ -1,0 +1,169 @@
+"""The async OpenAI-API client of one host: answers every line of an input file with bounded concurrency.
+
+A Supervisor watches the server: after `health_failures` failed checks in a row, or when its process is gone,
+it restarts it; requests that failed because the server went away wait for the restart and are sent again
+without using up their retries. Other failures are retried with exponential backoff, then recorded as ERROR.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import aiohttp
+from omegaconf import DictConfig
+
+from runner import prompts
+from runner.inputs import Line
+from runner.record_log import RecordLog
+from runner.schema import PromptStyle
+from runner.server import VllmServer
+from runner.walltime import seconds_left
+
+log = logging.getLogger(__name__)
+
+
+class Supervisor:
+    def __init__(self, server: VllmServer, mode: DictConfig):
+        self.server = server
+        self.mode = mode
+        self.ready = asyncio.Event()
+        self.ready.set()
+        self.restarts = 0
+        self.failed: Optional[str] = None
+
+    async def watch(self) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(self.mode.health_interval_s)
+            healthy = self.server.alive() and await asyncio.to_thread(self.server.healthy)
+            failures = 0 if healthy else failures + 1
+            if not self.server.alive() or failures >= self.mode.health_failures:
+                await self.restart("process exited" if not self.server.alive() else f"{failures} failed health checks")
+                failures = 0
+
+    async def restart(self, why: str) -> None:
+        self.ready.clear()
+        if self.restarts >= self.mode.max_restarts:
+            self.failed = f"server down ({why}) after {self.restarts} restart(s)"
+            log.error("%s; giving up on this host", self.failed)
+            self.ready.set()
+            return
+        self.restarts += 1
+        log.warning("restarting vllm serve (%s), restart %d of %d", why, self.restarts, self.mode.max_restarts)
+        await asyncio.to_thread(self.server.stop, self.mode.stop_grace_s)
+        try:
+            await asyncio.to_thread(self.server.start, self.mode.start_timeout_s)
+        except Exception as e:  # noqa: BLE001 - any start failure ends this host's work
+            self.failed = f"server restart failed: {e}"
+        self.ready.set()
+
+    async def server_went_away(self) -> bool:
+        """After a connection error: True when the server is down (the request should wait and be resent)."""
+        if not self.ready.is_set():
+            return True
+        return not (self.server.alive() and await asyncio.to_thread(self.server.healthy))
+
+
+@dataclass
+class FileResult:
+    answered: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    stopped_for_walltime: bool = False
+    seconds: float = 0.0
+    extra: Dict = field(default_factory=dict)
+
+
+def _request_body(request: prompts.Request, mode: DictConfig, model: str, sampling: Dict) -> Dict:
+    if mode.prompt_style == PromptStyle.chat:
+        return {"model": model, "messages": [{"role": "user", "content": request.prompt}], **sampling}
+    return {"model": model, "prompt": request.prompt, **sampling}
+
+
+def _success(base: Dict, body: Dict) -> Dict:
+    choice = body["choices"][0]
+    text = choice["message"]["content"] if "message" in choice else choice["text"]
+    usage = body.get("usage") or {}
+    return {**base, "response": text, "status": "SUCCESS", "error": "",
+            "prompt_tokens": usage.get("prompt_tokens", 0), "output_tokens": usage.get("completion_tokens", 0),
+            "finish_reason": choice.get("finish_reason")}
+
+
+def _error(base: Dict, error: str) -> Dict:
+    return {**base, "response": None, "status": "ERROR", "error": error, "prompt_tokens": 0, "output_tokens": 0,
+            "finish_reason": None}
+
+
+class FileClient:
+    def __init__(self, supervisor: Supervisor, mode: DictConfig, model: str, sampling: Dict):
+        self.supervisor = supervisor
+        self.mode = mode
+        self.model = model
+        self.sampling = sampling
+        self.endpoint = "/v1/chat/completions" if mode.prompt_style == PromptStyle.chat else "/v1/completions"
+
+    async def answer(self, session: aiohttp.ClientSession, file_name: str, line: Line) -> Dict:
+        base = {"file": file_name, "line": line.number}
+        try:
+            request = prompts.build(line.text, self.mode)
+        except prompts.MalformedLine as e:
+            return _error(base, f"malformed line: {e}")
+        base.update(request.ids)
+        body = _request_body(request, self.mode, self.model, self.sampling)
+        return await self._send(session, base, body)
+
+    async def _send(self, session, base: Dict, body: Dict) -> Dict:
+        attempt, last_error = 0, ""
+        while attempt <= self.mode.retries:
+            await self.supervisor.ready.wait()
+            if self.supervisor.failed:
+                return _error(base, self.supervisor.failed)
+            try:
+                async with session.post(self.supervisor.server.url + self.endpoint, json=body) as response:
+                    payload = await response.json(content_type=None)
+                    if response.status == 200:
+                        return _success(base, payload)
+                    last_error = f"HTTP {response.status}: {str(payload)[:500]}"
+            except aiohttp.ClientConnectionError as e:
+                if await self.supervisor.server_went_away():
+                    await asyncio.sleep(0.5)
+                    continue  # resent once the server is back; not counted as a retry
+                last_error = f"{type(e).__name__}: {e}"
+            except (asyncio.TimeoutError, aiohttp.ClientError, ValueError) as e:
+                last_error = f"{type(e).__name__}: {e}"
+            attempt += 1
+            if attempt <= self.mode.retries:
+                await asyncio.sleep(self.mode.retry_backoff_s * 2 ** (attempt - 1))
+        return _error(base, f"failed after {self.mode.retries} retries: {last_error}")
+
+    async def answer_file(self, file_name: str, lines: List[Line], ledger: RecordLog) -> FileResult:
+        """Answer the lines not yet in the ledger; stops taking new lines near the walltime."""
+        result, started = FileResult(), time.monotonic()
+        pending = iter([line for line in lines if line.number not in ledger.done()])
+        timeout = aiohttp.ClientTimeout(total=self.mode.request_timeout_s)
+        connector = aiohttp.TCPConnector(limit=self.mode.concurrency)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+            async def worker():
+                for line in pending:
+                    left = seconds_left()
+                    if left is not None and left < self.mode.walltime_margin_s:
+                        result.stopped_for_walltime = True
+                        return
+                    record = await self.answer(session, file_name, line)
+                    ledger.append([record])
+                    _count(result, record)
+
+            await asyncio.gather(*(worker() for _ in range(self.mode.concurrency)))
+        result.seconds = time.monotonic() - started
+        return result
+
+
+def _count(result: FileResult, record: Dict) -> None:
+    result.answered += 1
+    result.errors += record["status"] == "ERROR"
+    result.prompt_tokens += record["prompt_tokens"]
+    result.output_tokens += record["output_tokens"]

@@ -1,0 +1,107 @@
+"""mode=server_per_node, one host: start `vllm serve`, answer input files from the shared queue, stop the server.
+
+Answers are appended to out/<file>.log.jsonl as each arrives (the resume ledger); out/<file>.jsonl appears,
+complete and in line order, when every line of the file has a record. Server logs live in node-local scratch
+and are copied to logs/host<rank>/ at the end, also when the host fails.
+"""
+
+import asyncio
+import hashlib
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner import engine, inputs
+from runner.client import FileClient, FileResult, Supervisor
+from runner.errors import JobFailedError
+from runner.job import RunDir
+from runner.record_log import RecordLog, as_jsonl
+from runner.server import VllmServer
+from runner.summary import write_stats
+from runner.topology import Placement
+from runner.work_queue import FileQueue, list_inputs, output_path
+
+log = logging.getLogger(__name__)
+
+
+def _scratch(cfg: DictConfig, run: RunDir, rank: int) -> Path:
+    tag = hashlib.sha256(str(run.root).encode()).hexdigest()[:8]
+    return Path(cfg.mode.scratch_dir) / f"runner-{tag}-host{rank}"
+
+
+def _server(cfg: DictConfig, placement: Placement, model_path: str, scratch: Path) -> VllmServer:
+    port = cfg.mode.port + (placement.rank if cfg.launcher.name == "local" else 0)  # local: hosts share a machine
+    env = {k: str(v) for k, v in cfg.cluster.env.items()}
+    return VllmServer(model_path, cfg.model.name, port, engine.engine_args(cfg), list(cfg.mode.serve_args),
+                      scratch / "vllm-serve.log", env)
+
+
+async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server: VllmServer, totals: dict) -> None:
+    supervisor = Supervisor(server, cfg.mode)
+    client = FileClient(supervisor, cfg.mode, cfg.model.name, OmegaConf.to_container(cfg.sampling))
+    watcher = asyncio.create_task(supervisor.watch())
+    try:
+        for input_file in _chain(first, queue.take()):
+            result = await _answer_file(client, input_file, run)
+            _add(totals, result, input_file.name)
+            if result.stopped_for_walltime or supervisor.failed:
+                break
+    finally:
+        watcher.cancel()
+    totals["restarts"] = supervisor.restarts
+    if supervisor.failed:
+        raise JobFailedError(f"host {run.root}: {supervisor.failed}; rerun the same command to resume")
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+async def _answer_file(client: FileClient, input_file: Path, run: RunDir) -> FileResult:
+    lines = inputs.read_lines(input_file)
+    ledger = RecordLog(run.out / f"{input_file.name}.log.jsonl", fsync=False)
+    result = await client.answer_file(input_file.name, lines, ledger)
+    if len(ledger.done()) == len(lines):
+        ledger.finalize(output_path(run.out, input_file), as_jsonl)
+        log.info("%s: %d lines answered (%d errors) in %.1f s", input_file.name, result.answered, result.errors,
+                 result.seconds)
+    else:
+        ledger.close()
+        log.warning("%s: %d of %d lines done; the rest are left for a rerun", input_file.name, len(ledger.done()),
+                    len(lines))
+    return result
+
+
+def _add(totals: dict, result: FileResult, name: str) -> None:
+    for key in ("answered", "errors", "prompt_tokens", "output_tokens"):
+        totals[key] = totals.get(key, 0) + getattr(result, key)
+    totals["generate_s"] = totals.get("generate_s", 0.0) + result.seconds
+    totals.setdefault("files", []).append(name)
+    totals["stopped_for_walltime"] = totals.get("stopped_for_walltime", False) or result.stopped_for_walltime
+
+
+def run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str) -> None:
+    started = time.monotonic()
+    queue = FileQueue(list_inputs(cfg), run.out, run.root / "claims")
+    first = next(queue.take(), None)
+    if first is None:
+        log.info("host %d: no input file left to claim; not starting a server", placement.rank)
+        return
+    scratch = _scratch(cfg, run, placement.rank)
+    server = _server(cfg, placement, model_path, scratch)
+    totals = {"name": f"host{placement.rank}", "host": placement.hostname, "concurrency": cfg.mode.concurrency}
+    try:
+        totals["engine_start_s"] = round(server.start(cfg.mode.start_timeout_s), 3)
+        asyncio.run(_serve_files(cfg, run, queue, first, server, totals))
+    finally:
+        server.stop(cfg.mode.stop_grace_s)
+        shutil.copytree(scratch, run.logs / f"host{placement.rank}", dirs_exist_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+        totals["prompts"], totals["wall_s"] = totals.get("answered", 0), round(time.monotonic() - started, 3)
+        write_stats(run, f"host{placement.rank}", totals)
+    if totals.get("stopped_for_walltime"):
+        raise JobFailedError(f"host {placement.rank} stopped near the walltime; rerun the same command to resume")
