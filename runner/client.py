@@ -110,7 +110,7 @@ class FileClient:
         try:
             request = prompts.build(line.text, self.mode)
         except prompts.MalformedLine as e:
-            return _error(base, f"malformed line: {e}")
+            return _error({**base, **prompts.ids(line.text, self.mode), "input": line.text}, f"malformed line: {e}")
         base.update(request.ids)
         body = _request_body(request, self.mode, self.model, self.sampling)
         return await self._send(session, base, body)

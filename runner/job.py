@@ -64,5 +64,10 @@ def load(path: Path) -> DictConfig:
     return merged
 
 
+def typed_mode(mode: DictConfig) -> DictConfig:
+    """A mode config typed by its schema (enums as enums)."""
+    return OmegaConf.merge(OmegaConf.structured(_SCHEMAS["mode"][mode.name]), mode)
+
+
 def run_dir_of(path: Path) -> RunDir:
     return RunDir(Path(path).resolve().parent)

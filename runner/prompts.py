@@ -1,5 +1,6 @@
 """Turn an input line into a request prompt and its id columns; a line that does not fit is an error record."""
 
+import string
 from dataclasses import dataclass, field
 from typing import Dict
 
@@ -18,16 +19,37 @@ class Request:
     ids: Dict[str, str] = field(default_factory=dict)
 
 
-def build(line: str, mode: DictConfig) -> Request:
-    """The prompt of one line under mode.prompt_template; raises MalformedLine with the reason."""
+def check_template(mode: DictConfig) -> str:
+    """'' when every {field} of the template is a column (or {line}), else what is wrong."""
+    known = {"line", *(mode.columns if mode.input_format == InputFormat.tsv else [])}
+    try:
+        used = {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(mode.prompt_template) if name}
+    except ValueError as e:
+        return f"mode.prompt_template is not a valid format string: {e}"
+    unknown = sorted(used - known)
+    return f"mode.prompt_template uses {unknown}, which are not columns; known: {sorted(known)}" if unknown else ""
+
+
+def _fields(line: str, mode: DictConfig) -> Dict[str, str]:
     fields = {"line": line}
     if mode.input_format == InputFormat.tsv:
-        values = line.split("\t")
-        if len(values) != len(mode.columns):
-            raise MalformedLine(f"expected {len(mode.columns)} tab-separated columns {list(mode.columns)}, got {len(values)}")
-        fields.update(zip(mode.columns, values))
+        fields.update(zip(mode.columns, line.split("\t")))
+    return fields
+
+
+def ids(line: str, mode: DictConfig) -> Dict[str, str]:
+    """The id columns a line has (all of them when it is well formed)."""
+    fields = _fields(line, mode)
+    return {name: fields[name] for name in mode.id_columns if name in fields}
+
+
+def build(line: str, mode: DictConfig) -> Request:
+    """The prompt of one line under mode.prompt_template; raises MalformedLine with the reason."""
+    if mode.input_format == InputFormat.tsv and line.count("\t") + 1 != len(mode.columns):
+        got = line.count("\t") + 1
+        raise MalformedLine(f"expected {len(mode.columns)} tab-separated columns {list(mode.columns)}, got {got}")
     try:
-        prompt = mode.prompt_template.format(**fields)
+        prompt = mode.prompt_template.format(**_fields(line, mode))
     except (KeyError, IndexError) as e:
         raise MalformedLine(f"prompt_template needs {e}, which this line does not have") from None
-    return Request(prompt, {name: fields[name] for name in mode.id_columns if name in fields})
+    return Request(prompt, ids(line, mode))

@@ -100,7 +100,7 @@ def broadcast_folder(comm, source: Optional[Path], target: Path, chunk_bytes: in
     need = not same_place and not is_staged(target, listing)
     started = time.monotonic()
     if not comm.allreduce(need, op=_lor()):
-        return {"reused": True, "gib": 0.0, "seconds": 0.0, "gib_per_s": 0.0}
+        return {"reused": True, "bytes": 0, "gib": 0.0, "seconds": 0.0, "gib_per_s": 0.0}
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}") if need else None
     crcs = {rel: _bcast_file(comm, rel, size, source, tmp, chunk_bytes)
             for rel, size, _ in listing}
@@ -108,8 +108,10 @@ def broadcast_folder(comm, source: Optional[Path], target: Path, chunk_bytes: in
         _finish(tmp, target, listing, crcs)
     comm.Barrier()
     seconds = time.monotonic() - started
-    gib = sum(size for _, size, _ in listing) / 2**30
-    return {"reused": False, "gib": round(gib, 3), "seconds": round(seconds, 3), "gib_per_s": round(gib / seconds, 3)}
+    total = sum(size for _, size, _ in listing)
+    gib = total / 2**30
+    return {"reused": False, "bytes": total, "gib": round(gib, 3), "seconds": round(seconds, 3),
+            "gib_per_s": round(gib / seconds, 3)}
 
 
 def _lor():
@@ -173,7 +175,9 @@ def main(argv: List[str]) -> int:
     comm = MPI.COMM_WORLD
     target = Path(args.target.format(rank=comm.rank))
     result = broadcast_folder(comm, Path(args.source) if comm.rank == 0 else None, target, args.chunk_mib << 20)
-    print(json.dumps({"rank": comm.rank, "target": str(target), **result}), flush=True)
+    # one write per rank, so lines of several ranks do not interleave on mpiexec's stdout
+    sys.stdout.write(json.dumps({"rank": comm.rank, "target": str(target), **result}) + "\n")
+    sys.stdout.flush()
     return 0
 
 

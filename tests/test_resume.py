@@ -1,0 +1,44 @@
+"""Exactly once across a crash: a per_tile run killed (SIGKILL, no clean-up) after its first rank finished,
+then rerun with the same command, ends with every line answered once."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, read_jsonl, run_runner, write_inputs
+
+pytestmark = pytest.mark.engine
+
+
+def test_killed_run_resumes_and_answers_every_line_exactly_once(tmp_path):
+    lines = {"0.in": ["Say yes.", "Say no."], "1.in": [f"Count to {i}." for i in range(1, 61)]}
+    inputs = write_inputs(tmp_path / "in", lines)
+    run = tmp_path / "run"
+    args = [f"mode.input_dir={inputs}", "mode.chunk_size=4", "sampling.max_tokens=24", f"hydra.run.dir={run}"]
+    first = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (run / "out" / "0.out").exists() and time.time() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # the launcher and both ranks, as a node failure would
+    first.wait()
+    assert (run / "out" / "0.out").exists() and not (run / "out" / "1.out").exists()
+    partial = run / "out" / "1.log.jsonl"
+    done_before = len(partial.read_text().splitlines()) if partial.exists() else 0
+    rank0_before = (run / "out" / "0.out").read_bytes()
+
+    proc = run_runner(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "out" / "0.out").read_bytes() == rank0_before
+    records = read_jsonl(run / "out" / "1.out")
+    assert [r["line"] for r in records] == list(range(1, 61))
+    assert [r["prompt"] for r in records] == lines["1.in"]
+    assert not partial.exists()
+    stats = json.loads((run / "stats" / "rank1.json").read_text())
+    assert stats["resumed"] == done_before
+    assert json.loads((run / "summary.json").read_text())["prompts"] == 62

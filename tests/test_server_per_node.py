@@ -1,0 +1,94 @@
+"""mode=server_per_node for real: `vllm serve` per host on the CPU, async clients, a shared file queue."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import ROOT, read_jsonl, run_runner, write_inputs
+
+pytestmark = pytest.mark.engine
+
+GENES = {
+    "a.tsv": ["G1\tEscherichia coli\tdnaA\treplication initiator", "G1\tEscherichia coli\trecA\trecombinase"],
+    "b.tsv": ["G2\tBacillus subtilis\tspo0A\tsporulation regulator", "G2\tonly two columns",
+              "G2\tBacillus subtilis\tsigA\tsigma factor"],
+    "c.tsv": ["G3\tMycobacterium tuberculosis\tkatG\tcatalase-peroxidase"],
+}
+
+
+def _args(inputs, run, port, *extra):
+    return ["mode=server_per_node", f"mode.input_dir={inputs}", f"mode.port={port}", "mode.concurrency=8",
+            "sampling.max_tokens=24", f"hydra.run.dir={run}", *extra]
+
+
+def test_two_hosts_three_files_every_line_once_and_malformed_lines_reported(tmp_path):
+    inputs = write_inputs(tmp_path / "in", GENES)
+    run = tmp_path / "run"
+    proc = run_runner(_args(inputs, run, 8100, "nodes=2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, lines in GENES.items():
+        records = read_jsonl(run / "out" / f"{name}.jsonl")
+        assert [r["line"] for r in records] == list(range(1, len(lines) + 1))
+        for record, line in zip(records, lines):
+            assert record["genome_id"] == line.split("\t")[0]
+    bad = read_jsonl(run / "out" / "b.tsv.jsonl")[1]
+    assert bad["status"] == "ERROR" and "expected 4 tab-separated columns" in bad["error"]
+    assert bad["input"] == "G2\tonly two columns"
+    good = [r for name in GENES for r in read_jsonl(run / "out" / f"{name}.jsonl") if r["status"] == "SUCCESS"]
+    assert len(good) == 5 and all(r["response"] and r["output_tokens"] > 0 for r in good)
+    hosts = [json.loads((run / "stats" / f"host{h}.json").read_text()) for h in (0, 1)]
+    assert sorted(f for h in hosts for f in h["files"]) == ["a.tsv", "b.tsv", "c.tsv"]
+    assert all(h["files"] for h in hosts), "a host idled while work remained"
+    assert (run / "logs" / "host0" / "vllm-serve.log").stat().st_size > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["prompts"], summary["errors"]) == (6, 1)
+
+
+def _kill_server_when(ledger, port, min_records, run_over):
+    """SIGKILL the server on `port` (its whole process group) once the ledger holds min_records."""
+    while not run_over.is_set():
+        if ledger.exists() and len(ledger.read_text().splitlines()) >= min_records:
+            pids = subprocess.run(["pgrep", "-f", f"api_server.*--port {port}"], capture_output=True, text=True)
+            for pid in pids.stdout.split():
+                os.killpg(int(pid), signal.SIGKILL)
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_killed_server_is_restarted_and_every_line_answered_exactly_once(tmp_path):
+    lines = [f"Write a long story about the number {i}." for i in range(1, 41)]
+    inputs = write_inputs(tmp_path / "in", {"story.txt": lines})
+    run = tmp_path / "run"
+    args = _args(inputs, run, 8110, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
+                 "mode.prompt_template='{line}'",
+                 "mode.concurrency=4", "mode.health_interval_s=1", "sampling.max_tokens=64")
+    killed, run_over = {}, threading.Event()
+    killer = threading.Thread(target=lambda: killed.setdefault(
+        "ok", _kill_server_when(run / "out" / "story.txt.log.jsonl", 8110, 4, run_over)))
+    killer.start()
+    proc = run_runner(args)
+    run_over.set()
+    killer.join()
+    assert killed["ok"], "the server was never killed"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_jsonl(run / "out" / "story.txt.jsonl")
+    assert [r["line"] for r in records] == list(range(1, 41))
+    assert all(r["status"] == "SUCCESS" for r in records)
+    stats = json.loads((run / "stats" / "host0.json").read_text())
+    assert stats["restarts"] == 1
+    assert "restarting vllm serve (process exited)" in (run / "logs" / "run0.log").read_text()
+
+
+def test_a_template_field_that_is_no_column_fails_before_launch(tmp_path):
+    inputs = write_inputs(tmp_path / "in", GENES)
+    proc = run_runner(_args(inputs, tmp_path / "run", 8120, "mode.prompt_template='Describe {gene}'"))
+    assert proc.returncode == 2
+    assert "mode.prompt_template uses ['gene'], which are not columns" in proc.stderr
+    assert not (tmp_path / "run" / "logs" / "run0.log").exists()
