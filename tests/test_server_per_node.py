@@ -63,12 +63,12 @@ def _kill_server_when(ledger, port, min_records, run_over):
 
 
 def test_a_killed_server_is_restarted_and_every_line_answered_exactly_once(tmp_path):
-    lines = [f"Write a long story about the number {i}." for i in range(1, 41)]
+    lines = [f"Write a story about the number {i}." for i in range(1, 17)]
     inputs = write_inputs(tmp_path / "in", {"story.txt": lines})
     run = tmp_path / "run"
     args = _args(inputs, run, 8110, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
                  "mode.prompt_template='{line}'",
-                 "mode.concurrency=4", "mode.health_interval_s=1", "sampling.max_tokens=64")
+                 "mode.concurrency=4", "mode.health_interval_s=1", "sampling.max_tokens=32")
     killed, run_over = {}, threading.Event()
     killer = threading.Thread(target=lambda: killed.setdefault(
         "ok", _kill_server_when(run / "out" / "story.txt.log.jsonl", 8110, 4, run_over)))
@@ -79,7 +79,7 @@ def test_a_killed_server_is_restarted_and_every_line_answered_exactly_once(tmp_p
     assert killed["ok"], "the server was never killed"
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = read_jsonl(run / "out" / "story.txt.jsonl")
-    assert [r["line"] for r in records] == list(range(1, 41))
+    assert [r["line"] for r in records] == list(range(1, 17))
     assert all(r["status"] == "SUCCESS" for r in records)
     stats = json.loads((run / "stats" / "host0.json").read_text())
     assert stats["restarts"] == 1

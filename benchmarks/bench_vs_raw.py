@@ -1,0 +1,164 @@
+"""Runner vs raw vLLM on the same prompts, in one invocation, legs interleaved A/B.
+
+    python benchmarks/bench_vs_raw.py --model-dir DIR [--dummy] --prompts 4000 --input-len 128 --output-len 256 \
+        --rounds 2 --modes per_tile,server_per_node --out benchmarks/results/NAME.json
+
+Each leg is its own process, so each starts its engine on an empty GPU:
+  raw       vllm.LLM(...).generate(prompts) in a fresh interpreter (this file's `raw` sub-command)
+  per_tile  python -m runner mode=per_tile (1 rank, cluster=nvidia_1gpu)
+  server    python -m runner mode=server_per_node (1 host, completion endpoint)
+Prompts are text of exactly --input-len tokens (random token ids, decoded and checked to re-encode to the same
+length), sampling is greedy with ignore_eos, so every leg generates prompts x output-len tokens.
+Throughput is output tokens / generation seconds (engine start excluded, reported apart).
+"""
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_prompts(model_dir: str, n: int, input_len: int, seed: int) -> list:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    rng = random.Random(seed)
+    prompts = []
+    while len(prompts) < n:
+        ids = [rng.randrange(1000, min(tok.vocab_size, 30000)) for _ in range(input_len)]
+        text = tok.decode(ids).replace("\n", " ").replace("\r", " ")
+        if text.strip() and len(tok(text, add_special_tokens=False).input_ids) == input_len:
+            prompts.append(text)
+    return prompts
+
+
+def raw_leg(args) -> dict:
+    """The baseline: vLLM's own offline API, nothing around it."""
+    from vllm import LLM, SamplingParams
+
+    prompts = Path(args.prompts_file).read_text().splitlines()
+    t0 = time.monotonic()
+    llm = LLM(model=args.model_dir, **json.loads(args.engine))
+    t1 = time.monotonic()
+    params = SamplingParams(temperature=0.0, max_tokens=args.output_len, ignore_eos=True, seed=0)
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    t2 = time.monotonic()
+    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    return {"leg": "raw", "engine_start_s": t1 - t0, "generate_s": t2 - t1, "output_tokens": tokens,
+            "output_tokens_per_s": tokens / (t2 - t1), "wall_s": t2 - t0}
+
+
+def runner_leg(mode: str, args, prompts_dir: Path, name: str, engine: dict) -> dict:
+    run = ROOT / "outputs" / "bench" / name
+    overrides = [
+        f"mode={mode}", f"cluster={args.cluster}", "cluster.ranks_per_node=1", "model.source=path", f"model.path={args.model_dir}",
+        f"model.name={Path(args.model_dir).name}", f"mode.input_dir={prompts_dir}", "mode.prompt_style=completion",
+        "sampling.temperature=0.0", f"sampling.max_tokens={args.output_len}", "+sampling.ignore_eos=true",
+        "+sampling.seed=0", f"hydra.run.dir={run}",
+        *[f"+model.engine.{k}={json.dumps(v)}" for k, v in engine.items() if k not in ("dtype", "max_model_len")],
+        f"model.engine.dtype={engine.get('dtype', 'bfloat16')}",
+        f"model.engine.max_model_len={engine.get('max_model_len', 2048)}",
+    ]
+    if mode == "server_per_node":
+        overrides += ["mode.input_format=lines", "mode.input_glob=*.in", "mode.id_columns=[]",
+                      "mode.prompt_template='{line}'", f"mode.concurrency={args.concurrency}",
+                      f"mode.scratch_dir={run}/scratch"]
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "runner", *overrides], cwd=ROOT, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"runner {mode} failed:\n{proc.stderr[-4000:]}")
+    stats = json.loads((run / "summary.json").read_text())["per_worker"][0]
+    return {"leg": mode, "engine_start_s": stats["engine_start_s"], "generate_s": stats["generate_s"],
+            "output_tokens": stats["output_tokens"], "output_tokens_per_s": stats["output_tokens"] / stats["generate_s"],
+            "wall_s": wall, "concurrency": args.concurrency if mode == "server_per_node" else None}
+
+
+def run_raw_in_subprocess(args, prompts_file: Path, engine: dict) -> dict:
+    result_file = prompts_file.with_name("raw-result.json")
+    argv = [sys.executable, __file__, "raw", "--model-dir", args.model_dir, "--prompts-file", str(prompts_file),
+            "--output-len", str(args.output_len), "--engine", json.dumps(engine), "--out", str(result_file)]
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"raw leg failed:\n{proc.stderr[-4000:]}")
+    result = json.loads(result_file.read_text())
+    result["wall_s"] = time.monotonic() - t0
+    return result
+
+
+def compare(args) -> dict:
+    engine = {"dtype": "bfloat16", "max_model_len": args.input_len + args.output_len + 64,
+              **({"load_format": "dummy"} if args.dummy else {}), **json.loads(args.engine)}
+    work = ROOT / "outputs" / "bench" / f"prompts-{Path(args.model_dir).name}"
+    work.mkdir(parents=True, exist_ok=True)
+    prompts = make_prompts(args.model_dir, args.prompts, args.input_len, args.seed)
+    (work / "0.in").write_text("\n".join(prompts) + "\n")
+    legs = []
+    for rnd in range(args.rounds):
+        legs.append({"round": rnd, **run_raw_in_subprocess(args, work / "0.in", engine)})
+        print(json.dumps(legs[-1]), flush=True)
+        for mode in args.modes.split(","):
+            legs.append({"round": rnd, **runner_leg(mode, args, work, f"{mode}-{rnd}-{int(time.time())}", engine)})
+            print(json.dumps(legs[-1]), flush=True)
+    return {"config": {**vars(args), "engine": engine}, "legs": legs, "ratios": ratios(legs)}
+
+
+def ratios(legs: list) -> dict:
+    """Runner / raw throughput, each runner leg against the raw leg of its own round, and the mean."""
+    out = {}
+    for mode in sorted({leg["leg"] for leg in legs} - {"raw"}):
+        per_round = []
+        for leg in (x for x in legs if x["leg"] == mode):
+            raw = next(x for x in legs if x["leg"] == "raw" and x["round"] == leg["round"])
+            per_round.append(round(leg["output_tokens_per_s"] / raw["output_tokens_per_s"], 4))
+        out[mode] = {"per_round": per_round, "mean": round(sum(per_round) / len(per_round), 4)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["compare", "raw"], nargs="?", default="compare")
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--dummy", action="store_true", help="load_format=dummy: random weights, real shapes")
+    parser.add_argument("--prompts", type=int, default=4000)
+    parser.add_argument("--input-len", type=int, default=128)
+    parser.add_argument("--output-len", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--modes", default="per_tile,server_per_node")
+    parser.add_argument("--concurrency", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cluster", default="nvidia_1gpu", help="runner cluster option (local_cpu for a smoke test)")
+    parser.add_argument("--out")
+    parser.add_argument("--prompts-file")
+    parser.add_argument("--engine", default="{}", help="extra vLLM engine arguments (JSON), for every leg")
+    args = parser.parse_args()
+    if args.what == "raw":
+        Path(args.out).write_text(json.dumps(raw_leg(args)))
+        return
+    result = compare(args)
+    result["device"] = _device_name()
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+
+
+def _device_name() -> str:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name()
+    except Exception:  # noqa: BLE001 - informational only
+        return os.uname().machine
+
+
+if __name__ == "__main__":
+    main()
