@@ -102,23 +102,32 @@ def compare(args) -> dict:
     (work / "0.in").write_text("\n".join(prompts) + "\n")
     legs = []
     for rnd in range(args.rounds):
-        legs.append({"round": rnd, **run_raw_in_subprocess(args, work / "0.in", engine)})
-        print(json.dumps(legs[-1]), flush=True)
+        _leg(legs, rnd, "raw", lambda: run_raw_in_subprocess(args, work / "0.in", engine))
         for mode in args.modes.split(","):
-            legs.append({"round": rnd, **runner_leg(mode, args, work, f"{mode}-{rnd}-{int(time.time())}", engine)})
-            print(json.dumps(legs[-1]), flush=True)
+            _leg(legs, rnd, mode, lambda: runner_leg(mode, args, work, f"{mode}-{rnd}-{int(time.time())}", engine))
     return {"config": {**vars(args), "engine": engine}, "legs": legs, "ratios": ratios(legs)}
+
+
+def _leg(legs: list, rnd: int, name: str, run) -> None:
+    """Run one leg; a failed leg is recorded with its error and the benchmark goes on."""
+    try:
+        legs.append({"round": rnd, **run()})
+    except SystemExit as e:
+        legs.append({"round": rnd, "leg": name, "error": str(e)[-3000:]})
+    print(json.dumps(legs[-1]), flush=True)
 
 
 def ratios(legs: list) -> dict:
     """Runner / raw throughput, each runner leg against the raw leg of its own round, and the mean."""
     out = {}
-    for mode in sorted({leg["leg"] for leg in legs} - {"raw"}):
+    ok = [leg for leg in legs if "error" not in leg]
+    for mode in sorted({leg["leg"] for leg in ok} - {"raw"}):
         per_round = []
-        for leg in (x for x in legs if x["leg"] == mode):
-            raw = next(x for x in legs if x["leg"] == "raw" and x["round"] == leg["round"])
-            per_round.append(round(leg["output_tokens_per_s"] / raw["output_tokens_per_s"], 4))
-        out[mode] = {"per_round": per_round, "mean": round(sum(per_round) / len(per_round), 4)}
+        for leg in (x for x in ok if x["leg"] == mode):
+            raw = next((x for x in ok if x["leg"] == "raw" and x["round"] == leg["round"]), None)
+            if raw:
+                per_round.append(round(leg["output_tokens_per_s"] / raw["output_tokens_per_s"], 4))
+        out[mode] = {"per_round": per_round, "mean": round(sum(per_round) / max(len(per_round), 1), 4)}
     return out
 
 

@@ -90,6 +90,6 @@ class LocalLauncher:
 def _failure_report(step: Step, failed) -> str:
     parts = [f"{len(failed)} process(es) of step '{step.name}' failed:"]
     for i, logfile, code in failed:
-        tail = Path(logfile).read_text(errors="replace").splitlines()[-8:]
+        tail = Path(logfile).read_text(errors="replace").splitlines()[-20:]
         parts.append(f"  #{i} exit {code}, log {logfile}:\n    " + "\n    ".join(tail))
     return "\n".join(parts)

@@ -57,12 +57,20 @@ class VllmServer:
         log.info("started vllm serve (pid %d) on %s, log %s", self.proc.pid, self.url, self.log_path)
         while not self.healthy():
             if self.proc.poll() is not None:
-                raise JobFailedError(f"vllm serve exited with {self.proc.returncode} while starting; see {self.log_path}")
+                raise JobFailedError(f"vllm serve exited with {self.proc.returncode} while starting; "
+                                     f"{self.log_path} ends:\n{self.log_tail()}")
             if time.monotonic() - started > timeout_s:
                 self.stop(grace_s=5)
                 raise JobFailedError(f"vllm serve did not answer {self.url}/health in {timeout_s} s; see {self.log_path}")
             time.sleep(1)
         return time.monotonic() - started
+
+    def log_tail(self, lines: int = 12) -> str:
+        """The last non-blank lines of the server's log (for error messages)."""
+        if not self.log_path.exists():
+            return ""
+        kept = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+        return "\n".join(kept[-lines:])
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -18,11 +18,13 @@ deps=(cachetools blake3 "fastapi<0.137" starlette uvicorn "openai<3" pydantic py
       compressed-tensors==0.17.0 depyf==0.20.0 astor dill watchfiles python-json-logger pybase64 cbor2 ijson
       setproctitle openai-harmony anthropic distro jiter sniffio docstring-parser model-hosting-container-standards
       gguf python-multipart fastsafetensors "apache-tvm-ffi>=0.1.11" aiohttp aiohappyeyeballs aiosignal frozenlist
-      multidict propcache yarl hydra-core omegaconf antlr4-python3-runtime submitit cloudpickle)
+      multidict propcache yarl hydra-core omegaconf submitit cloudpickle uvloop h11 httptools click jmespath supervisor annotated-doc prometheus-client)
 rm -rf .whl .wheelparts /tmp/runner-vllm-wheel
 mkdir -p .whl .wheelparts /tmp/runner-vllm-wheel
 python3 -m pip download -q --no-deps "${plat[@]}" -d /tmp/runner-vllm-wheel vllm==0.24.0
 python3 -m pip download -q --no-deps "${plat[@]}" -d .whl "${deps[@]}"
+# hydra-core 1.3 needs antlr4 4.9.3 exactly, which PyPI has as an sdist only: build its (pure-Python) wheel here
+python3 -m pip wheel -q --no-deps -w .whl antlr4-python3-runtime==4.9.3
 (cd /tmp/runner-vllm-wheel && split -b 56M vllm-0.24.0-*.whl part.)
 i=0
 for part in /tmp/runner-vllm-wheel/part.*; do mkdir -p .wheelparts/p$i; mv "$part" .wheelparts/p$i/; i=$((i+1)); done
