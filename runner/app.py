@@ -41,13 +41,13 @@ def check_vllm_names(cfg: DictConfig) -> None:
             raise ConfigError(f"{where} has keys vLLM does not know: {unknown}; use vLLM's own argument names")
 
 
-def _check_server_mode(cfg: DictConfig) -> None:
+def _check_server_mode(cfg: DictConfig, files: list[Path]) -> None:
     from runner import job, prompts
 
     problem = prompts.check_template(job.typed_mode(cfg.mode))
     if problem:
         raise ConfigError(problem)
-    if not input_files(cfg):
+    if not files:
         raise ConfigError(f"no file in {cfg.mode.input_dir} matches mode.input_glob={cfg.mode.input_glob}")
 
 
@@ -61,9 +61,10 @@ def resolve(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"nodes={cfg.nodes}, cluster.ranks_per_node={cfg.cluster.ranks_per_node}: both must be >= 1")
     if not Path(cfg.mode.input_dir).is_dir():
         raise ConfigError(f"mode.input_dir={cfg.mode.input_dir} is not a folder: set mode.input_dir=PATH")
+    files = input_files(cfg)
     if cfg.mode.name == "server_per_node":
-        _check_server_mode(cfg)
-    inputs.validate(input_files(cfg))
+        _check_server_mode(cfg, files)
+    inputs.validate(files)
     check_vllm_names(cfg)
     cfg.model.path = models.ensure_model(cfg.model)
     cfg.model.source = "path"

@@ -57,16 +57,20 @@ def load(path: Path) -> DictConfig:
     """Read a job file back with every group typed by its schema (enums are enums again)."""
     raw = OmegaConf.load(path)
     typed = OmegaConf.structured(schema.RunnerConfig)
-    for group, options in _SCHEMAS.items():
-        typed[group] = OmegaConf.structured(options[raw[group].name])
+    for group in _SCHEMAS:
+        typed[group] = _schema_of(group, raw[group].name)
     merged = OmegaConf.merge(typed, raw)
     OmegaConf.set_struct(merged, True)
     return merged
 
 
+def _schema_of(group: str, option: str) -> DictConfig:
+    return OmegaConf.structured(_SCHEMAS[group][option])
+
+
 def typed_mode(mode: DictConfig) -> DictConfig:
     """A mode config typed by its schema (enums as enums)."""
-    return OmegaConf.merge(OmegaConf.structured(_SCHEMAS["mode"][mode.name]), mode)
+    return OmegaConf.merge(_schema_of("mode", mode.name), mode)
 
 
 def run_dir_of(path: Path) -> RunDir:

@@ -7,6 +7,7 @@ and are copied to logs/host<rank>/ at the end, also when the host fails.
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import shutil
 import time
@@ -44,7 +45,7 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server:
     client = FileClient(supervisor, cfg.mode, cfg.model.name, OmegaConf.to_container(cfg.sampling))
     watcher = asyncio.create_task(supervisor.watch())
     try:
-        for input_file in _chain(first, queue.take()):
+        for input_file in itertools.chain([first], queue.take()):
             result = await _answer_file(client, input_file, run)
             _add(totals, result, input_file.name)
             if result.stopped_for_walltime or supervisor.failed:
@@ -54,11 +55,6 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server:
     totals["restarts"] = supervisor.restarts
     if supervisor.failed:
         raise JobFailedError(f"host {run.root}: {supervisor.failed}; rerun the same command to resume")
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 async def _answer_file(client: FileClient, input_file: Path, run: RunDir) -> FileResult:
