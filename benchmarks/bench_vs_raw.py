@@ -86,6 +86,8 @@ def run_raw_in_subprocess(args, prompts_file: Path, engine: dict) -> dict:
             "--output-len", str(args.output_len), "--engine", json.dumps(engine), "--out", str(result_file)]
     t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True)
+    log = prompts_file.with_name(f"raw-{int(time.time())}.log")  # vLLM's own timings, to compare with runner's
+    log.write_text(proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"raw leg failed:\n{proc.stderr[-4000:]}")
     result = json.loads(result_file.read_text())
@@ -100,12 +102,15 @@ def compare(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     prompts = make_prompts(args.model_dir, args.prompts, args.input_len, args.seed)
     (work / "0.in").write_text("\n".join(prompts) + "\n")
-    legs = []
-    for rnd in range(args.rounds):
+    earlier = json.loads(Path(args.out).read_text()) if args.append and Path(args.out).exists() else {}
+    legs = earlier.get("legs", [])
+    first = 1 + max((leg["round"] for leg in legs), default=-1)
+    for rnd in range(first, first + args.rounds):
         _leg(legs, rnd, "raw", lambda: run_raw_in_subprocess(args, work / "0.in", engine))
         for mode in args.modes.split(","):
             _leg(legs, rnd, mode, lambda: runner_leg(mode, args, work, f"{mode}-{rnd}-{int(time.time())}", engine))
-    return {"config": {**vars(args), "engine": engine}, "legs": legs, "ratios": ratios(legs)}
+    commands = earlier.get("commands", []) + [" ".join(["python3", *sys.argv])]
+    return {"config": {**vars(args), "engine": engine}, "commands": commands, "legs": legs, "ratios": ratios(legs)}
 
 
 def _leg(legs: list, rnd: int, name: str, run) -> None:
@@ -145,6 +150,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cluster", default="nvidia_1gpu", help="runner cluster option (local_cpu for a smoke test)")
     parser.add_argument("--out")
+    parser.add_argument("--append", action="store_true",
+                        help="add this invocation's rounds to the legs already in --out (one device call per round)")
     parser.add_argument("--prompts-file")
     parser.add_argument("--engine", default="{}", help="extra vLLM engine arguments (JSON), for every leg")
     args = parser.parse_args()

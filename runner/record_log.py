@@ -1,23 +1,26 @@
 """Append-only JSONL of finished records, keyed by input line: the resume ledger of one input file.
 
-Each append is flushed (and by default fsynced) as it is written, so a killed process keeps what it finished. A torn
+Each append is flushed as it is written, so a killed process keeps what it finished, and fsynced at most every
+`sync_every_s` seconds (0: every append), so a crashed node loses at most that much. A torn
 last line (killed mid-write) is cut off on reopen. `finalize` writes the complete output atomically
 (temp file, then rename), sorted by line and with each line once, then removes the log.
 """
 
 import json
 import os
+import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Optional
 
 
 class RecordLog:
-    def __init__(self, path: Path, fsync: bool = True):
-        """fsync=False: flush each append to the OS only (survives a killed process, not a crashed node)."""
+    def __init__(self, path: Path, sync_every_s: Optional[float] = 0.0):
+        """sync_every_s=None: flush to the OS only (survives a killed process, not a crashed node)."""
         self.path = Path(path)
-        self.fsync = fsync
+        self.sync_every_s = sync_every_s
         self._records: Dict[int, dict] = self._recover()
         self._file = None
+        self._synced = time.monotonic()
 
     def _recover(self) -> Dict[int, dict]:
         if not self.path.exists():
@@ -47,8 +50,9 @@ class RecordLog:
             self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
             self._records[record["line"]] = record
         self._file.flush()
-        if self.fsync:
+        if self.sync_every_s is not None and time.monotonic() - self._synced >= self.sync_every_s:
             os.fsync(self._file.fileno())
+            self._synced = time.monotonic()
 
     def close(self) -> None:
         if self._file is not None:

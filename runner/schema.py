@@ -59,8 +59,15 @@ class PerTileMode:
     output_format: OutputFormat = OutputFormat.jsonl
     # chat: apply the model's chat template; completion: the line is the raw prompt
     prompt_style: PromptStyle = PromptStyle.chat
-    # prompts per generate() call; finished records are checkpointed after each call
-    chunk_size: int = 2048
+    # requests kept in the engine at once; each answer is checkpointed as it finishes and the engine is
+    # topped up from the file when half have finished (keep it well above vLLM's max_num_seqs)
+    max_in_flight: int = 4096
+    # seconds between fsyncs of the checkpoint (answers are flushed to the OS as they finish)
+    sync_every_s: float = 5.0
+    # seconds between progress lines in the rank's log
+    progress_every_s: float = 30.0
+    # seconds kept free at the end of the walltime: no new line is started after that
+    walltime_margin_s: float = 120.0
 
 
 @dataclass

@@ -40,14 +40,16 @@ def _server(cfg: DictConfig, placement: Placement, model_path: str, scratch: Pat
                       scratch / "vllm-serve.log", env)
 
 
-async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server: VllmServer, totals: dict) -> None:
+async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server: VllmServer, totals: dict,
+                       host: FileResult) -> None:
     supervisor = Supervisor(server, cfg.mode)
     client = FileClient(supervisor, cfg.mode, cfg.model.name, OmegaConf.to_container(cfg.sampling))
     watcher = asyncio.create_task(supervisor.watch())
     try:
         for input_file in itertools.chain([first], queue.take()):
             result = await _answer_file(client, input_file, run)
-            _add(totals, result, input_file.name)
+            host.add(result)
+            totals["files"].append(input_file.name)
             if result.stopped_for_walltime or supervisor.failed:
                 break
     finally:
@@ -59,25 +61,17 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server:
 
 async def _answer_file(client: FileClient, input_file: Path, run: RunDir) -> FileResult:
     lines = inputs.read_lines(input_file)
-    ledger = RecordLog(run.out / f"{input_file.name}.log.jsonl", fsync=False)
+    ledger = RecordLog(run.out / f"{input_file.name}.log.jsonl", sync_every_s=None)
     result = await client.answer_file(input_file.name, lines, ledger)
     if len(ledger.done()) == len(lines):
         ledger.finalize(output_path(run.out, input_file), as_jsonl)
-        log.info("%s: %d lines answered (%d errors) in %.1f s", input_file.name, result.answered, result.errors,
-                 result.seconds)
+        log.info("%s: %d lines answered (%d errors, %d before) in %.1f s", input_file.name, result.tally.answered,
+                 result.tally.errors, result.resumed, result.seconds)
     else:
         ledger.close()
         log.warning("%s: %d of %d lines done; the rest are left for a rerun", input_file.name, len(ledger.done()),
                     len(lines))
     return result
-
-
-def _add(totals: dict, result: FileResult, name: str) -> None:
-    for key in ("answered", "errors", "prompt_tokens", "output_tokens"):
-        totals[key] = totals.get(key, 0) + getattr(result, key)
-    totals["generate_s"] = totals.get("generate_s", 0.0) + result.seconds
-    totals.setdefault("files", []).append(name)
-    totals["stopped_for_walltime"] = totals.get("stopped_for_walltime", False) or result.stopped_for_walltime
 
 
 def run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str) -> None:
@@ -89,15 +83,19 @@ def run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
         return
     scratch = _scratch(cfg, run, placement.rank)
     server = _server(cfg, placement, model_path, scratch)
-    totals = {"name": f"host{placement.rank}", "host": placement.hostname, "concurrency": cfg.mode.concurrency}
+    totals = {"name": f"host{placement.rank}", "host": placement.hostname, "concurrency": cfg.mode.concurrency,
+              "files": []}
+    host = FileResult()
     try:
         totals["engine_start_s"] = round(server.start(cfg.mode.start_timeout_s), 3)
-        asyncio.run(_serve_files(cfg, run, queue, first, server, totals))
+        asyncio.run(_serve_files(cfg, run, queue, first, server, totals, host))
     finally:
         server.stop(cfg.mode.stop_grace_s)
         shutil.copytree(scratch, run.logs / f"host{placement.rank}", dirs_exist_ok=True)
         shutil.rmtree(scratch, ignore_errors=True)
-        totals["prompts"], totals["wall_s"] = totals.get("answered", 0), round(time.monotonic() - started, 3)
+        totals.update(host.tally.as_dict(), prompts=host.tally.answered + host.resumed, resumed=host.resumed,
+                      generate_s=round(host.seconds, 3), stopped_for_walltime=host.stopped_for_walltime,
+                      wall_s=round(time.monotonic() - started, 3))
         write_stats(run, f"host{placement.rank}", totals)
-    if totals.get("stopped_for_walltime"):
+    if host.stopped_for_walltime:
         raise JobFailedError(f"host {placement.rank} stopped near the walltime; rerun the same command to resume")

@@ -1,4 +1,8 @@
-"""Per-rank statistics and the run's summary: prompts, tokens, wall time, tokens/s per rank and in total."""
+"""Per-rank statistics and the run's summary: prompts, tokens, wall time, tokens/s per rank and in total.
+
+`prompts` counts every answered line of the outputs, `resumed` those answered by an earlier run; errors and
+token counts (and so the rates) are of this run's answers only.
+"""
 
 import json
 import logging
@@ -27,7 +31,7 @@ def _rate(tokens: float, seconds: float) -> float:
 def summarize(run: RunDir, wall_s: float = 0.0) -> Dict:
     """Gather stats/*.json into summary.json; wall_s is the job's wall time where the launcher knows it."""
     workers: List[Dict] = [json.loads(p.read_text()) for p in sorted(run.stats.glob("*.json"))]
-    total = {key: sum(w.get(key, 0) for w in workers) for key in ("prompts", "errors", "prompt_tokens", "output_tokens")}
+    total = {key: sum(w.get(key, 0) for w in workers) for key in ("prompts", "resumed", "errors", "prompt_tokens", "output_tokens")}
     wall = wall_s or max((w.get("wall_s", 0.0) for w in workers), default=0.0)
     summary = {
         **total,
@@ -44,7 +48,8 @@ def summarize(run: RunDir, wall_s: float = 0.0) -> Dict:
 
 def describe(summary: Dict) -> str:
     lines = [
-        f"{summary['prompts']} prompts, {summary['errors']} errors, {summary['output_tokens']} output tokens "
+        f"{summary['prompts']} prompts ({summary['resumed']} from an earlier run), {summary['errors']} errors, "
+        f"{summary['output_tokens']} output tokens "
         f"in {summary['wall_s']} s: {summary['output_tokens_per_s']} output tokens/s "
         f"over {summary['workers']} workers"
     ]

