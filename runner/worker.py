@@ -5,6 +5,7 @@ Started by every launcher the same way; where it sits in the job comes from the 
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import List
@@ -45,8 +46,15 @@ def run(job_file: Path) -> None:
         run_host(cfg, run_dir, placement, model_path)
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    """A cancelled job (scancel, qdel, the local launcher stopping) unwinds: the `finally` blocks stop this
+    host's `vllm serve` (its own process group, which the signal does not reach) and record what was done."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: List[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         run(Path(argv[0]))
     except RunnerError as e:

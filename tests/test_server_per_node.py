@@ -92,3 +92,32 @@ def test_a_template_field_that_is_no_column_fails_before_launch(tmp_path):
     assert proc.returncode == 2
     assert "mode.prompt_template uses ['gene'], which are not columns" in proc.stderr
     assert not (tmp_path / "run" / "logs" / "run0.log").exists()
+
+
+def _server_pids(port):
+    found = subprocess.run(["pgrep", "-f", f"api_server.*--port {port}"], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+def test_a_cancelled_job_stops_its_server(tmp_path):
+    """SIGTERM to the job (as scancel or qdel send it) leaves no `vllm serve` holding the accelerator."""
+    inputs = write_inputs(tmp_path / "in", {"long.txt": [f"Write a long story about {i}." for i in range(200)]})
+    run = tmp_path / "run"
+    args = _args(inputs, run, 8130, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
+                 "mode.prompt_template='{line}'", "mode.stop_grace_s=10", "sampling.max_tokens=64")
+    job = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    ledger = run / "out" / "long.txt.log.jsonl"
+    deadline = time.time() + 600
+    while not (ledger.exists() and ledger.read_text()) and time.time() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    assert _server_pids(8130), "the server never answered"
+    job.send_signal(signal.SIGTERM)
+    assert job.wait(timeout=60) != 0
+    deadline = time.time() + 60
+    while _server_pids(8130) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _server_pids(8130), "vllm serve outlived the cancelled job"
+    stats = json.loads((run / "stats" / "host0.json").read_text())
+    assert 0 < stats["answered"] < 200
+    assert (run / "logs" / "host0" / "vllm-serve.log").exists()
