@@ -25,11 +25,15 @@ def run_task(job_file: str) -> str:
     """What every Slurm task runs: stage (collectively, if configured), then this task's rank or host."""
     from runner import worker
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load(Path(job_file))
     if DEADLINE_VAR not in os.environ:
         os.environ.update(deadline_env(cfg.launcher.walltime_min))
     if cfg.staging.name != "none":
-        subprocess.run([sys.executable, "-u", "-m", "runner.staging", job_file], check=True)
+        # Slurm's pmi2 plugin talks to each task over the inherited descriptor PMI_FD: keep it open in the child
+        pmi_fd = os.environ.get("PMI_FD")
+        subprocess.run([sys.executable, "-u", "-m", "runner.staging", job_file], check=True,
+                       pass_fds=(int(pmi_fd),) if pmi_fd else ())
     worker.run(Path(job_file))
     return os.environ.get("SLURM_PROCID", "0")
 

@@ -145,10 +145,11 @@ class FileClient:
                 await asyncio.sleep(self.mode.retry_backoff_s * 2 ** (attempt - 1))
         return _error(base, f"failed after {self.mode.retries} retries: {last_error}")
 
-    async def answer_file(self, file_name: str, lines: List[Line], ledger: RecordLog) -> FileResult:
-        """Answer the lines not yet in the ledger; stops taking new lines near the walltime."""
+    async def answer_file(self, file_name: str, lines: List[Line], ledger: RecordLog, result: FileResult) -> None:
+        """Answer the lines not yet in the ledger, counting into `result` (the caller's, so that an interrupted
+        file is counted too); stops taking new lines near the walltime."""
         todo = [line for line in lines if line.number not in ledger.done()]
-        result, started = FileResult(resumed=len(lines) - len(todo)), time.monotonic()
+        result.resumed, started = len(lines) - len(todo), time.monotonic()
         pending = iter(todo)
         timeout = aiohttp.ClientTimeout(total=self.mode.request_timeout_s)
         connector = aiohttp.TCPConnector(limit=self.mode.concurrency)
@@ -164,7 +165,8 @@ class FileClient:
                     ledger.append([record])
                     result.tally.count(record)
 
-            await asyncio.gather(*(worker() for _ in range(self.mode.concurrency)))
-        result.seconds = time.monotonic() - started
-        return result
+            try:
+                await asyncio.gather(*(worker() for _ in range(self.mode.concurrency)))
+            finally:
+                result.seconds = time.monotonic() - started
 

@@ -47,9 +47,12 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server:
     watcher = asyncio.create_task(supervisor.watch())
     try:
         for input_file in itertools.chain([first], queue.take()):
-            result = await _answer_file(client, input_file, run)
-            host.add(result)
+            result = FileResult()
             totals["files"].append(input_file.name)
+            try:
+                await _answer_file(client, input_file, run, result)
+            finally:
+                host.add(result)
             if result.stopped_for_walltime or supervisor.failed:
                 break
     finally:
@@ -59,10 +62,10 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server:
         raise JobFailedError(f"host {run.root}: {supervisor.failed}; rerun the same command to resume")
 
 
-async def _answer_file(client: FileClient, input_file: Path, run: RunDir) -> FileResult:
+async def _answer_file(client: FileClient, input_file: Path, run: RunDir, result: FileResult) -> None:
     lines = inputs.read_lines(input_file)
     ledger = RecordLog(run.out / f"{input_file.name}.log.jsonl", sync_every_s=None)
-    result = await client.answer_file(input_file.name, lines, ledger)
+    await client.answer_file(input_file.name, lines, ledger, result)
     if len(ledger.done()) == len(lines):
         ledger.finalize(output_path(run.out, input_file), as_jsonl)
         log.info("%s: %d lines answered (%d errors, %d before) in %.1f s", input_file.name, result.tally.answered,
@@ -71,7 +74,6 @@ async def _answer_file(client: FileClient, input_file: Path, run: RunDir) -> Fil
         ledger.close()
         log.warning("%s: %d of %d lines done; the rest are left for a rerun", input_file.name, len(ledger.done()),
                     len(lines))
-    return result
 
 
 def run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str) -> None:

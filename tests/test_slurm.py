@@ -1,6 +1,7 @@
 """launcher=slurm through submitit, against the one-node Slurm cluster that scripts/start_slurm.sh starts."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -38,3 +39,25 @@ def test_submitit_job_runs_to_completion(tmp_path):
     assert [r["line"] for r in records] == [1, 2] and "Paris" in records[0]["text"]
     assert json.loads((run / "summary.json").read_text())["prompts"] == 2
     assert list((run / "slurm").glob(f"{job_id}_0_log.out"))
+
+
+@pytest.mark.engine
+@pytest.mark.slurm
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs Slurm: run the tests through scripts/test.sh")
+def test_submitit_job_stages_the_model_by_mpi_broadcast_then_answers(tmp_path):
+    """Two Slurm tasks: their staging children join one MPI world through Slurm's PMI (srun --mpi=pmi2), copy
+    the model to the node-local folder, and both ranks then load it from there."""
+    inputs = write_inputs(tmp_path / "in", {"0.in": ["What is the capital of France?"], "1.in": ["Say hello."]})
+    run, target = tmp_path / "run", tmp_path / "node-local"
+    proc = run_runner(["launcher=slurm", "launcher.wait=true", "launcher.walltime_min=20", "launcher.cpus_per_task=1",
+                       "staging=mpi_bcast", f"staging.target_dir={target}", f"mode.input_dir={inputs}",
+                       "sampling.max_tokens=8", f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    staged = list(target.iterdir())
+    assert len(staged) == 1 and (staged[0] / "config.json").is_file() and (staged[0] / "model.safetensors").is_file()
+    assert all(len(read_jsonl(run / "out" / f"{r}.out")) == 1 for r in (0, 1))
+    report = json.loads((run / "staging.json").read_text())
+    assert report["nodes"] == 1 and report["gib_per_s"] > 0
+    task_logs = "".join(p.read_text() for p in (run / "slurm").glob("*_log.*"))
+    loaded = {m.group(1) for m in re.finditer(rf"rank (\d)/2 .* model {re.escape(str(staged[0]))}", task_logs)}
+    assert loaded == {"0", "1"}  # both ranks loaded the staged copy
