@@ -78,10 +78,18 @@ async def _answer_file(client: FileClient, input_file: Path, run: RunDir, result
 
 def run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str) -> None:
     started = time.monotonic()
-    queue = FileQueue(list_inputs(cfg), run.out, run.root / "claims")
+    stale = cfg.mode.claim_stale_after_s
+    queue = FileQueue(list_inputs(cfg), run.out, run.root / "claims", stale_after_s=stale,
+                      poll_s=max(1.0, min(30.0, stale / 10)))
+    with queue.heartbeats():
+        _run_host(cfg, run, placement, model_path, queue, started)
+
+
+def _run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str, queue: FileQueue,
+              started: float) -> None:
     first = next(queue.take(), None)
     if first is None:
-        log.info("host %d: no input file left to claim; not starting a server", placement.rank)
+        log.info("host %d: no input file left for this host; not starting a server", placement.rank)
         return
     scratch = _scratch(cfg, run, placement.rank)
     server = _server(cfg, placement, model_path, scratch)
