@@ -56,6 +56,9 @@ def stream_answers(llm, lines: Iterable[Line], style: PromptStyle, params, max_i
     batch never drains at a chunk boundary. When `may_add()` turns False (the walltime is near) no new line
     is added; the ones in flight still finish.
     """
+    if not hasattr(llm, "enqueue"):  # vLLM before enqueue/enqueue_chat (older site installs): whole batches
+        yield from _batches(llm, lines, style, params, max_in_flight, may_add)
+        return
     todo, in_flight, engine = iter(lines), {}, llm.llm_engine
     while True:
         if len(in_flight) <= max_in_flight // 2 and may_add():
@@ -67,6 +70,17 @@ def stream_answers(llm, lines: Iterable[Line], style: PromptStyle, params, max_i
         finished = [output for output in engine.step() if output.finished]
         if finished:
             yield [(in_flight.pop(output.request_id), _answer(output)) for output in finished]
+
+
+def _batches(llm, lines: Iterable[Line], style: PromptStyle, params, size: int,
+             may_add: Callable[[], bool]) -> Iterator[List[Tuple[Line, Answer]]]:
+    todo = iter(lines)
+    while may_add() and (batch := list(itertools.islice(todo, size))):
+        if style == PromptStyle.chat:
+            outputs = llm.chat([[{"role": "user", "content": line.text}] for line in batch], params, use_tqdm=False)
+        else:
+            outputs = llm.generate([line.text for line in batch], params, use_tqdm=False)
+        yield [(line, _answer(output)) for line, output in zip(batch, outputs)]
 
 
 def _answer(output) -> Answer:

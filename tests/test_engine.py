@@ -1,0 +1,73 @@
+"""runner.engine.stream_answers on a real vLLM engine (SmolLM2 on the CPU, in this process)."""
+
+import os
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from runner import engine
+from runner.inputs import Line
+from runner.models import build_smollm2
+from runner.schema import PromptStyle
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTIONS = ["What is the capital of France?", "Say hello.", "Name a planet.", "What is 2 + 2?", "Name a color."]
+
+
+@pytest.fixture(scope="module")
+def llm():
+    cluster = OmegaConf.load(ROOT / "conf" / "cluster" / "local_cpu.yaml")
+    model = OmegaConf.load(ROOT / "conf" / "model" / "smollm2_135m.yaml")
+    path = build_smollm2(Path(os.path.expanduser("~/.cache/runner/models/SmolLM2-135M-Instruct")))
+    with pytest.MonkeyPatch.context() as env:  # the machine's variables, as a rank gets them, for this module only
+        for key, value in cluster.env.items():
+            env.setenv(key, str(value))
+        yield engine.build_llm(str(path), {**OmegaConf.to_container(model.engine),
+                                           **OmegaConf.to_container(cluster.engine)})
+
+
+@pytest.fixture(scope="module")
+def params():
+    return engine.sampling_params({"temperature": 0.0, "max_tokens": 12})
+
+
+def _lines():
+    return [Line(n, text) for n, text in enumerate(QUESTIONS, start=1)]
+
+
+def test_answers_stream_out_as_they_finish_with_a_bounded_queue(llm, params):
+    steps = list(engine.stream_answers(llm, _lines(), PromptStyle.chat, params, max_in_flight=2))
+    answered = [line.number for step in steps for line, _ in step]
+    assert sorted(answered) == [1, 2, 3, 4, 5]
+    assert len(steps) >= 3  # at most two in flight: the answers came out over several steps
+    by_line = {line.number: answer for step in steps for line, answer in step}
+    assert "Paris" in by_line[1].text
+    assert all(a.output_tokens > 0 and a.prompt_tokens > 0 and a.finish_reason for a in by_line.values())
+
+
+def test_no_new_line_is_started_once_may_add_turns_false(llm, params):
+    calls = []
+
+    def may_add():
+        calls.append(1)
+        return len(calls) == 1  # room for the first top-up only
+
+    steps = list(engine.stream_answers(llm, _lines(), PromptStyle.completion, params, max_in_flight=2,
+                                       may_add=may_add))
+    assert sorted(line.number for step in steps for line, _ in step) == [1, 2]
+
+
+class _OlderLLM:
+    """The same engine seen through the API of a vLLM without enqueue (as on older site installs)."""
+
+    def __init__(self, llm):
+        self.generate, self.chat = llm.generate, llm.chat
+
+
+def test_a_vllm_without_enqueue_is_answered_in_whole_batches(llm, params):
+    steps = list(engine.stream_answers(_OlderLLM(llm), _lines(), PromptStyle.chat, params, max_in_flight=2))
+    assert [[line.number for line, _ in step] for step in steps] == [[1, 2], [3, 4], [5]]
+    assert "Paris" in steps[0][0][1].text
