@@ -31,7 +31,8 @@ def _rate(tokens: float, seconds: float) -> float:
 def summarize(run: RunDir, wall_s: float = 0.0) -> Dict:
     """Gather stats/*.json into summary.json; wall_s is the job's wall time where the launcher knows it."""
     workers: List[Dict] = [json.loads(p.read_text()) for p in sorted(run.stats.glob("*.json"))]
-    total = {key: sum(w.get(key, 0) for w in workers) for key in ("prompts", "resumed", "errors", "prompt_tokens", "output_tokens")}
+    keys = ("prompts", "resumed", "errors", "prompt_tokens", "output_tokens")
+    total = {key: sum(w.get(key, 0) for w in workers) for key in keys}
     wall = wall_s or max((w.get("wall_s", 0.0) for w in workers), default=0.0)
     summary = {
         **total,
