@@ -165,8 +165,17 @@ class FileClient:
                     ledger.append([record])
                     result.tally.count(record)
 
+            reporter = asyncio.create_task(self._report_progress(file_name, result, len(todo), started))
             try:
                 await asyncio.gather(*(worker() for _ in range(self.mode.concurrency)))
             finally:
+                reporter.cancel()
                 result.seconds = time.monotonic() - started
+
+    async def _report_progress(self, file_name: str, result: FileResult, todo: int, started: float) -> None:
+        while True:
+            await asyncio.sleep(self.mode.progress_every_s)
+            tally = result.tally
+            log.info("%s: %d/%d lines answered (%d errors), %.1f output tokens/s", file_name, tally.answered, todo,
+                     tally.errors, tally.output_tokens / (time.monotonic() - started))
 

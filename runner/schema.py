@@ -111,6 +111,8 @@ class ServerPerNodeMode:
     scratch_dir: str = "/dev/shm"
     # seconds kept free at the end of the walltime for flushing and archiving
     walltime_margin_s: float = 120.0
+    # seconds between progress lines in the host's log
+    progress_every_s: float = 30.0
     # seconds a host's claim on a file may go untouched (the host died) before a free host takes the file
     # over; claims are touched every fifth of it; 0: never (the file waits for a rerun)
     claim_stale_after_s: float = 600.0

@@ -1,6 +1,7 @@
 """mode=server_per_node for real: `vllm serve` per host on the CPU, async clients, a shared file queue."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -104,7 +105,8 @@ def test_a_cancelled_job_stops_its_server(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"long.txt": [f"Write a long story about {i}." for i in range(200)]})
     run = tmp_path / "run"
     args = _args(inputs, run, 8130, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
-                 "mode.prompt_template='{line}'", "mode.stop_grace_s=10", "sampling.max_tokens=64")
+                 "mode.prompt_template='{line}'", "mode.stop_grace_s=10", "mode.progress_every_s=1",
+                 "sampling.max_tokens=64")
     job = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     ledger = run / "out" / "long.txt.log.jsonl"
@@ -121,3 +123,5 @@ def test_a_cancelled_job_stops_its_server(tmp_path):
     stats = json.loads((run / "stats" / "host0.json").read_text())
     assert 0 < stats["answered"] < 200
     assert (run / "logs" / "host0" / "vllm-serve.log").exists()
+    host_log = (run / "logs" / "run0.log").read_text()
+    assert re.search(r"long\.txt: \d+/200 lines answered", host_log)  # progress while the file was answered
