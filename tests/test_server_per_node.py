@@ -1,8 +1,8 @@
 """mode=server_per_node for real: `vllm serve` per host on the CPU, async clients, a shared file queue."""
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
