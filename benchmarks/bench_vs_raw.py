@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import subprocess
 import sys
 import time
@@ -40,10 +41,10 @@ def make_prompts(model_dir: str, n: int, input_len: int, seed: int) -> list:
 
 def raw_leg(args) -> dict:
     """The baseline: vLLM's own offline API, nothing around it."""
+    prompts = Path(args.prompts_file).read_text().splitlines()
+    t0 = time.monotonic()  # engine start includes importing vLLM, as runner's does (10 s on a CPU, more when cold)
     from vllm import LLM, SamplingParams
 
-    prompts = Path(args.prompts_file).read_text().splitlines()
-    t0 = time.monotonic()
     llm = LLM(model=args.model_dir, **json.loads(args.engine))
     t1 = time.monotonic()
     params = SamplingParams(temperature=0.0, max_tokens=args.output_len, ignore_eos=True, seed=0)
@@ -109,7 +110,7 @@ def compare(args) -> dict:
         _leg(legs, rnd, "raw", lambda: run_raw_in_subprocess(args, work / "0.in", engine))
         for mode in args.modes.split(","):
             _leg(legs, rnd, mode, lambda: runner_leg(mode, args, work, f"{mode}-{rnd}-{int(time.time())}", engine))
-    commands = earlier.get("commands", []) + [" ".join(["python3", *sys.argv])]
+    commands = earlier.get("commands", []) + [shlex.join(["python3", *sys.argv])]
     return {"config": {**vars(args), "engine": engine}, "commands": commands, "legs": legs, "ratios": ratios(legs)}
 
 
