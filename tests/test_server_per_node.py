@@ -55,9 +55,8 @@ def _kill_server_when(ledger, port, min_records, run_over):
     """SIGKILL the server on `port` (its whole process group) once the ledger holds min_records."""
     while not run_over.is_set():
         if ledger.exists() and len(ledger.read_text().splitlines()) >= min_records:
-            pids = subprocess.run(["pgrep", "-f", f"api_server.*--port {port}"], capture_output=True, text=True)
-            for pid in pids.stdout.split():
-                os.killpg(int(pid), signal.SIGKILL)
+            for group in _server_groups(port):
+                os.killpg(group, signal.SIGKILL)
             return True
         time.sleep(0.2)
     return False
@@ -100,6 +99,21 @@ def _server_pids(port):
     return found.stdout.split()
 
 
+def _server_groups(port):
+    """The process groups of the server on `port` (its guard, the API server, its engine core)."""
+    groups = set()
+    for pid in _server_pids(port):
+        try:
+            groups.add(os.getpgid(int(pid)))
+        except ProcessLookupError:
+            pass
+    return groups
+
+
+def _group_members(group):
+    return subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True).stdout.split()
+
+
 def test_a_cancelled_job_stops_its_server(tmp_path):
     """SIGTERM to the job (as scancel or qdel send it) leaves no `vllm serve` holding the accelerator."""
     inputs = write_inputs(tmp_path / "in", {"long.txt": [f"Write a long story about {i}." for i in range(200)]})
@@ -113,15 +127,41 @@ def test_a_cancelled_job_stops_its_server(tmp_path):
     deadline = time.time() + 600
     while not (ledger.exists() and ledger.read_text()) and time.time() < deadline and job.poll() is None:
         time.sleep(0.2)
-    assert _server_pids(8130), "the server never answered"
+    groups = _server_groups(8130)
+    assert groups, "the server never answered"
     job.send_signal(signal.SIGTERM)
     assert job.wait(timeout=60) != 0
     deadline = time.time() + 60
-    while _server_pids(8130) and time.time() < deadline:
+    while any(_group_members(g) for g in groups) and time.time() < deadline:
         time.sleep(0.5)
-    assert not _server_pids(8130), "vllm serve outlived the cancelled job"
+    assert not any(_group_members(g) for g in groups), "vllm serve (or its engine core) outlived the cancelled job"
     stats = json.loads((run / "stats" / "host0.json").read_text())
     assert 0 < stats["answered"] < 200
     assert (run / "logs" / "host0" / "vllm-serve.log").exists()
     host_log = (run / "logs" / "run0.log").read_text()
     assert re.search(r"long\.txt: \d+/200 lines answered", host_log)  # progress while the file was answered
+
+
+def test_a_host_killed_outright_takes_its_server_down(tmp_path):
+    """SIGKILL of a host's worker (no clean-up can run): the kernel kills its `vllm serve` too (pdeathsig)."""
+    inputs = write_inputs(tmp_path / "in", {"long.txt": [f"Write a long story about {i}." for i in range(200)]})
+    run = tmp_path / "run"
+    args = _args(inputs, run, 8140, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
+                 "mode.prompt_template='{line}'", "sampling.max_tokens=64")
+    job = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    ledger = run / "out" / "long.txt.log.jsonl"
+    deadline = time.time() + 600
+    while not (ledger.exists() and ledger.read_text()) and time.time() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    groups = _server_groups(8140)
+    assert groups, "the server never answered"
+    workers = subprocess.run(["pgrep", "-f", f"runner.worker {run}/job.yaml"], capture_output=True, text=True)
+    assert workers.stdout.split(), "no worker process found"
+    for pid in workers.stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+    assert job.wait(timeout=60) != 0
+    deadline = time.time() + 30
+    while any(_group_members(g) for g in groups) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not any(_group_members(g) for g in groups), "vllm serve (or its engine core) outlived its killed host"
