@@ -24,8 +24,10 @@ def main(argv: List[str]) -> int:
     parent, command = int(argv[0]), argv[1:]
     signal.signal(signal.SIGTERM, _kill_group)
     signal.signal(signal.SIGINT, lambda *_: None)  # caught, not ignored: the server's own SIGINT stays default
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the host died before the line above
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux only; elsewhere no guard
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the host died before the guard was set
         _kill_group()
     return subprocess.Popen(command).wait()
 
