@@ -114,27 +114,37 @@ def _group_members(group):
     return subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True).stdout.split()
 
 
-def test_a_cancelled_job_stops_its_server(tmp_path):
-    """SIGTERM to the job (as scancel or qdel send it) leaves no `vllm serve` holding the accelerator."""
+def _start_a_long_job(tmp_path, port, *extra):
+    """A one-host job over 200 lines, started in the background; returns once its first answer is written,
+    with the job, its run dir and its server's process groups."""
     inputs = write_inputs(tmp_path / "in", {"long.txt": [f"Write a long story about {i}." for i in range(200)]})
     run = tmp_path / "run"
-    args = _args(inputs, run, 8130, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
-                 "mode.prompt_template='{line}'", "mode.stop_grace_s=10", "mode.progress_every_s=1",
-                 "sampling.max_tokens=64")
+    args = _args(inputs, run, port, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
+                 "mode.prompt_template='{line}'", "sampling.max_tokens=64", *extra)
     job = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     ledger = run / "out" / "long.txt.log.jsonl"
     deadline = time.time() + 600
     while not (ledger.exists() and ledger.read_text()) and time.time() < deadline and job.poll() is None:
         time.sleep(0.2)
-    groups = _server_groups(8130)
+    groups = _server_groups(port)
     assert groups, "the server never answered"
-    job.send_signal(signal.SIGTERM)
-    assert job.wait(timeout=60) != 0
-    deadline = time.time() + 60
+    return job, run, groups
+
+
+def _wait_until_gone(groups, seconds):
+    deadline = time.time() + seconds
     while any(_group_members(g) for g in groups) and time.time() < deadline:
         time.sleep(0.5)
-    assert not any(_group_members(g) for g in groups), "vllm serve (or its engine core) outlived the cancelled job"
+    return not any(_group_members(g) for g in groups)
+
+
+def test_a_cancelled_job_stops_its_server(tmp_path):
+    """SIGTERM to the job (as scancel or qdel send it) leaves no `vllm serve` holding the accelerator."""
+    job, run, groups = _start_a_long_job(tmp_path, 8130, "mode.stop_grace_s=10", "mode.progress_every_s=1")
+    job.send_signal(signal.SIGTERM)
+    assert job.wait(timeout=60) != 0
+    assert _wait_until_gone(groups, 60), "vllm serve (or its engine core) outlived the cancelled job"
     stats = json.loads((run / "stats" / "host0.json").read_text())
     assert 0 < stats["answered"] < 200
     assert (run / "logs" / "host0" / "vllm-serve.log").exists()
@@ -143,25 +153,11 @@ def test_a_cancelled_job_stops_its_server(tmp_path):
 
 
 def test_a_host_killed_outright_takes_its_server_down(tmp_path):
-    """SIGKILL of a host's worker (no clean-up can run): the kernel kills its `vllm serve` too (pdeathsig)."""
-    inputs = write_inputs(tmp_path / "in", {"long.txt": [f"Write a long story about {i}." for i in range(200)]})
-    run = tmp_path / "run"
-    args = _args(inputs, run, 8140, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
-                 "mode.prompt_template='{line}'", "sampling.max_tokens=64")
-    job = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    ledger = run / "out" / "long.txt.log.jsonl"
-    deadline = time.time() + 600
-    while not (ledger.exists() and ledger.read_text()) and time.time() < deadline and job.poll() is None:
-        time.sleep(0.2)
-    groups = _server_groups(8140)
-    assert groups, "the server never answered"
+    """SIGKILL of a host's worker (no clean-up can run): its server guard takes the server's group down."""
+    job, run, groups = _start_a_long_job(tmp_path, 8140)
     workers = subprocess.run(["pgrep", "-f", f"runner.worker {run}/job.yaml"], capture_output=True, text=True)
     assert workers.stdout.split(), "no worker process found"
     for pid in workers.stdout.split():
         os.kill(int(pid), signal.SIGKILL)
     assert job.wait(timeout=60) != 0
-    deadline = time.time() + 30
-    while any(_group_members(g) for g in groups) and time.time() < deadline:
-        time.sleep(0.5)
-    assert not any(_group_members(g) for g in groups), "vllm serve (or its engine core) outlived its killed host"
+    assert _wait_until_gone(groups, 30), "vllm serve (or its engine core) outlived its killed host"
