@@ -51,14 +51,14 @@ def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
     out_path = run.out / f"{rank}.out"
     lines = inputs.read_lines(input_path(cfg, rank))
     ledger = RecordLog(run.out / f"{rank}.log.jsonl", sync_every_s=cfg.mode.sync_every_s)
-    done = len(lines) if out_path.exists() else len(ledger.done())
+    complete = out_path.exists()
+    done = len(lines) if complete else len(ledger.done())
     log.info("rank %d on %s: %d lines, %d answered before, %d to do", rank, placement.hostname, len(lines), done,
              len(lines) - done)
     tally = Tally()
     stats = {"name": f"rank{rank}", "host": placement.hostname, "local_rank": placement.local_rank,
              "device": {k: os.environ.get(k, "") for k in DEVICE_VARS}, "resumed": done,
              "engine_start_s": 0.0, "generate_s": 0.0}
-    complete = out_path.exists()
     if complete:
         log.info("rank %d: %s is complete already, nothing to do", rank, out_path)
     try:

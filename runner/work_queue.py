@@ -3,7 +3,7 @@
 A claim is a file created with O_EXCL under claims/<attempt>/, so two hosts never take the same input in one
 attempt; a new attempt (a rerun, a new job id) starts with no claims and skips the files already finished.
 
-The holder of a claim touches it while it works (`heartbeat`). When a host has nothing left to claim, it waits
+The holder of a claim touches it while it works (`heartbeats`). When a host has nothing left to claim, it waits
 for the other hosts' files to finish; a claim untouched for `stale_after_s` (its host died) is taken over by
 creating the next generation of that claim (`<file>.takeover<k>`), again with O_EXCL, so only one host wins it.
 """
