@@ -106,12 +106,25 @@ def compare(args) -> dict:
     earlier = json.loads(Path(args.out).read_text()) if args.append and Path(args.out).exists() else {}
     legs = earlier.get("legs", [])
     first = 1 + max((leg["round"] for leg in legs), default=-1)
+    commands = earlier.get("commands", []) + [shlex.join(["python3", *sys.argv])]
+    result = {"config": {**vars(args), "engine": engine}, "commands": commands, "legs": legs, "device": _device_name()}
     for rnd in range(first, first + args.rounds):
         _leg(legs, rnd, "raw", lambda: run_raw_in_subprocess(args, work / "0.in", engine))
+        save(result, args.out)
         for mode in args.modes.split(","):
             _leg(legs, rnd, mode, lambda: runner_leg(mode, args, work, f"{mode}-{rnd}-{int(time.time())}", engine))
-    commands = earlier.get("commands", []) + [shlex.join(["python3", *sys.argv])]
-    return {"config": {**vars(args), "engine": engine}, "commands": commands, "legs": legs, "ratios": ratios(legs)}
+            save(result, args.out)
+    return result
+
+
+def save(result: dict, out) -> str:
+    """Write the result so far (after every leg: a call stopped at its time limit keeps the legs it ran)."""
+    result["ratios"] = ratios(result["legs"])
+    text = json.dumps(result, indent=1)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+    return text
 
 
 def _leg(legs: list, rnd: int, name: str, run) -> None:
@@ -159,13 +172,7 @@ def main() -> None:
     if args.what == "raw":
         Path(args.out).write_text(json.dumps(raw_leg(args)))
         return
-    result = compare(args)
-    result["device"] = _device_name()
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    print(save(compare(args), args.out))
 
 
 def _device_name() -> str:
