@@ -26,17 +26,34 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_prompts(model_dir: str, n: int, input_len: int, seed: int) -> list:
+    """n texts of exactly input_len tokens: random whole words (" word" is one token), which re-encode to the
+    same tokens, so almost no draw is rejected (random token ids re-encode to another length ~99% of the time)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
+    vocab = range(min(tok.vocab_size, 50000))
+    words = [w for w in tok.batch_decode([[i] for i in vocab]) if w[1:].isalpha() and w[0] == " " and len(w) > 2]
+    words = [w for w, ids in zip(words, tok(words, add_special_tokens=False).input_ids) if len(ids) == 1]
     rng = random.Random(seed)
     prompts = []
     while len(prompts) < n:
-        ids = [rng.randrange(1000, min(tok.vocab_size, 30000)) for _ in range(input_len)]
-        text = tok.decode(ids).replace("\n", " ").replace("\r", " ")
-        if text.strip() and len(tok(text, add_special_tokens=False).input_ids) == input_len:
-            prompts.append(text)
+        batch = ["".join(rng.choices(words, k=input_len)).strip() for _ in range(n - len(prompts))]
+        lengths = tok(batch, add_special_tokens=False).input_ids
+        prompts += [text for text, ids in zip(batch, lengths) if len(ids) == input_len]
     return prompts
+
+
+def cached_prompts(args, work: Path) -> Path:
+    """The prompts file of these arguments, made once (a later --append call reuses it)."""
+    key = f"{args.prompts}x{args.input_len}-seed{args.seed}"
+    path = work / f"prompts-{key}" / "0.in"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        prompts = make_prompts(args.model_dir, args.prompts, args.input_len, args.seed)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(prompts) + "\n")
+        tmp.replace(path)
+    return path
 
 
 def raw_leg(args) -> dict:
@@ -101,18 +118,18 @@ def compare(args) -> dict:
               **({"load_format": "dummy"} if args.dummy else {}), **json.loads(args.engine)}
     work = ROOT / "outputs" / "bench" / f"prompts-{Path(args.model_dir).name}"
     work.mkdir(parents=True, exist_ok=True)
-    prompts = make_prompts(args.model_dir, args.prompts, args.input_len, args.seed)
-    (work / "0.in").write_text("\n".join(prompts) + "\n")
+    prompts_file = cached_prompts(args, work)
     earlier = json.loads(Path(args.out).read_text()) if args.append and Path(args.out).exists() else {}
     legs = earlier.get("legs", [])
     first = 1 + max((leg["round"] for leg in legs), default=-1)
     commands = earlier.get("commands", []) + [shlex.join(["python3", *sys.argv])]
     result = {"config": {**vars(args), "engine": engine}, "commands": commands, "legs": legs, "device": _device_name()}
     for rnd in range(first, first + args.rounds):
-        _leg(legs, rnd, "raw", lambda: run_raw_in_subprocess(args, work / "0.in", engine))
+        _leg(legs, rnd, "raw", lambda: run_raw_in_subprocess(args, prompts_file, engine))
         save(result, args.out)
         for mode in args.modes.split(","):
-            _leg(legs, rnd, mode, lambda: runner_leg(mode, args, work, f"{mode}-{rnd}-{int(time.time())}", engine))
+            name = f"{mode}-{rnd}-{int(time.time())}"
+            _leg(legs, rnd, mode, lambda: runner_leg(mode, args, prompts_file.parent, name, engine))
             save(result, args.out)
     return result
 
