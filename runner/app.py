@@ -1,13 +1,12 @@
 """From a composed config to a launched job: resolve paths, build the model, validate, write the job file."""
 
-import dataclasses
 import logging
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import inputs, job, models
+from runner import inputs, job, models, vllm_names
 from runner.errors import ConfigError
 from runner.job import RunDir
 
@@ -27,16 +26,13 @@ def input_files(cfg: DictConfig) -> list[Path]:
 
 def check_vllm_names(cfg: DictConfig) -> None:
     """Engine and sampling keys must be vLLM's own names; report the ones that are not."""
-    from vllm import EngineArgs, SamplingParams
-
-    known_engine = {f.name for f in dataclasses.fields(EngineArgs)}
-    known_sampling = set(SamplingParams.__struct_fields__)
-    for where, keys, known in (
-        ("model.engine", cfg.model.engine.keys(), known_engine),
-        ("cluster.engine", cfg.cluster.engine.keys(), known_engine),
-        ("sampling", cfg.sampling.keys(), known_sampling),
+    known = vllm_names.known_names()
+    for where, keys, names in (
+        ("model.engine", cfg.model.engine.keys(), known["engine"]),
+        ("cluster.engine", cfg.cluster.engine.keys(), known["engine"]),
+        ("sampling", cfg.sampling.keys(), known["sampling"]),
     ):
-        unknown = sorted(set(keys) - known)
+        unknown = sorted(set(keys) - names)
         if unknown:
             raise ConfigError(f"{where} has keys vLLM does not know: {unknown}; use vLLM's own argument names")
 

@@ -1,0 +1,32 @@
+"""The launcher's check of engine/sampling names: the first launch imports vLLM, later ones read the cache."""
+
+import json
+import os
+import subprocess
+import sys
+
+PROBE = """
+import json, sys
+from runner import vllm_names
+names = vllm_names.known_names()
+print(json.dumps({"imported_vllm": "vllm" in sys.modules, "engine": sorted(names["engine"]),
+                  "sampling": sorted(names["sampling"])}))
+"""
+
+
+def _probe(cache_dir) -> dict:
+    env = {**os.environ, "RUNNER_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_names_come_from_vllm_once_then_from_the_cache(tmp_path):
+    first = _probe(tmp_path)
+    assert first["imported_vllm"]
+    assert {"max_model_len", "enforce_eager", "dtype"} <= set(first["engine"])
+    assert {"temperature", "max_tokens", "ignore_eos"} <= set(first["sampling"])
+    assert len(list((tmp_path / "vllm-names").glob("*.json"))) == 1
+
+    second = _probe(tmp_path)
+    assert not second["imported_vllm"]
+    assert second["engine"] == first["engine"] and second["sampling"] == first["sampling"]
