@@ -7,6 +7,7 @@ without using up their retries. Other failures are retried with exponential back
 
 import asyncio
 import logging
+import resource
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -23,6 +24,20 @@ from runner.tally import Tally
 from runner.walltime import seconds_left
 
 log = logging.getLogger(__name__)
+
+
+def raise_open_file_limit(connections: int) -> int:
+    """Let this process hold `connections` sockets beside its files: raise the soft limit on open files towards
+    the hard one (1024 soft is common on compute nodes; each request in flight holds a socket). Returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("open-file limit %d (hard) is below mode.concurrency=%d + 256: requests may fail with "
+                    "'Too many open files'; lower mode.concurrency or raise the limit (ulimit -Hn)", soft, connections)
+    return soft
 
 
 class Supervisor:

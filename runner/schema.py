@@ -87,8 +87,9 @@ class ServerPerNodeMode:
     prompt_template: str = "{line}"
     # chat: /v1/chat/completions; completion: /v1/completions
     prompt_style: PromptStyle = PromptStyle.chat
-    # requests in flight per host
-    concurrency: int = 256
+    # requests in flight per host: at least vLLM's max_num_seqs (1024 on an 80 GB GPU), or its batch runs
+    # underfull; more only wait in the server's queue
+    concurrency: int = 1024
     # attempts after the first failed one, per request
     retries: int = 3
     # seconds before the first retry; doubles each time

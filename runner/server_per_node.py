@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from runner import engine, inputs
-from runner.client import FileClient, FileResult, Supervisor
+from runner.client import FileClient, FileResult, Supervisor, raise_open_file_limit
 from runner.errors import JobFailedError
 from runner.job import RunDir
 from runner.record_log import RecordLog, as_jsonl
@@ -42,6 +42,7 @@ def _server(cfg: DictConfig, placement: Placement, model_path: str, scratch: Pat
 
 async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server: VllmServer, totals: dict,
                        host: FileResult) -> None:
+    raise_open_file_limit(cfg.mode.concurrency)
     supervisor = Supervisor(server, cfg.mode)
     client = FileClient(supervisor, cfg.mode, cfg.model.name, OmegaConf.to_container(cfg.sampling))
     watcher = asyncio.create_task(supervisor.watch())
