@@ -73,7 +73,7 @@ def raw_leg(args) -> dict:
 
 
 def runner_leg(mode: str, args, prompts_dir: Path, name: str, engine: dict) -> dict:
-    run = ROOT / "outputs" / "bench" / name
+    run = Path(args.work_dir).resolve() / name
     overrides = [
         f"mode={mode}", f"cluster={args.cluster}", "cluster.ranks_per_node=1", "model.source=path", f"model.path={args.model_dir}",
         f"model.name={Path(args.model_dir).name}", f"mode.input_dir={prompts_dir}", "mode.prompt_style=completion",
@@ -116,7 +116,7 @@ def run_raw_in_subprocess(args, prompts_file: Path, engine: dict) -> dict:
 def compare(args) -> dict:
     engine = {"dtype": "bfloat16", "max_model_len": args.input_len + args.output_len + 64,
               **({"load_format": "dummy"} if args.dummy else {}), **json.loads(args.engine)}
-    work = ROOT / "outputs" / "bench" / f"prompts-{Path(args.model_dir).name}"
+    work = Path(args.work_dir).resolve() / f"prompts-{Path(args.model_dir).name}"
     work.mkdir(parents=True, exist_ok=True)
     prompts_file = cached_prompts(args, work)
     earlier = json.loads(Path(args.out).read_text()) if args.append and Path(args.out).exists() else {}
@@ -181,6 +181,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cluster", default="nvidia_1gpu", help="runner cluster option (local_cpu for a smoke test)")
     parser.add_argument("--out")
+    parser.add_argument("--work-dir", default=str(ROOT / "outputs" / "bench"), help="prompts and each leg's run folder")
     parser.add_argument("--append", action="store_true",
                         help="add this invocation's rounds to the legs already in --out (one device call per round)")
     parser.add_argument("--prompts-file")

@@ -1,0 +1,50 @@
+"""The benchmark (benchmarks/bench_vs_raw.py) on this CPU: same prompts and same tokens in every leg, and a result
+file written leg by leg. It measures nothing here; the GPU numbers are in benchmarks/results/."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from conftest import ROOT
+from runner.models import build_smollm2
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_vs_raw  # noqa: E402
+
+CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> str:
+    return str(build_smollm2(Path(os.path.expanduser("~/.cache/runner/models/SmolLM2-135M-Instruct"))))
+
+
+def test_prompts_have_exactly_the_asked_length_and_repeat_with_the_seed(model_dir):
+    prompts = bench_vs_raw.make_prompts(model_dir, 300, 64, seed=7)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    assert len(prompts) == 300
+    assert {len(ids) for ids in tok(prompts, add_special_tokens=False).input_ids} == {64}
+    assert all("\n" not in p for p in prompts)
+    assert bench_vs_raw.make_prompts(model_dir, 300, 64, seed=7) == prompts
+
+
+@pytest.mark.engine
+def test_raw_and_per_tile_legs_generate_the_same_tokens(model_dir, tmp_path):
+    out = tmp_path / "result.json"
+    argv = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_raw.py"), "--model-dir", model_dir, "--prompts", "6",
+            "--input-len", "16", "--output-len", "4", "--rounds", "1", "--modes", "per_tile", "--cluster", "local_cpu",
+            "--seed", "11", "--engine", json.dumps({"enforce_eager": True, "distributed_executor_backend": "uni"}),
+            "--out", str(out), "--work-dir", str(tmp_path / "work")]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, **CPU_ENV})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    legs = {leg["leg"]: leg for leg in result["legs"]}
+    assert set(legs) == {"raw", "per_tile"}, result["legs"]
+    assert legs["raw"]["output_tokens"] == legs["per_tile"]["output_tokens"] == 6 * 4
+    assert result["ratios"]["per_tile"]["per_round"] and result["ratios"]["per_tile"]["mean"] > 0
+    assert result["commands"] and "--modes per_tile" in result["commands"][0]
