@@ -33,6 +33,10 @@ def test_killed_run_resumes_and_answers_every_line_exactly_once(tmp_path):
     before = [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]  # a torn last line is cut
     done_before = len(before)
     rank0_before = (run / "out" / "0.out").read_bytes()
+    assert _progress(run).splitlines() == [
+        f"{run}: 1 of 2 files finished, {2 + done_before}/62 lines done ({100 * (2 + done_before) / 62:.1f}%)",
+        f"  1.in: {done_before}/60",
+    ]
 
     proc = run_runner(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -41,12 +45,20 @@ def test_killed_run_resumes_and_answers_every_line_exactly_once(tmp_path):
     assert [r["line"] for r in records] == list(range(1, 61))
     assert [r["prompt"] for r in records] == lines["1.in"]
     assert not partial.exists()
+    assert _progress(run) == f"{run}: 2 of 2 files finished, 62/62 lines done (100.0%)\n"
     stats = json.loads((run / "stats" / "rank1.json").read_text())
     assert (stats["resumed"], stats["answered"]) == (done_before, 60 - done_before)
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["prompts"], summary["resumed"]) == (62, 2 + done_before)
     # tokens (and so tokens/s) count this run's answers only: rank 0 was complete, rank 1 had done_before lines
     assert summary["output_tokens"] == sum(r["output_tokens"] for r in records) - sum(r["output_tokens"] for r in before)
+
+
+def _progress(run) -> str:
+    """`python -m runner.progress RUN`, as a user would type it on a login node."""
+    proc = subprocess.run([sys.executable, "-m", "runner.progress", str(run)], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    return proc.stdout
 
 
 def test_a_rank_near_its_walltime_starts_nothing_and_says_rerun(tmp_path):

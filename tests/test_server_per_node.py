@@ -49,6 +49,9 @@ def test_two_hosts_three_files_every_line_once_and_malformed_lines_reported(tmp_
     assert (run / "logs" / "host0" / "vllm-serve.log").stat().st_size > 0
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["prompts"], summary["errors"]) == (6, 1)
+    progress = subprocess.run([sys.executable, "-m", "runner.progress", str(run / "job.yaml")], cwd=ROOT,
+                              capture_output=True, text=True, check=True)
+    assert progress.stdout == f"{run}: 3 of 3 files finished, 6/6 lines done (100.0%)\n"
 
 
 def _kill_server_when(ledger, port, min_records, run_over):
