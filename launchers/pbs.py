@@ -75,8 +75,8 @@ class PbsLauncher:
             return
         job_id = self.submit(cfg.launcher.qsub, script)
         (run.root / "pbs_job_id").write_text(job_id + "\n")
-        log.info("submitted PBS job %s; results land in %s; summary: python -m runner.summary %s",
-                 job_id, run.out, job_file)
+        log.info("submitted PBS job %s; results land in %s; progress: python -m runner.progress %s; "
+                 "summary: python -m runner.summary %s", job_id, run.out, run.root, job_file)
 
     @staticmethod
     def submit(qsub: str, script: Path) -> str:

@@ -75,7 +75,8 @@ class SlurmLauncher:
         if cfg.launcher.wait:
             self._wait(job, run)
         else:
-            log.info("when it ends: python -m runner.summary %s", job_file)
+            log.info("progress: python -m runner.progress %s; when it ends: python -m runner.summary %s",
+                     run.root, job_file)
 
     @staticmethod
     def _sbatch_script(executor, job_file: Path) -> str:
