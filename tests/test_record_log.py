@@ -37,3 +37,18 @@ def test_duplicates_are_written_once_and_finalize_sorts(tmp_path):
 
 def test_original_text_format_matches_the_old_script():
     assert as_original_text({"prompt": "Hi 'you'", "text": "Hello\n"}) == "Prompt: \"Hi 'you'\", Generated text: 'Hello\\n'"
+
+
+def test_finalize_after_a_reopen_reads_every_record_back_in_line_order(tmp_path):
+    path = tmp_path / "0.log.jsonl"
+    first = RecordLog(path, sync_every_s=None)
+    first.append([_rec(3, "three"), _rec(1, "one ünïcode")])
+    first.close()
+    with open(path, "a") as f:
+        f.write('{"line": 2, "te')  # killed mid-write
+    again = RecordLog(path, sync_every_s=None)
+    again.append([_rec(2, "two"), _rec(1, "one again"), _rec(4, "four")])
+    out = tmp_path / "0.out"
+    again.finalize(out, as_jsonl)
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["line"], r["text"]) for r in records] == [(1, "one ünïcode"), (2, "two"), (3, "three"), (4, "four")]
