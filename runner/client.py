@@ -191,7 +191,5 @@ class FileClient:
     async def _report_progress(self, file_name: str, result: FileResult, todo: int, started: float) -> None:
         while True:
             await asyncio.sleep(self.mode.progress_every_s)
-            tally = result.tally
-            log.info("%s: %d/%d lines answered (%d errors), %.1f output tokens/s", file_name, tally.answered, todo,
-                     tally.errors, tally.output_tokens / (time.monotonic() - started))
+            log.info("%s: %s", file_name, result.tally.progress(todo, time.monotonic() - started))
 

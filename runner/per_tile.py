@@ -105,7 +105,6 @@ def _answer_all(cfg, rank, todo, ledger, model_path, stats, tally: Tally) -> Non
                 tally.count(record)
             if time.monotonic() - last_report >= cfg.mode.progress_every_s:
                 last_report = time.monotonic()
-                log.info("rank %d: %d/%d lines answered, %.1f output tokens/s", rank, tally.answered, len(todo),
-                         tally.output_tokens / (last_report - t1))
+                log.info("rank %d: %s", rank, tally.progress(len(todo), last_report - t1))
     finally:
         stats["generate_s"] = round(time.monotonic() - t1, 3)

@@ -22,3 +22,16 @@ class Tally:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def progress(self, todo: int, seconds: float) -> str:
+        """'a/b lines answered (e errors), r output tokens/s, about t left' for a progress line."""
+        rate = self.answered / seconds if seconds > 0 else 0.0
+        left = f"about {_duration((todo - self.answered) / rate)} left" if rate > 0 else "time left unknown yet"
+        return (f"{self.answered}/{todo} lines answered ({self.errors} errors), "
+                f"{self.output_tokens / max(seconds, 1e-9):.1f} output tokens/s, {left}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

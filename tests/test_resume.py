@@ -3,6 +3,7 @@ then rerun with the same command, ends with every line answered once."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,8 @@ def test_killed_run_resumes_and_answers_every_line_exactly_once(tmp_path):
     lines = {"0.in": ["Say yes.", "Say no."], "1.in": [f"Count to {i}." for i in range(1, 61)]}
     inputs = write_inputs(tmp_path / "in", lines)
     run = tmp_path / "run"
-    args = [f"mode.input_dir={inputs}", "mode.max_in_flight=4", "sampling.max_tokens=24", f"hydra.run.dir={run}"]
+    args = [f"mode.input_dir={inputs}", "mode.max_in_flight=4", "sampling.max_tokens=24", f"hydra.run.dir={run}",
+            "mode.progress_every_s=0.5"]
     first = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
@@ -45,6 +47,8 @@ def test_killed_run_resumes_and_answers_every_line_exactly_once(tmp_path):
     assert [r["line"] for r in records] == list(range(1, 61))
     assert [r["prompt"] for r in records] == lines["1.in"]
     assert not partial.exists()
+    assert re.search(rf"rank 1: \d+/{60 - done_before} lines answered \(0 errors\), [\d.]+ output tokens/s, "
+                     r"about \d+m\d\ds left", (run / "logs" / "run1.log").read_text())
     assert _progress(run) == f"{run}: 2 of 2 files finished, 62/62 lines done (100.0%)\n"
     stats = json.loads((run / "stats" / "rank1.json").read_text())
     assert (stats["resumed"], stats["answered"]) == (done_before, 60 - done_before)

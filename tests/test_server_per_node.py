@@ -152,7 +152,9 @@ def test_a_cancelled_job_stops_its_server(tmp_path):
     assert 0 < stats["answered"] < 200
     assert (run / "logs" / "host0" / "vllm-serve.log").exists()
     host_log = (run / "logs" / "run0.log").read_text()
-    assert re.search(r"long\.txt: \d+/200 lines answered", host_log)  # progress while the file was answered
+    # progress while the file was answered
+    assert re.search(r"long\.txt: \d+/200 lines answered \(0 errors\), [\d.]+ output tokens/s, "
+                     r"(about \d+m\d\ds left|time left unknown yet)", host_log)
 
 
 def test_a_host_killed_outright_takes_its_server_down(tmp_path):
