@@ -2,7 +2,8 @@
 
 A Supervisor watches the server: after `health_failures` failed checks in a row, or when its process is gone,
 it restarts it; requests that failed because the server went away wait for the restart and are sent again
-without using up their retries. Other failures are retried with exponential backoff, then recorded as ERROR.
+without using up their retries. Once it has given up (`max_restarts`), no line gets a record: they are left for a
+rerun. Other failures are retried with exponential backoff, then recorded as ERROR.
 """
 
 import asyncio
@@ -127,7 +128,8 @@ class FileClient:
         self.sampling = sampling
         self.endpoint = "/v1/chat/completions" if mode.prompt_style == PromptStyle.chat else "/v1/completions"
 
-    async def answer(self, session: aiohttp.ClientSession, file_name: str, line: Line) -> Dict:
+    async def answer(self, session: aiohttp.ClientSession, file_name: str, line: Line) -> Optional[Dict]:
+        """The line's record; None when this host's server is down for good (the line is left for a rerun)."""
         base = {"file": file_name, "line": line.number}
         try:
             request = prompts.build(line.text, self.mode)
@@ -137,12 +139,12 @@ class FileClient:
         body = _request_body(request, self.mode, self.model, self.sampling)
         return await self._send(session, base, body)
 
-    async def _send(self, session, base: Dict, body: Dict) -> Dict:
+    async def _send(self, session, base: Dict, body: Dict) -> Optional[Dict]:
         attempt, last_error = 0, ""
         while attempt <= self.mode.retries:
             await self.supervisor.ready.wait()
             if self.supervisor.failed:
-                return _error(base, self.supervisor.failed)
+                return None  # not the line's fault: no ERROR record, so a rerun answers it
             try:
                 async with session.post(self.supervisor.server.url + self.endpoint, json=body) as response:
                     payload = await response.json(content_type=None)
@@ -178,6 +180,8 @@ class FileClient:
                         result.stopped_for_walltime = True
                         return
                     record = await self.answer(session, file_name, line)
+                    if record is None:
+                        return
                     ledger.append([record])
                     result.tally.count(record)
 

@@ -166,3 +166,17 @@ def test_a_host_killed_outright_takes_its_server_down(tmp_path):
         os.kill(int(pid), signal.SIGKILL)
     assert job.wait(timeout=60) != 0
     assert _wait_until_gone(groups, 30), "vllm serve (or its engine core) outlived its killed host"
+
+
+def test_a_host_whose_server_stays_down_leaves_its_lines_for_a_rerun(tmp_path):
+    """Past max_restarts the host gives up: the lines not answered get no ERROR record (a rerun answers them)."""
+    job, run, groups = _start_a_long_job(tmp_path, 8150, "mode.max_restarts=0", "mode.health_interval_s=1")
+    for group in groups:
+        os.killpg(group, signal.SIGKILL)
+    assert job.wait(timeout=120) != 0
+    records = read_jsonl(run / "out" / "long.txt.log.jsonl")
+    assert 0 < len(records) < 200
+    assert all(r["status"] == "SUCCESS" for r in records), {r["error"] for r in records if r["status"] != "SUCCESS"}
+    assert not (run / "out" / "long.txt.jsonl").exists()
+    host_log = (run / "logs" / "run0.log").read_text()
+    assert "giving up on this host" in host_log and "rerun the same command to resume" in host_log
