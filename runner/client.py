@@ -10,6 +10,7 @@ import asyncio
 import logging
 import resource
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -94,9 +95,9 @@ class FileResult:
     seconds: float = 0.0
 
     def add(self, other: "FileResult") -> None:
+        """Sum a file into its host's result (not `seconds`: a host answers files overlapping in time)."""
         self.tally.add(other.tally)
         self.resumed += other.resumed
-        self.seconds += other.seconds
         self.stopped_for_walltime |= other.stopped_for_walltime
 
 
@@ -127,6 +128,8 @@ class FileClient:
         self.model = model
         self.sampling = sampling
         self.endpoint = "/v1/chat/completions" if mode.prompt_style == PromptStyle.chat else "/v1/completions"
+        self._slots: Optional[asyncio.Semaphore] = None  # set by connected()
+        self._session: Optional[aiohttp.ClientSession] = None
 
     async def answer(self, session: aiohttp.ClientSession, file_name: str, line: Line) -> Optional[Dict]:
         """The line's record; None when this host's server is down for good (the line is left for a rerun)."""
@@ -163,34 +166,48 @@ class FileClient:
                 await asyncio.sleep(self.mode.retry_backoff_s * 2 ** (attempt - 1))
         return _error(base, f"failed after {self.mode.retries} retries: {last_error}")
 
-    async def answer_file(self, file_name: str, lines: List[Line], ledger: RecordLog, result: FileResult) -> None:
-        """Answer the lines not yet in the ledger, counting into `result` (the caller's, so that an interrupted
-        file is counted too); stops taking new lines near the walltime."""
-        todo = [line for line in lines if line.number not in ledger.done()]
-        result.resumed, started = len(lines) - len(todo), time.monotonic()
-        pending = iter(todo)
+    @asynccontextmanager
+    async def connected(self):
+        """One HTTP session for the host's files, with at most mode.concurrency requests in flight in all."""
         timeout = aiohttp.ClientTimeout(total=self.mode.request_timeout_s)
         connector = aiohttp.TCPConnector(limit=self.mode.concurrency)
+        self._slots = asyncio.Semaphore(self.mode.concurrency)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            self._session = session
+            yield self
 
-            async def worker():
+    async def answer_file(self, file_name: str, lines: List[Line], ledger: RecordLog, result: FileResult,
+                          handed_out: asyncio.Event) -> None:
+        """Answer the lines not yet in the ledger, counting into `result` (the caller's, so that an interrupted
+        file is counted too); stops taking new lines near the walltime. `handed_out` is set once no line is left
+        to send: the host then starts its next file, so the server's batch does not drain at a file's end."""
+        todo = [line for line in lines if line.number not in ledger.done()]
+        result.resumed, started = len(lines) - len(todo), time.monotonic()
+        log.info("%s: started, %d lines, %d answered before", file_name, len(lines), result.resumed)
+        pending = iter(todo)
+
+        async def worker():
+            try:
                 for line in pending:
                     left = seconds_left()
                     if left is not None and left < self.mode.walltime_margin_s:
                         result.stopped_for_walltime = True
                         return
-                    record = await self.answer(session, file_name, line)
+                    async with self._slots:
+                        record = await self.answer(self._session, file_name, line)
                     if record is None:
                         return
                     ledger.append([record])
                     result.tally.count(record)
-
-            reporter = asyncio.create_task(self._report_progress(file_name, result, len(todo), started))
-            try:
-                await asyncio.gather(*(worker() for _ in range(self.mode.concurrency)))
             finally:
-                reporter.cancel()
-                result.seconds = time.monotonic() - started
+                handed_out.set()
+
+        reporter = asyncio.create_task(self._report_progress(file_name, result, len(todo), started))
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(self.mode.concurrency, len(todo)) or 1)))
+        finally:
+            reporter.cancel()
+            result.seconds = time.monotonic() - started
 
     async def _report_progress(self, file_name: str, result: FileResult, todo: int, started: float) -> None:
         while True:

@@ -7,7 +7,6 @@ and are copied to logs/host<rank>/ at the end, also when the host fails.
 
 import asyncio
 import hashlib
-import itertools
 import logging
 import shutil
 import time
@@ -23,6 +22,7 @@ from runner.record_log import RecordLog, as_jsonl
 from runner.server import VllmServer
 from runner.summary import write_stats
 from runner.topology import Placement
+from runner.walltime import seconds_left
 from runner.work_queue import FileQueue, list_inputs, output_path
 
 log = logging.getLogger(__name__)
@@ -42,39 +42,61 @@ def _server(cfg: DictConfig, placement: Placement, model_path: str, scratch: Pat
 
 async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server: VllmServer, totals: dict,
                        host: FileResult) -> None:
+    """Answer `first`, then each file the queue hands this host. The next file is started as soon as the current
+    one has no line left to send, so the server's batch stays full across file ends."""
     raise_open_file_limit(cfg.mode.concurrency)
     supervisor = Supervisor(server, cfg.mode)
     client = FileClient(supervisor, cfg.mode, cfg.model.name, OmegaConf.to_container(cfg.sampling))
     watcher = asyncio.create_task(supervisor.watch())
+    files, started, running = queue.take(), time.monotonic(), []
     try:
-        for input_file in itertools.chain([first], queue.take()):
-            result = FileResult()
-            totals["files"].append(input_file.name)
-            try:
-                await _answer_file(client, input_file, run, result)
-            finally:
-                host.add(result)
-            if result.stopped_for_walltime or supervisor.failed:
-                break
+        async with client.connected():
+            input_file = first
+            while input_file is not None:
+                result, handed_out = FileResult(), asyncio.Event()
+                totals["files"].append(input_file.name)
+                task = asyncio.create_task(_answer_file(client, input_file, run, result, handed_out, host))
+                running.append(task)
+                await _first_of(task, handed_out)
+                left = seconds_left()
+                if supervisor.failed or result.stopped_for_walltime or (
+                        left is not None and left < cfg.mode.walltime_margin_s):
+                    break
+                input_file = await asyncio.to_thread(next, files, None)  # may wait for other hosts' files
+            await asyncio.gather(*running)
     finally:
         watcher.cancel()
+        host.seconds = time.monotonic() - started
     totals["restarts"] = supervisor.restarts
     if supervisor.failed:
         raise JobFailedError(f"host {run.root}: {supervisor.failed}; rerun the same command to resume")
 
 
-async def _answer_file(client: FileClient, input_file: Path, run: RunDir, result: FileResult) -> None:
-    lines = inputs.read_lines(input_file)
-    ledger = RecordLog(run.out / f"{input_file.name}.log.jsonl", sync_every_s=None)
-    await client.answer_file(input_file.name, lines, ledger, result)
-    if len(ledger.done()) == len(lines):
-        ledger.finalize(output_path(run.out, input_file), as_jsonl)
-        log.info("%s: %d lines answered (%d errors, %d before) in %.1f s", input_file.name, result.tally.answered,
-                 result.tally.errors, result.resumed, result.seconds)
-    else:
-        ledger.close()
-        log.warning("%s: %d of %d lines done; the rest are left for a rerun", input_file.name, len(ledger.done()),
-                    len(lines))
+async def _first_of(task: asyncio.Task, event: asyncio.Event) -> None:
+    waiter = asyncio.create_task(event.wait())
+    try:
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
+async def _answer_file(client: FileClient, input_file: Path, run: RunDir, result: FileResult,
+                       handed_out: asyncio.Event, host: FileResult) -> None:
+    try:
+        lines = await asyncio.to_thread(inputs.read_lines, input_file)
+        ledger = await asyncio.to_thread(RecordLog, run.out / f"{input_file.name}.log.jsonl", None)
+        await client.answer_file(input_file.name, lines, ledger, result, handed_out)
+        if len(ledger.done()) == len(lines):
+            await asyncio.to_thread(ledger.finalize, output_path(run.out, input_file), as_jsonl)
+            log.info("%s: %d lines answered (%d errors, %d before) in %.1f s", input_file.name,
+                     result.tally.answered, result.tally.errors, result.resumed, result.seconds)
+        else:
+            ledger.close()
+            log.warning("%s: %d of %d lines done; the rest are left for a rerun", input_file.name,
+                        len(ledger.done()), len(lines))
+    finally:
+        handed_out.set()
+        host.add(result)
 
 
 def run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str) -> None:

@@ -111,13 +111,14 @@ class FileQueue:
             thread.join()
 
     def take(self) -> Iterator[Path]:
-        """Yield files this host claimed, one at a time, until every file is finished (or, without takeover,
-        until none is left unclaimed)."""
+        """Yield files this host claimed, one at a time, until every file is finished or held by this host (or,
+        without takeover, until none is left unclaimed). It may be asked for the next file while the last one is
+        still being answered."""
         while True:
             for input_file in self.files:
                 if not self._done(input_file) and self._claim(input_file):
                     yield input_file
-            left = [f for f in self.files if not self._done(f)]
+            left = [f for f in self.files if not self._done(f) and f.name not in self._held]  # ours: in progress
             if not left or not self.stale_after_s:
                 return
             taken = next((f for f in left if self._take_over(f)), None)  # one at a time, as the first pass

@@ -180,3 +180,19 @@ def test_a_host_whose_server_stays_down_leaves_its_lines_for_a_rerun(tmp_path):
     assert not (run / "out" / "long.txt.jsonl").exists()
     host_log = (run / "logs" / "run0.log").read_text()
     assert "giving up on this host" in host_log and "rerun the same command to resume" in host_log
+
+
+def test_a_host_starts_its_next_file_before_the_last_one_ends(tmp_path):
+    """Files overlap on a host: once no line of a file is left to send, the next file's lines fill the batch."""
+    files = {"a.txt": [f"Name a color, {i}." for i in range(8)], "b.txt": [f"Name a fruit, {i}." for i in range(3)]}
+    inputs = write_inputs(tmp_path / "in", files)
+    run = tmp_path / "run"
+    proc = run_runner(_args(inputs, run, 8160, "mode.input_format=lines", "mode.input_glob=*.txt",
+                            "mode.id_columns=[]", "mode.prompt_template='{line}'", "mode.concurrency=4"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, lines in files.items():
+        assert [r["line"] for r in read_jsonl(run / "out" / f"{name}.jsonl")] == list(range(1, len(lines) + 1))
+    host_log = (run / "logs" / "run0.log").read_text()
+    assert host_log.index("b.txt: started") < host_log.index("a.txt: 8 lines answered")
+    stats = json.loads((run / "stats" / "host0.json").read_text())
+    assert stats["files"] == ["a.txt", "b.txt"] and stats["answered"] == 11
