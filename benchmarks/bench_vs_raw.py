@@ -6,9 +6,10 @@
 Each leg is its own process, so each starts its engine on an empty GPU:
   raw       vllm.LLM(...).generate(prompts) in a fresh interpreter (this file's `raw` sub-command)
   per_tile  python -m runner mode=per_tile (1 rank, cluster=nvidia_1gpu)
-  server    python -m runner mode=server_per_node (1 host, completion endpoint)
-Prompts are text of exactly --input-len tokens (random token ids, decoded and checked to re-encode to the same
-length), sampling is greedy with ignore_eos, so every leg generates prompts x output-len tokens.
+  server    python -m runner mode=server_per_node (1 host, completion endpoint; --server-files N splits the
+            prompts into N input files, as a job over many files would have)
+Prompts are text of exactly --input-len tokens (random whole-word tokens, checked to re-encode to that length),
+sampling is greedy with ignore_eos, so every leg generates prompts x output-len tokens.
 Throughput is output tokens / generation seconds (engine start excluded, reported apart).
 """
 
@@ -129,9 +130,28 @@ def compare(args) -> dict:
         save(result, args.out)
         for mode in args.modes.split(","):
             name = f"{mode}-{rnd}-{int(time.time())}"
-            _leg(legs, rnd, mode, lambda: runner_leg(mode, args, prompts_file.parent, name, engine))
+            split = args.server_files if mode == "server_per_node" else 1
+            folder = split_prompts(prompts_file, split)
+            _leg(legs, rnd, mode, lambda: runner_leg(mode, args, folder, name, engine))
             save(result, args.out)
     return result
+
+
+def split_prompts(prompts_file: Path, files: int) -> Path:
+    """The same prompts in `files` input files (server_per_node answers a host's files one after another, as a
+    job over many files does); 1: the prompts file's own folder."""
+    if files <= 1:
+        return prompts_file.parent
+    folder = prompts_file.parent / f"split-{files}"
+    if not folder.exists():
+        lines = prompts_file.read_text().splitlines()
+        tmp = folder.with_name(folder.name + ".tmp")
+        tmp.mkdir(exist_ok=True)
+        per_file = -(-len(lines) // files)
+        for i in range(files):
+            (tmp / f"part{i:04d}.in").write_text("".join(f"{line}\n" for line in lines[i * per_file:(i + 1) * per_file]))
+        tmp.rename(folder)
+    return folder
 
 
 def save(result: dict, out) -> str:
@@ -178,6 +198,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--modes", default="per_tile,server_per_node")
     parser.add_argument("--concurrency", type=int, default=1024)
+    parser.add_argument("--server-files", type=int, default=1,
+                        help="split the prompts into this many input files for server_per_node (same lines in all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cluster", default="nvidia_1gpu", help="runner cluster option (local_cpu for a smoke test)")
     parser.add_argument("--out")
