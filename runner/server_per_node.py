@@ -66,6 +66,7 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server:
             await asyncio.gather(*running)
     finally:
         watcher.cancel()
+        queue.stop_waiting()  # a cancelled host does not sit out the queue's poll interval in its thread
         host.seconds = time.monotonic() - started
     totals["restarts"] = supervisor.restarts
     if supervisor.failed:

@@ -51,6 +51,7 @@ class FileQueue:
         self.stale_after_s = stale_after_s
         self.poll_s = poll_s
         self._held: dict = {}
+        self._stop = threading.Event()
 
     def _done(self, input_file: Path) -> bool:
         return output_path(self.out_dir, input_file).exists()
@@ -128,4 +129,9 @@ class FileQueue:
             time_left = seconds_left()
             if time_left is not None and time_left < self.poll_s:
                 return
-            time.sleep(self.poll_s)
+            if self._stop.wait(self.poll_s):
+                return
+
+    def stop_waiting(self) -> None:
+        """End a take() that waits for other hosts' files (from another thread: the host is stopping)."""
+        self._stop.set()

@@ -68,3 +68,21 @@ def test_a_live_hosts_claim_is_kept_alive_and_never_taken_over(tmp_path):
         waiter.join(timeout=10)
     assert not waiter.is_alive(), "the idle host should stop once every file is finished"
     assert taken_by_idle == []
+
+
+def test_a_waiting_take_ends_when_the_host_stops(tmp_path):
+    files, out = _files(tmp_path, ["a"]), tmp_path / "out"
+    out.mkdir()
+    other = FileQueue(files, out, tmp_path / "claims", attempt="job1", stale_after_s=600, poll_s=30)
+    assert next(other.take()).name == "a"  # another host is answering "a": this one waits for it
+    waiting = FileQueue(files, out, tmp_path / "claims", attempt="job1", stale_after_s=600, poll_s=30)
+    got = []
+    thread = threading.Thread(target=lambda: got.append(next(waiting.take(), None)))
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive()
+    started = time.monotonic()
+    waiting.stop_waiting()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and got == [None]
+    assert time.monotonic() - started < 5  # not the 30 s poll interval
