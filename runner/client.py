@@ -23,7 +23,7 @@ from runner.record_log import RecordLog
 from runner.schema import PromptStyle
 from runner.server import VllmServer
 from runner.tally import Tally
-from runner.walltime import seconds_left
+from runner.walltime import near_end
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +189,7 @@ class FileClient:
         async def worker():
             try:
                 for line in pending:
-                    left = seconds_left()
-                    if left is not None and left < self.mode.walltime_margin_s:
+                    if near_end(self.mode.walltime_margin_s):
                         result.stopped_for_walltime = True
                         return
                     async with self._slots:

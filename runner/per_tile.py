@@ -21,7 +21,7 @@ from runner.schema import OutputFormat
 from runner.summary import write_stats
 from runner.tally import Tally
 from runner.topology import Placement
-from runner.walltime import seconds_left
+from runner.walltime import near_end
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ def _answer_all(cfg, rank, todo, ledger, model_path, stats, tally: Tally) -> Non
     margin = cfg.mode.walltime_margin_s
 
     def may_add() -> bool:
-        left = seconds_left()
-        return left is None or left > margin
+        return not near_end(margin)
 
     if not may_add():
         log.warning("rank %d: less than %.0f s of walltime left; not starting", rank, margin)

@@ -22,7 +22,7 @@ from runner.record_log import RecordLog, as_jsonl
 from runner.server import VllmServer
 from runner.summary import write_stats
 from runner.topology import Placement
-from runner.walltime import seconds_left
+from runner.walltime import near_end
 from runner.work_queue import FileQueue, list_inputs, output_path
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,7 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server:
                 task = asyncio.create_task(_answer_file(client, input_file, run, result, handed_out, host))
                 running.append(task)
                 await _first_of(task, handed_out)
-                left = seconds_left()
-                if supervisor.failed or result.stopped_for_walltime or (
-                        left is not None and left < cfg.mode.walltime_margin_s):
+                if supervisor.failed or result.stopped_for_walltime or near_end(cfg.mode.walltime_margin_s):
                     break
                 input_file = await asyncio.to_thread(next, files, None)  # may wait for other hosts' files
             await asyncio.gather(*running)

@@ -21,3 +21,9 @@ def seconds_left() -> Optional[float]:
     """Seconds until the deadline, or None without one."""
     value = os.environ.get(DEADLINE_VAR)
     return float(value) - time.time() if value else None
+
+
+def near_end(margin_s: float) -> bool:
+    """Less than margin_s seconds are left before the deadline (never true without one)."""
+    left = seconds_left()
+    return left is not None and left < margin_s

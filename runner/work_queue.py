@@ -18,7 +18,7 @@ from typing import Iterator, List, Optional
 
 from omegaconf import DictConfig
 
-from runner.walltime import seconds_left
+from runner.walltime import near_end
 
 _ATTEMPT_VARS = ("RUNNER_ATTEMPT", "PBS_JOBID", "SLURM_JOB_ID")
 _TAKEOVER = ".takeover"
@@ -126,8 +126,7 @@ class FileQueue:
             if taken is not None:
                 yield taken
                 continue
-            time_left = seconds_left()
-            if time_left is not None and time_left < self.poll_s:
+            if near_end(self.poll_s):
                 return
             if self._stop.wait(self.poll_s):
                 return
