@@ -33,10 +33,11 @@ def raise_open_file_limit(connections: int) -> int:
     the hard one (1024 soft is common on compute nodes; each request in flight holds a socket). Returns the limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = connections + 256
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    if soft != resource.RLIM_INFINITY and soft < wanted:
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft
+    soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft < wanted:
         log.warning("open-file limit %d (hard) is below mode.concurrency=%d + 256: requests may fail with "
                     "'Too many open files'; lower mode.concurrency or raise the limit (ulimit -Hn)", soft, connections)
     return soft
@@ -131,7 +132,7 @@ class FileClient:
         self._slots: Optional[asyncio.Semaphore] = None  # set by connected()
         self._session: Optional[aiohttp.ClientSession] = None
 
-    async def answer(self, session: aiohttp.ClientSession, file_name: str, line: Line) -> Optional[Dict]:
+    async def answer(self, file_name: str, line: Line) -> Optional[Dict]:
         """The line's record; None when this host's server is down for good (the line is left for a rerun)."""
         base = {"file": file_name, "line": line.number}
         try:
@@ -140,16 +141,16 @@ class FileClient:
             return _error({**base, **prompts.ids(line.text, self.mode), "input": line.text}, f"malformed line: {e}")
         base.update(request.ids)
         body = _request_body(request, self.mode, self.model, self.sampling)
-        return await self._send(session, base, body)
+        return await self._send(base, body)
 
-    async def _send(self, session, base: Dict, body: Dict) -> Optional[Dict]:
+    async def _send(self, base: Dict, body: Dict) -> Optional[Dict]:
         attempt, last_error = 0, ""
         while attempt <= self.mode.retries:
             await self.supervisor.ready.wait()
             if self.supervisor.failed:
                 return None  # not the line's fault: no ERROR record, so a rerun answers it
             try:
-                async with session.post(self.supervisor.server.url + self.endpoint, json=body) as response:
+                async with self._session.post(self.supervisor.server.url + self.endpoint, json=body) as response:
                     payload = await response.json(content_type=None)
                     if response.status == 200:
                         return _success(base, payload)
@@ -193,7 +194,7 @@ class FileClient:
                         result.stopped_for_walltime = True
                         return
                     async with self._slots:
-                        record = await self.answer(self._session, file_name, line)
+                        record = await self.answer(file_name, line)
                     if record is None:
                         return
                     ledger.append([record])
