@@ -27,12 +27,17 @@ def _iter_lines(path: Path) -> Iterator[Line]:
                 yield Line(number, text)
 
 
+def count_lines(path: Path) -> int:
+    """The non-blank lines of a UTF-8 file (the lines a job answers), without keeping them."""
+    return sum(1 for _ in _iter_lines(path))
+
+
 def check_file(path: Path) -> str:
     """'' when the file is usable, else what is wrong with it."""
     if not path.is_file():
         return f"{path}: missing"
     try:
-        if sum(1 for _ in _iter_lines(path)):  # decodes every line, not just the first
+        if count_lines(path):  # decodes every line, not just the first
             return ""
     except UnicodeDecodeError as e:
         with open(path, "rb") as f:

@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,6 +34,11 @@ def input_paths(cfg: DictConfig, world_size: int) -> List[Path]:
     return [input_path(cfg, rank) for rank in range(world_size)]
 
 
+def rank_outputs(out_dir: Path, rank: int) -> Tuple[Path, Path]:
+    """The rank's finished output and its resume ledger (answers so far, until the output is written)."""
+    return out_dir / f"{rank}.out", out_dir / f"{rank}.log.jsonl"
+
+
 def _record(rank: int, line: inputs.Line, answer: engine.Answer) -> dict:
     return {
         "rank": rank,
@@ -48,9 +53,9 @@ def _record(rank: int, line: inputs.Line, answer: engine.Answer) -> dict:
 
 def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str) -> None:
     rank, started = placement.rank, time.monotonic()
-    out_path = run.out / f"{rank}.out"
+    out_path, ledger_path = rank_outputs(run.out, rank)
     lines = inputs.read_lines(input_path(cfg, rank))
-    ledger = RecordLog(run.out / f"{rank}.log.jsonl", sync_every_s=cfg.mode.sync_every_s)
+    ledger = RecordLog(ledger_path, sync_every_s=cfg.mode.sync_every_s)
     complete = out_path.exists()
     done = len(lines) if complete else len(ledger.done())
     log.info("rank %d on %s: %d lines, %d answered before, %d to do", rank, placement.hostname, len(lines), done,

@@ -12,8 +12,9 @@ from typing import List
 
 from omegaconf import OmegaConf
 
+from runner.inputs import count_lines
 from runner.job import RunDir
-from runner.work_queue import list_inputs, output_path
+from runner.work_queue import ledger_path, list_inputs, output_path
 
 _LISTED = 20
 
@@ -24,12 +25,6 @@ class FileProgress:
     answered: int
     lines: int
     finished: bool
-
-
-def _count_lines(path: Path) -> int:
-    """Non-blank lines of an input file (the lines a job answers)."""
-    with open(path, "rb") as f:
-        return sum(1 for raw in f if raw.strip())
 
 
 def _ledger_lines(path: Path) -> int:
@@ -44,20 +39,19 @@ def _work_items(run: RunDir):
     """(input file, finished output, ledger) for every input of the job."""
     cfg = OmegaConf.load(run.job_file)  # untyped: a job file of an older runner version is read too
     if cfg.mode.name == "per_tile":
-        from runner.per_tile import input_paths
+        from runner.per_tile import input_paths, rank_outputs
 
-        for path in input_paths(cfg, cfg.nodes * cfg.cluster.ranks_per_node):
-            rank = path.stem
-            yield path, run.out / f"{rank}.out", run.out / f"{rank}.log.jsonl"
+        for rank, path in enumerate(input_paths(cfg, cfg.nodes * cfg.cluster.ranks_per_node)):
+            yield (path, *rank_outputs(run.out, rank))
     else:
         for path in list_inputs(cfg):
-            yield path, output_path(run.out, path), run.out / f"{path.name}.log.jsonl"
+            yield path, output_path(run.out, path), ledger_path(run.out, path)
 
 
 def progress(run: RunDir) -> List[FileProgress]:
     files = []
     for path, finished, ledger in _work_items(run):
-        lines = _count_lines(path) if path.exists() else 0
+        lines = count_lines(path) if path.exists() else 0
         done = finished.exists()
         files.append(FileProgress(path.name, lines if done else min(_ledger_lines(ledger), lines), lines, done))
     return files

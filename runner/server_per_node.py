@@ -23,7 +23,7 @@ from runner.server import VllmServer
 from runner.summary import write_stats
 from runner.topology import Placement
 from runner.walltime import near_end
-from runner.work_queue import FileQueue, list_inputs, output_path
+from runner.work_queue import FileQueue, ledger_path, list_inputs, output_path
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ async def _answer_file(client: FileClient, input_file: Path, run: RunDir, result
                        handed_out: asyncio.Event, host: FileResult) -> None:
     try:
         lines = await asyncio.to_thread(inputs.read_lines, input_file)
-        ledger = await asyncio.to_thread(RecordLog, run.out / f"{input_file.name}.log.jsonl", None)
+        ledger = await asyncio.to_thread(RecordLog, ledger_path(run.out, input_file), None)
         await client.answer_file(input_file.name, lines, ledger, result, handed_out)
         if len(ledger.done()) == len(lines):
             await asyncio.to_thread(ledger.finalize, output_path(run.out, input_file), as_jsonl)

@@ -33,6 +33,11 @@ def output_path(out_dir: Path, input_file: Path) -> Path:
     return out_dir / f"{input_file.name}.jsonl"
 
 
+def ledger_path(out_dir: Path, input_file: Path) -> Path:
+    """The file's resume ledger (answers so far), until output_path is written."""
+    return out_dir / f"{input_file.name}.log.jsonl"
+
+
 def attempt_id() -> str:
     for var in _ATTEMPT_VARS:
         if os.environ.get(var):
