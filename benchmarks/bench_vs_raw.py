@@ -1,4 +1,4 @@
-"""Runner vs raw vLLM on the same prompts, in one invocation, legs interleaved A/B.
+"""Runner vs raw vLLM on the same prompts, in one invocation, legs interleaved A/B then B/A.
 
     python benchmarks/bench_vs_raw.py --model-dir DIR [--dummy] --prompts 4000 --input-len 128 --output-len 256 \
         --rounds 2 --modes per_tile,server_per_node --out benchmarks/results/NAME.json
@@ -96,7 +96,8 @@ def runner_leg(mode: str, args, prompts_dir: Path, name: str, engine: dict) -> d
     stats = json.loads((run / "summary.json").read_text())["per_worker"][0]
     return {"leg": mode, "engine_start_s": stats["engine_start_s"], "generate_s": stats["generate_s"],
             "output_tokens": stats["output_tokens"], "output_tokens_per_s": stats["output_tokens"] / stats["generate_s"],
-            "wall_s": wall, "concurrency": args.concurrency if mode == "server_per_node" else None}
+            "wall_s": wall, "concurrency": args.concurrency if mode == "server_per_node" else None,
+            **({"record_s": stats["record_s"]} if "record_s" in stats else {})}
 
 
 def run_raw_in_subprocess(args, prompts_file: Path, engine: dict) -> dict:
@@ -126,15 +127,21 @@ def compare(args) -> dict:
     commands = earlier.get("commands", []) + [shlex.join(["python3", *sys.argv])]
     result = {"config": {**vars(args), "engine": engine}, "commands": commands, "legs": legs, "device": _device_name()}
     for rnd in range(first, first + args.rounds):
-        _leg(legs, rnd, "raw", lambda: run_raw_in_subprocess(args, prompts_file, engine))
-        save(result, args.out)
-        for mode in args.modes.split(","):
-            name = f"{mode}-{rnd}-{int(time.time())}"
-            split = args.server_files if mode == "server_per_node" else 1
-            folder = split_prompts(prompts_file, split)
-            _leg(legs, rnd, mode, lambda: runner_leg(mode, args, folder, name, engine))
+        for leg in leg_order(rnd, args.modes.split(",")):
+            if leg == "raw":
+                _leg(legs, rnd, "raw", lambda: run_raw_in_subprocess(args, prompts_file, engine))
+            else:
+                folder = split_prompts(prompts_file, args.server_files if leg == "server_per_node" else 1)
+                name = f"{leg}-{rnd}-{int(time.time())}"
+                _leg(legs, rnd, leg, lambda: runner_leg(leg, args, folder, name, engine))
             save(result, args.out)
     return result
+
+
+def leg_order(rnd: int, modes: list) -> list:
+    """Raw first in even rounds, last in odd ones (A B, B A): a drift of the machine over a call (clocks, heat,
+    caches warming) then favours neither side."""
+    return ["raw", *modes] if rnd % 2 == 0 else [*modes, "raw"]
 
 
 def split_prompts(prompts_file: Path, files: int) -> Path:
@@ -184,6 +191,9 @@ def ratios(legs: list) -> dict:
             if raw:
                 per_round.append(round(leg["output_tokens_per_s"] / raw["output_tokens_per_s"], 4))
         out[mode] = {"per_round": per_round, "mean": round(sum(per_round) / max(len(per_round), 1), 4)}
+    raw = [leg["output_tokens_per_s"] for leg in ok if leg["leg"] == "raw"]
+    if len(raw) > 1:  # how far raw vLLM alone moves between rounds: a ratio closer to 1 than this is noise
+        out["raw_spread"] = round(max(raw) / min(raw), 4)
     return out
 
 

@@ -63,7 +63,7 @@ def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
     tally = Tally()
     stats = {"name": f"rank{rank}", "host": placement.hostname, "local_rank": placement.local_rank,
              "device": {k: os.environ.get(k, "") for k in DEVICE_VARS}, "resumed": done,
-             "engine_start_s": 0.0, "generate_s": 0.0}
+             "engine_start_s": 0.0, "generate_s": 0.0, "record_s": 0.0}
     if complete:
         log.info("rank %d: %s is complete already, nothing to do", rank, out_path)
     try:
@@ -100,15 +100,20 @@ def _answer_all(cfg, rank, todo, ledger, model_path, stats, tally: Tally) -> Non
     params = engine.sampling_params(OmegaConf.to_container(cfg.sampling))
     t1 = last_report = time.monotonic()
     stats["engine_start_s"] = round(t1 - t0, 3)
+    every, record_s = cfg.mode.progress_every_s, 0.0
     try:
         for finished in engine.stream_answers(llm, todo, cfg.mode.prompt_style, params, cfg.mode.max_in_flight,
                                               may_add):
+            got = time.monotonic()
             records = [_record(rank, line, answer) for line, answer in finished]
             ledger.append(records)
             for record in records:
                 tally.count(record)
-            if time.monotonic() - last_report >= cfg.mode.progress_every_s:
-                last_report = time.monotonic()
-                log.info("rank %d: %s", rank, tally.progress(len(todo), last_report - t1))
+            if got - last_report >= every:
+                last_report = got
+                log.info("rank %d: %s", rank, tally.progress(len(todo), got - t1))
+            record_s += time.monotonic() - got
     finally:
-        stats["generate_s"] = round(time.monotonic() - t1, 3)
+        # record_s: the part of generate_s the rank spent on its own work between engine steps (records,
+        # checkpoint, progress lines); the rest was vLLM
+        stats.update(generate_s=round(time.monotonic() - t1, 3), record_s=round(record_s, 3))

@@ -34,17 +34,19 @@ def test_prompts_have_exactly_the_asked_length_and_repeat_with_the_seed(model_di
 
 
 @pytest.mark.engine
-def test_raw_and_per_tile_legs_generate_the_same_tokens(model_dir, tmp_path):
+def test_raw_and_per_tile_legs_generate_the_same_tokens_and_take_turns_to_go_first(model_dir, tmp_path):
     out = tmp_path / "result.json"
     argv = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_raw.py"), "--model-dir", model_dir, "--prompts", "6",
-            "--input-len", "16", "--output-len", "4", "--rounds", "1", "--modes", "per_tile", "--cluster", "local_cpu",
+            "--input-len", "16", "--output-len", "4", "--rounds", "2", "--modes", "per_tile", "--cluster", "local_cpu",
             "--seed", "11", "--engine", json.dumps({"enforce_eager": True, "distributed_executor_backend": "uni"}),
             "--out", str(out), "--work-dir", str(tmp_path / "work")]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, **CPU_ENV})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    legs = {leg["leg"]: leg for leg in result["legs"]}
-    assert set(legs) == {"raw", "per_tile"}, result["legs"]
-    assert legs["raw"]["output_tokens"] == legs["per_tile"]["output_tokens"] == 6 * 4
-    assert result["ratios"]["per_tile"]["per_round"] and result["ratios"]["per_tile"]["mean"] > 0
+    order = [(leg["round"], leg["leg"]) for leg in result["legs"]]
+    assert order == [(0, "raw"), (0, "per_tile"), (1, "per_tile"), (1, "raw")], result["legs"]
+    assert {leg["output_tokens"] for leg in result["legs"]} == {6 * 4}
+    assert len(result["ratios"]["per_tile"]["per_round"]) == 2 and result["ratios"]["per_tile"]["mean"] > 0
+    assert result["ratios"]["raw_spread"] >= 1
+    assert all(0 < leg["record_s"] < leg["generate_s"] for leg in result["legs"] if leg["leg"] == "per_tile")
     assert result["commands"] and "--modes per_tile" in result["commands"][0]

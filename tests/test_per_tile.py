@@ -43,6 +43,7 @@ def test_summary_counts_prompts_and_tokens(two_rank_run):
     assert summary["output_tokens"] == sum(r["output_tokens"] for k in (0, 1) for r in read_jsonl(run / "out" / f"{k}.out"))
     assert summary["output_tokens_per_s"] > 0
     assert all(w["output_tokens_per_s"] > 0 and w["engine_start_s"] > 0 for w in summary["per_worker"])
+    assert all(0 < w["record_s"] < w["generate_s"] for w in summary["per_worker"])  # the rank's own share
     assert "5 prompts (0 from an earlier run), 0 errors" in proc.stderr
 
 
