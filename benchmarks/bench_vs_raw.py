@@ -88,6 +88,7 @@ def runner_leg(mode: str, args, prompts_dir: Path, name: str, engine: dict) -> d
         overrides += ["mode.input_format=lines", "mode.input_glob=*.in", "mode.id_columns=[]",
                       "mode.prompt_template='{line}'", f"mode.concurrency={args.concurrency}",
                       f"mode.scratch_dir={run}/scratch"]
+    overrides += args.override
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "runner", *overrides], cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - t0
@@ -218,6 +219,8 @@ def main() -> None:
                         help="add this invocation's rounds to the legs already in --out (one device call per round)")
     parser.add_argument("--prompts-file")
     parser.add_argument("--engine", default="{}", help="extra vLLM engine arguments (JSON), for every leg")
+    parser.add_argument("--override", action="append", default=[],
+                        help="a runner config override for the runner legs, e.g. mode.max_in_flight=1536 (repeatable)")
     args = parser.parse_args()
     if args.what == "raw":
         Path(args.out).write_text(json.dumps(raw_leg(args)))

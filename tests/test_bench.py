@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
 from conftest import ROOT
@@ -39,7 +40,7 @@ def test_raw_and_per_tile_legs_generate_the_same_tokens_and_take_turns_to_go_fir
     argv = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_raw.py"), "--model-dir", model_dir, "--prompts", "6",
             "--input-len", "16", "--output-len", "4", "--rounds", "2", "--modes", "per_tile", "--cluster", "local_cpu",
             "--seed", "11", "--engine", json.dumps({"enforce_eager": True, "distributed_executor_backend": "uni"}),
-            "--out", str(out), "--work-dir", str(tmp_path / "work")]
+            "--override", "mode.max_in_flight=3", "--out", str(out), "--work-dir", str(tmp_path / "work")]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, **CPU_ENV})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -49,4 +50,6 @@ def test_raw_and_per_tile_legs_generate_the_same_tokens_and_take_turns_to_go_fir
     assert len(result["ratios"]["per_tile"]["per_round"]) == 2 and result["ratios"]["per_tile"]["mean"] > 0
     assert result["ratios"]["raw_spread"] >= 1
     assert all(0 < leg["record_s"] < leg["generate_s"] for leg in result["legs"] if leg["leg"] == "per_tile")
+    jobs = [OmegaConf.load(f) for f in (tmp_path / "work").glob("per_tile-*/job.yaml")]
+    assert [job.mode.max_in_flight for job in jobs] == [3, 3]  # --override reached both runner legs
     assert result["commands"] and "--modes per_tile" in result["commands"][0]
