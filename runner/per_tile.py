@@ -116,4 +116,4 @@ def _answer_all(cfg, rank, todo, ledger, model_path, stats, tally: Tally) -> Non
     finally:
         # record_s: the part of generate_s the rank spent on its own work between engine steps (records,
         # checkpoint, progress lines); the rest was vLLM
-        stats.update(generate_s=round(time.monotonic() - t1, 3), record_s=round(record_s, 3))
+        stats.update(generate_s=round(time.monotonic() - t1, 3), record_s=round(record_s, 6))
