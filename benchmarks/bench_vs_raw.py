@@ -6,10 +6,13 @@
 Each leg is its own process, so each starts its engine on an empty GPU:
   raw       vllm.LLM(...).generate(prompts) in a fresh interpreter (this file's `raw` sub-command)
   per_tile  python -m runner mode=per_tile (1 rank, cluster=nvidia_1gpu)
-  server    python -m runner mode=server_per_node (1 host, completion endpoint; --server-files N splits the
-            prompts into N input files, as a job over many files would have)
+  server    python -m runner mode=server_per_node (1 host, the completion endpoint, chat with --until-eos;
+            --server-files N splits the prompts into N input files, as a job over many files would have)
 Prompts are text of exactly --input-len tokens (random whole-word tokens, checked to re-encode to that length),
-sampling is greedy with ignore_eos, so every leg generates prompts x output-len tokens.
+sampling is greedy with ignore_eos, so every leg generates prompts x output-len tokens. --until-eos instead sends
+each prompt as a chat turn (raw: LLM.chat; runner: prompt_style=chat) and stops answers at EOS, so they end at
+lengths of their own and requests no longer start and finish in waves (real weights only: random ones never reach
+EOS; SmolLM2 ends about half its answers to these prompts within 5-54 tokens, the rest run to --output-len).
 Throughput is output tokens / generation seconds (engine start excluded, reported apart).
 """
 
@@ -65,8 +68,11 @@ def raw_leg(args) -> dict:
 
     llm = LLM(model=args.model_dir, **json.loads(args.engine))
     t1 = time.monotonic()
-    params = SamplingParams(temperature=0.0, max_tokens=args.output_len, ignore_eos=True, seed=0)
-    outputs = llm.generate(prompts, params, use_tqdm=False)
+    params = SamplingParams(temperature=0.0, max_tokens=args.output_len, ignore_eos=not args.until_eos, seed=0)
+    if args.until_eos:
+        outputs = llm.chat([[{"role": "user", "content": p}] for p in prompts], params, use_tqdm=False)
+    else:
+        outputs = llm.generate(prompts, params, use_tqdm=False)
     t2 = time.monotonic()
     tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
     return {"leg": "raw", "engine_start_s": t1 - t0, "generate_s": t2 - t1, "output_tokens": tokens,
@@ -77,8 +83,9 @@ def runner_leg(mode: str, args, prompts_dir: Path, name: str, engine: dict) -> d
     run = Path(args.work_dir).resolve() / name
     overrides = [
         f"mode={mode}", f"cluster={args.cluster}", "cluster.ranks_per_node=1", "model.source=path", f"model.path={args.model_dir}",
-        f"model.name={Path(args.model_dir).name}", f"mode.input_dir={prompts_dir}", "mode.prompt_style=completion",
-        "sampling.temperature=0.0", f"sampling.max_tokens={args.output_len}", "+sampling.ignore_eos=true",
+        f"model.name={Path(args.model_dir).name}", f"mode.input_dir={prompts_dir}",
+        f"mode.prompt_style={'chat' if args.until_eos else 'completion'}", "sampling.temperature=0.0",
+        f"sampling.max_tokens={args.output_len}", f"+sampling.ignore_eos={str(not args.until_eos).lower()}",
         "+sampling.seed=0", f"hydra.run.dir={run}",
         *[f"+model.engine.{k}={json.dumps(v)}" for k, v in engine.items() if k not in ("dtype", "max_model_len")],
         f"model.engine.dtype={engine.get('dtype', 'bfloat16')}",
@@ -104,7 +111,8 @@ def runner_leg(mode: str, args, prompts_dir: Path, name: str, engine: dict) -> d
 def run_raw_in_subprocess(args, prompts_file: Path, engine: dict) -> dict:
     result_file = prompts_file.with_name("raw-result.json")
     argv = [sys.executable, __file__, "raw", "--model-dir", args.model_dir, "--prompts-file", str(prompts_file),
-            "--output-len", str(args.output_len), "--engine", json.dumps(engine), "--out", str(result_file)]
+            "--output-len", str(args.output_len), "--engine", json.dumps(engine), "--out", str(result_file),
+            *(["--until-eos"] if args.until_eos else [])]
     t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True)
     log = prompts_file.with_name(f"raw-{int(time.time())}.log")  # vLLM's own timings, to compare with runner's
@@ -117,7 +125,9 @@ def run_raw_in_subprocess(args, prompts_file: Path, engine: dict) -> dict:
 
 
 def compare(args) -> dict:
-    engine = {"dtype": "bfloat16", "max_model_len": args.input_len + args.output_len + 64,
+    if args.until_eos and args.dummy:
+        raise SystemExit("--until-eos needs real weights: with --dummy no answer reaches EOS")
+    engine = {"dtype": "bfloat16", "max_model_len": args.input_len + args.output_len + 64,  # 64: room for a chat template
               **({"load_format": "dummy"} if args.dummy else {}), **json.loads(args.engine)}
     work = Path(args.work_dir).resolve() / f"prompts-{Path(args.model_dir).name}"
     work.mkdir(parents=True, exist_ok=True)
@@ -212,6 +222,8 @@ def main() -> None:
     parser.add_argument("--server-files", type=int, default=1,
                         help="split the prompts into this many input files for server_per_node (same lines in all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--until-eos", action="store_true",
+                        help="chat turns, answers stop at EOS (lengths vary) instead of ignore_eos (all --output-len)")
     parser.add_argument("--cluster", default="nvidia_1gpu", help="runner cluster option (local_cpu for a smoke test)")
     parser.add_argument("--out")
     parser.add_argument("--work-dir", default=str(ROOT / "outputs" / "bench"), help="prompts and each leg's run folder")

@@ -53,3 +53,28 @@ def test_raw_and_per_tile_legs_generate_the_same_tokens_and_take_turns_to_go_fir
     jobs = [OmegaConf.load(f) for f in (tmp_path / "work").glob("per_tile-*/job.yaml")]
     assert [job.mode.max_in_flight for job in jobs] == [3, 3]  # --override reached both runner legs
     assert result["commands"] and "--modes per_tile" in result["commands"][0]
+
+
+def test_until_eos_refuses_dummy_weights_before_starting_anything(model_dir, tmp_path):
+    argv = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_raw.py"), "--model-dir", model_dir, "--dummy",
+            "--until-eos", "--out", str(tmp_path / "result.json"), "--work-dir", str(tmp_path / "work")]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "--until-eos needs real weights" in proc.stderr
+    assert not (tmp_path / "result.json").exists()
+
+
+@pytest.mark.engine
+def test_until_eos_sends_chat_turns_whose_answers_end_at_lengths_of_their_own(model_dir, tmp_path):
+    out = tmp_path / "result.json"
+    argv = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_raw.py"), "--model-dir", model_dir, "--prompts", "8",
+            "--input-len", "32", "--output-len", "48", "--rounds", "1", "--modes", "per_tile", "--until-eos",
+            "--cluster", "local_cpu", "--engine", json.dumps({"enforce_eager": True, "distributed_executor_backend": "uni"}),
+            "--out", str(out), "--work-dir", str(tmp_path / "work")]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, **CPU_ENV})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    legs = json.loads(out.read_text())["legs"]
+    assert [leg["leg"] for leg in legs] == ["raw", "per_tile"] and all("error" not in leg for leg in legs), legs
+    tokens = [leg["output_tokens"] for leg in legs]
+    assert tokens[0] == tokens[1] and 8 <= tokens[0] < 8 * 48, tokens  # same greedy answers; some ended at EOS
+    job = OmegaConf.load(next((tmp_path / "work").glob("per_tile-*/job.yaml")))
+    assert job.mode.prompt_style == "chat" and job.sampling.ignore_eos is False
