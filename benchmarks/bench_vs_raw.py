@@ -125,8 +125,6 @@ def run_raw_in_subprocess(args, prompts_file: Path, engine: dict) -> dict:
 
 
 def compare(args) -> dict:
-    if args.until_eos and args.dummy:
-        raise SystemExit("--until-eos needs real weights: with --dummy no answer reaches EOS")
     engine = {"dtype": "bfloat16", "max_model_len": args.input_len + args.output_len + 64,  # 64: room for a chat template
               **({"load_format": "dummy"} if args.dummy else {}), **json.loads(args.engine)}
     work = Path(args.work_dir).resolve() / f"prompts-{Path(args.model_dir).name}"
@@ -234,6 +232,8 @@ def main() -> None:
     parser.add_argument("--override", action="append", default=[],
                         help="a runner config override for the runner legs, e.g. mode.max_in_flight=1536 (repeatable)")
     args = parser.parse_args()
+    if args.until_eos and args.dummy:
+        parser.error("--until-eos needs real weights: with --dummy no answer reaches EOS")
     if args.what == "raw":
         Path(args.out).write_text(json.dumps(raw_leg(args)))
         return

@@ -18,6 +18,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_vs_raw  # noqa: E402
 
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
+CPU_ENGINE = json.dumps({"enforce_eager": True, "distributed_executor_backend": "uni"})
+
+
+def run_bench(model_dir: str, tmp_path: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """The benchmark on this CPU, writing tmp_path/result.json and its legs' folders under tmp_path/work."""
+    argv = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_raw.py"), "--model-dir", model_dir, *args,
+            "--out", str(tmp_path / "result.json"), "--work-dir", str(tmp_path / "work")]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **CPU_ENV})
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +44,11 @@ def test_prompts_have_exactly_the_asked_length_and_repeat_with_the_seed(model_di
 
 @pytest.mark.engine
 def test_raw_and_per_tile_legs_generate_the_same_tokens_and_take_turns_to_go_first(model_dir, tmp_path):
-    out = tmp_path / "result.json"
-    argv = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_raw.py"), "--model-dir", model_dir, "--prompts", "6",
-            "--input-len", "16", "--output-len", "4", "--rounds", "2", "--modes", "per_tile", "--cluster", "local_cpu",
-            "--seed", "11", "--engine", json.dumps({"enforce_eager": True, "distributed_executor_backend": "uni"}),
-            "--override", "mode.max_in_flight=3", "--out", str(out), "--work-dir", str(tmp_path / "work")]
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, **CPU_ENV})
+    proc = run_bench(model_dir, tmp_path, "--prompts", "6", "--input-len", "16", "--output-len", "4", "--rounds", "2",
+                     "--modes", "per_tile", "--cluster", "local_cpu", "--seed", "11", "--engine", CPU_ENGINE,
+                     "--override", "mode.max_in_flight=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = json.loads((tmp_path / "result.json").read_text())
     order = [(leg["round"], leg["leg"]) for leg in result["legs"]]
     assert order == [(0, "raw"), (0, "per_tile"), (1, "per_tile"), (1, "raw")], result["legs"]
     assert {leg["output_tokens"] for leg in result["legs"]} == {6 * 4}
@@ -56,23 +61,17 @@ def test_raw_and_per_tile_legs_generate_the_same_tokens_and_take_turns_to_go_fir
 
 
 def test_until_eos_refuses_dummy_weights_before_starting_anything(model_dir, tmp_path):
-    argv = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_raw.py"), "--model-dir", model_dir, "--dummy",
-            "--until-eos", "--out", str(tmp_path / "result.json"), "--work-dir", str(tmp_path / "work")]
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_bench(model_dir, tmp_path, "--dummy", "--until-eos", timeout=120)
     assert proc.returncode != 0 and "--until-eos needs real weights" in proc.stderr
     assert not (tmp_path / "result.json").exists()
 
 
 @pytest.mark.engine
 def test_until_eos_sends_chat_turns_whose_answers_end_at_lengths_of_their_own(model_dir, tmp_path):
-    out = tmp_path / "result.json"
-    argv = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_raw.py"), "--model-dir", model_dir, "--prompts", "8",
-            "--input-len", "32", "--output-len", "48", "--rounds", "1", "--modes", "per_tile", "--until-eos",
-            "--cluster", "local_cpu", "--engine", json.dumps({"enforce_eager": True, "distributed_executor_backend": "uni"}),
-            "--out", str(out), "--work-dir", str(tmp_path / "work")]
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, **CPU_ENV})
+    proc = run_bench(model_dir, tmp_path, "--prompts", "8", "--input-len", "32", "--output-len", "48", "--rounds", "1",
+                     "--modes", "per_tile", "--until-eos", "--cluster", "local_cpu", "--engine", CPU_ENGINE)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    legs = json.loads(out.read_text())["legs"]
+    legs = json.loads((tmp_path / "result.json").read_text())["legs"]
     assert [leg["leg"] for leg in legs] == ["raw", "per_tile"] and all("error" not in leg for leg in legs), legs
     tokens = [leg["output_tokens"] for leg in legs]
     assert tokens[0] == tokens[1] and 8 <= tokens[0] < 8 * 48, tokens  # same greedy answers; some ended at EOS
