@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shlex
 import subprocess
 import sys
@@ -102,7 +103,9 @@ def runner_leg(mode: str, args, prompts_dir: Path, name: str, engine: dict) -> d
     if proc.returncode != 0:
         raise SystemExit(f"runner {mode} failed:\n{proc.stderr[-4000:]}")
     stats = json.loads((run / "summary.json").read_text())["per_worker"][0]
-    return {"leg": mode, "engine_start_s": stats["engine_start_s"], "generate_s": stats["generate_s"],
+    logs = [run / "logs" / "run0.log", run / "logs" / "host0" / "vllm-serve.log"]
+    facts = engine_facts("".join(p.read_text(errors="replace") for p in logs if p.exists()))
+    return {**facts, "log": str(logs[0]), "leg": mode, "engine_start_s": stats["engine_start_s"], "generate_s": stats["generate_s"],
             "output_tokens": stats["output_tokens"], "output_tokens_per_s": stats["output_tokens"] / stats["generate_s"],
             "wall_s": wall, "concurrency": args.concurrency if mode == "server_per_node" else None,
             **({"record_s": stats["record_s"]} if "record_s" in stats else {})}
@@ -115,13 +118,24 @@ def run_raw_in_subprocess(args, prompts_file: Path, engine: dict) -> dict:
             *(["--until-eos"] if args.until_eos else [])]
     t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True)
-    log = prompts_file.with_name(f"raw-{int(time.time())}.log")  # vLLM's own timings, to compare with runner's
-    log.write_text(proc.stderr)
+    log = prompts_file.with_name(f"raw-{int(time.time())}.log")  # vLLM's own log (it writes to stdout)
+    log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"raw leg failed:\n{proc.stderr[-4000:]}")
     result = json.loads(result_file.read_text())
-    result["wall_s"] = time.monotonic() - t0
+    result.update(wall_s=time.monotonic() - t0, log=str(log), **engine_facts(log.read_text()))
     return result
+
+
+_KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
+_KV_GIB = re.compile(r"Available KV cache memory: ([\d.]+) GiB")
+
+
+def engine_facts(log_text: str) -> dict:
+    """What vLLM's own log says of the engine a leg ran: its KV cache (a smaller one preempts sooner)."""
+    tokens, gib = _KV_TOKENS.search(log_text), _KV_GIB.search(log_text)
+    return {"kv_cache_tokens": int(tokens.group(1).replace(",", "")) if tokens else None,
+            "kv_cache_gib": float(gib.group(1)) if gib else None}
 
 
 def compare(args) -> dict:
@@ -182,8 +196,9 @@ def save(result: dict, out) -> str:
 
 def _leg(legs: list, rnd: int, name: str, run) -> None:
     """Run one leg; a failed leg is recorded with its error and the benchmark goes on."""
+    started_at = round(time.time(), 1)  # epoch seconds: lines the leg up with GPU samples taken beside it
     try:
-        legs.append({"round": rnd, **run()})
+        legs.append({"round": rnd, "started_at": started_at, **run()})
     except SystemExit as e:
         legs.append({"round": rnd, "leg": name, "error": str(e)[-3000:]})
     print(json.dumps(legs[-1]), flush=True)
