@@ -4,7 +4,7 @@
 
 GPU: utilisation and memory over each leg's generation window (from its started_at, engine_start_s and
 generate_s; 2 s trimmed at each end). py-spy: for each profiled process, its sample count and the functions it
-spent most samples in (self time, and time under the engine's step for the driving process).
+spent most samples in (self time).
 """
 
 import csv
@@ -41,8 +41,8 @@ def gpu_window(samples: list, leg: dict) -> dict:
             "mem_used_mib_max": max(mem)}
 
 
-def spy_summary(path: Path, top: int = 12) -> dict:
-    leaf, under_step, total = Counter(), Counter(), 0
+def spy_summary(path: Path, top: int = 8) -> dict:
+    leaf, total = Counter(), 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
@@ -50,11 +50,8 @@ def spy_summary(path: Path, top: int = 12) -> dict:
         n, frames = int(count), stack.split(";")
         total += n
         leaf[frames[-1]] += n
-        if any(f.startswith("step (") for f in frames):
-            under_step[frames[-1]] += n
-    share = lambda c: [(f, round(n / max(total, 1), 4)) for f, n in c.most_common(top)]  # noqa: E731
-    return {"file": path.name, "samples": total, "top_self": share(leaf),
-            "under_step_share": round(sum(under_step.values()) / max(total, 1), 4), "top_under_step": share(under_step)}
+    return {"file": path.name, "samples": total,
+            "top_self": [(f, round(n / max(total, 1), 4)) for f, n in leaf.most_common(top)]}
 
 
 def main(argv) -> int:

@@ -3,13 +3,19 @@
 Importing vLLM takes 8 s on a CPU and 20-25 s on a cold GPU node, once per launch. The names are cached by the
 content of the two files that define them (vllm/engine/arg_utils.py, vllm/sampling_params.py), under
 $RUNNER_CACHE_DIR or ~/.cache/runner, so only the first launch with an installed vLLM pays for the import.
+
+vLLM is imported in a child process, never in the launcher: the import writes into the process's environment
+(OpenCV puts its lib64 in front of LD_LIBRARY_PATH, vLLM and Triton set TORCHINDUCTOR_COMPILE_THREADS,
+TRITON_CACHE_AUTOTUNING, ...), and every rank the launcher starts would inherit that (seen on an H200: the
+first launch on a fresh machine gave its ranks five variables the raw vLLM baseline did not have).
 """
 
-import dataclasses
 import hashlib
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, Optional, Set
 
@@ -32,13 +38,21 @@ def known_names() -> Dict[str, Set[str]]:
     return names
 
 
+_READ_NAMES = """
+import dataclasses, json
+from vllm import EngineArgs, SamplingParams
+print(json.dumps({"engine": [f.name for f in dataclasses.fields(EngineArgs)],
+                  "sampling": list(SamplingParams.__struct_fields__)}))
+"""
+
+
 def _names_from_vllm() -> Dict[str, Set[str]]:
-    try:
-        from vllm import EngineArgs, SamplingParams
-    except ImportError as e:
-        raise ConfigError(f"vLLM cannot be imported here ({e}): install vllm where the job is launched") from e
-    return {"engine": {f.name for f in dataclasses.fields(EngineArgs)},
-            "sampling": set(SamplingParams.__struct_fields__)}
+    """Read in a child process (see the module's docstring); the names are its last line of output."""
+    proc = subprocess.run([sys.executable, "-c", _READ_NAMES], capture_output=True, text=True)
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigError(f"vLLM cannot be imported here ({why}): install vllm where the job is launched")
+    return {k: set(v) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
 
 
 def _cache_file() -> Optional[Path]:

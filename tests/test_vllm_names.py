@@ -1,4 +1,5 @@
-"""The launcher's check of engine/sampling names: the first launch imports vLLM, later ones read the cache."""
+"""The launcher's check of engine/sampling names: the first launch reads them from vLLM in a child process (the
+launcher's own environment, which its ranks inherit, stays as it was), later ones read the cache."""
 
 import json
 import os
@@ -8,8 +9,11 @@ import sys
 PROBE = """
 import json, sys
 from runner import vllm_names
+import os
+before = dict(os.environ)
 names = vllm_names.known_names()
-print(json.dumps({"imported_vllm": "vllm" in sys.modules, "engine": sorted(names["engine"]),
+print(json.dumps({"imported_vllm": "vllm" in sys.modules, "env_changed": dict(os.environ) != before,
+                  "engine": sorted(names["engine"]),
                   "sampling": sorted(names["sampling"])}))
 """
 
@@ -22,7 +26,7 @@ def _probe(cache_dir) -> dict:
 
 def test_names_come_from_vllm_once_then_from_the_cache(tmp_path):
     first = _probe(tmp_path)
-    assert first["imported_vllm"]
+    assert not first["imported_vllm"] and not first["env_changed"]
     assert {"max_model_len", "enforce_eager", "dtype"} <= set(first["engine"])
     assert {"temperature", "max_tokens", "ignore_eos"} <= set(first["sampling"])
     assert len(list((tmp_path / "vllm-names").glob("*.json"))) == 1
