@@ -48,6 +48,8 @@ def _record(rank: int, line: inputs.Line, answer: engine.Answer) -> dict:
         "prompt_tokens": answer.prompt_tokens,
         "output_tokens": answer.output_tokens,
         "finish_reason": answer.finish_reason,
+        "status": "ERROR" if answer.error else "SUCCESS",
+        "error": answer.error,
     }
 
 

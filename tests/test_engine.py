@@ -71,3 +71,31 @@ def test_a_vllm_without_enqueue_is_answered_in_whole_batches(llm, params):
     steps = list(engine.stream_answers(_OlderLLM(llm), _lines(), PromptStyle.chat, params, max_in_flight=2))
     assert [[line.number for line, _ in step] for step in steps] == [[1, 2], [3, 4], [5]]
     assert "Paris" in steps[0][0][1].text
+
+
+LONG = " ".join(["word"] * 3000)  # about 3000 tokens, over SmolLM2's max_model_len of 2048
+
+
+def _with_a_long_line():
+    lines = _lines()
+    return lines[:2] + [Line(9, LONG)] + lines[2:]
+
+
+@pytest.mark.parametrize("api", ["enqueue", "older"])
+def test_a_line_vllm_refuses_gets_its_reason_and_the_others_are_answered(llm, params, api):
+    engine_or_older = llm if api == "enqueue" else _OlderLLM(llm)
+    steps = list(engine.stream_answers(engine_or_older, _with_a_long_line(), PromptStyle.chat, params,
+                                       max_in_flight=8))
+    by_line = {line.number: answer for step in steps for line, answer in step}
+    assert sorted(by_line) == [1, 2, 3, 4, 5, 9]
+    refused = by_line.pop(9)
+    assert "maximum" in refused.error and "2048" in refused.error and refused.output_tokens == 0
+    assert all(not a.error and a.output_tokens > 0 for a in by_line.values())
+    assert "Paris" in by_line[1].text
+
+
+def test_a_batch_of_refused_lines_does_not_end_the_stream(llm, params):
+    lines = [Line(1, LONG), Line(2, LONG), Line(3, "Say hello.")]
+    steps = list(engine.stream_answers(llm, lines, PromptStyle.completion, params, max_in_flight=2))
+    by_line = {line.number: answer for step in steps for line, answer in step}
+    assert [bool(by_line[n].error) for n in (1, 2, 3)] == [True, True, False]
