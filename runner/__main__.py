@@ -1,9 +1,12 @@
 """python -m runner [group=option ...] [key=value ...]: compose the config and launch the job."""
 
 import logging
+import shutil
 import sys
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from runner.errors import RunnerError
@@ -20,7 +23,17 @@ def main(cfg: DictConfig) -> None:
         launch(cfg)
     except RunnerError as e:
         log.error("%s: %s", type(e).__name__, e)
+        _remove_if_only_hydras()
         sys.exit(2)
+
+
+def _remove_if_only_hydras() -> None:
+    """Hydra makes the run directory (its .hydra/ and the job's log) before main runs; a launch refused before
+    the runner wrote anything there takes it away again, so a refused config leaves no empty run directory."""
+    hydra = HydraConfig.get()
+    out = Path(hydra.runtime.output_dir)
+    if out.is_dir() and {p.name for p in out.iterdir()} <= {".hydra", f"{hydra.job.name}.log"}:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
 import logging
 from pathlib import Path
+from typing import Optional, Tuple
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import inputs, job, models, vllm_names
+from runner import inputs, job, models, preflight, vllm_names
 from runner.errors import ConfigError
 from runner.job import RunDir
 
@@ -25,7 +26,8 @@ def input_files(cfg: DictConfig) -> list[Path]:
 
 
 def check_vllm_names(cfg: DictConfig) -> None:
-    """Engine and sampling keys must be vLLM's own names; report the ones that are not."""
+    """Engine and sampling keys must be vLLM's own names, engine values of the types vLLM declares, and the
+    sampling values ones vLLM's SamplingParams accepts; report the first group that is not."""
     known = vllm_names.known_names()
     for where, keys, names in (
         ("model.engine", cfg.model.engine.keys(), known["engine"]),
@@ -35,20 +37,38 @@ def check_vllm_names(cfg: DictConfig) -> None:
         unknown = sorted(set(keys) - names)
         if unknown:
             raise ConfigError(f"{where} has keys vLLM does not know: {unknown}; use vLLM's own argument names")
+    wrong = [problem for where in ("model.engine", "cluster.engine")
+             for problem in vllm_names.engine_type_problems(where, OmegaConf.select(cfg, where), known["engine_types"])]
+    if wrong:
+        raise ConfigError(f"{'; '.join(wrong)}: fix the value (vLLM's EngineArgs types)")
+    problem = vllm_names.sampling_problem(OmegaConf.to_container(cfg.sampling))
+    if problem:
+        raise ConfigError(problem)
+
+
+def check_missing(cfg: DictConfig) -> None:
+    """Every `???` of the chosen options must be given (e.g. launcher=pbs needs a queue and an account)."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        given = " ".join(f"{key}=..." for key in missing)
+        raise ConfigError(f"{', '.join(missing)} must be set for this config: add {given} to the command line")
 
 
 def _check_server_mode(cfg: DictConfig, files: list[Path]) -> None:
     from runner import job, prompts
 
-    problem = prompts.check_template(job.typed_mode(cfg.mode))
+    mode = job.typed_mode(cfg.mode)
+    problem = prompts.check_template(mode) or prompts.check_id_columns(mode)
     if problem:
         raise ConfigError(problem)
     if not files:
         raise ConfigError(f"no file in {cfg.mode.input_dir} matches mode.input_glob={cfg.mode.input_glob}")
 
 
-def resolve(cfg: DictConfig) -> DictConfig:
-    """A copy of cfg with absolute input paths and a loadable model path, checked against the inputs."""
+def resolve(cfg: DictConfig) -> Tuple[DictConfig, Optional[preflight.Report]]:
+    """A copy of cfg with absolute input paths and a loadable model path, checked against the inputs; and the
+    pre-flight report of the lines too long for the model."""
+    check_missing(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     cfg.mode.input_dir = str(Path(cfg.mode.input_dir).expanduser().resolve())
     if cfg.mode.name == "server_per_node":
@@ -64,14 +84,16 @@ def resolve(cfg: DictConfig) -> DictConfig:
     check_vllm_names(cfg)
     cfg.model.path = models.ensure_model(cfg.model)
     cfg.model.source = "path"
-    return cfg
+    return cfg, preflight.check(cfg, files)
 
 
 def launch(cfg: DictConfig) -> None:
+    """Check everything, then make the run directory: a refused config leaves no run directory behind."""
     from launchers import launcher_for
 
+    resolved, report = resolve(cfg)
     run = RunDir(Path(HydraConfig.get().runtime.output_dir)).make()
-    resolved = resolve(cfg)
     job_file = job.write(resolved, run)
+    preflight.write_for_ranks(report, run.too_long_file)
     log.info("run directory %s", run.root)
     launcher_for(resolved.launcher.name).launch(job.load(job_file), job_file)

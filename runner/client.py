@@ -3,10 +3,12 @@
 A Supervisor watches the server: after `health_failures` failed checks in a row, or when its process is gone,
 it restarts it; requests that failed because the server went away wait for the restart and are sent again
 without using up their retries. Once it has given up (`max_restarts`), no line gets a record: they are left for a
-rerun. Other failures are retried with exponential backoff, then recorded as ERROR.
+rerun. A 4xx answer (the request's fault, e.g. a prompt longer than the model's context) is recorded as ERROR at
+once with the server's reason; other failures (5xx, timeouts) are retried with exponential backoff, then recorded.
 """
 
 import asyncio
+import json
 import logging
 import resource
 import time
@@ -117,6 +119,25 @@ def _success(base: Dict, body: Dict) -> Dict:
             "finish_reason": choice.get("finish_reason")}
 
 
+def _request_at_fault(status: int) -> bool:
+    """A 4xx answer is the request's fault (too long, a bad value): not retried. 408 and 429 say "try again"."""
+    return 400 <= status < 500 and status not in (408, 429)
+
+
+def _server_message(body: str) -> str:
+    """The reason in an OpenAI-style error body ({"error": {"message": ...}} or {"message": ...}), else the body."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body[:500]
+    if isinstance(payload, dict):
+        inner = payload.get("error")
+        message = inner.get("message") if isinstance(inner, dict) else payload.get("message") or inner
+        if message:
+            return str(message)[:1000]
+    return body[:500]
+
+
 def _error(base: Dict, error: str) -> Dict:
     return {**base, "response": None, "status": "ERROR", "error": error, "prompt_tokens": 0, "output_tokens": 0,
             "finish_reason": None}
@@ -151,10 +172,11 @@ class FileClient:
                 return None  # not the line's fault: no ERROR record, so a rerun answers it
             try:
                 async with self._session.post(self.supervisor.server.url + self.endpoint, json=body) as response:
-                    payload = await response.json(content_type=None)
                     if response.status == 200:
-                        return _success(base, payload)
-                    last_error = f"HTTP {response.status}: {str(payload)[:500]}"
+                        return _success(base, await response.json(content_type=None))
+                    last_error = f"HTTP {response.status}: {_server_message(await response.text())}"
+                    if _request_at_fault(response.status):
+                        return _error(base, last_error)  # the same request would be refused again
             except aiohttp.ClientConnectionError as e:
                 if await self.supervisor.server_went_away():
                     await asyncio.sleep(0.5)

@@ -19,12 +19,27 @@ def read_lines(path: Path) -> List[Line]:
     return list(_iter_lines(path))
 
 
+class NotUtf8(ValueError):
+    """A line of an input file that is not UTF-8."""
+
+    def __init__(self, path: Path, number: int, error: UnicodeDecodeError):
+        super().__init__(f"{path}: line {number} is not UTF-8 ({error.reason} at byte {error.start + 1} of the line)")
+
+
 def _iter_lines(path: Path) -> Iterator[Line]:
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
-            text = raw.decode("utf-8").rstrip("\r\n")
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise NotUtf8(path, number, e) from None
             if text.strip():
                 yield Line(number, text)
+
+
+def iter_lines(path: Path) -> Iterator[Line]:
+    """The non-blank lines of a UTF-8 file one at a time (files of millions of lines are not held whole)."""
+    return _iter_lines(path)
 
 
 def count_lines(path: Path) -> int:
@@ -39,10 +54,8 @@ def check_file(path: Path) -> str:
     try:
         if count_lines(path):  # decodes every line, not just the first
             return ""
-    except UnicodeDecodeError as e:
-        with open(path, "rb") as f:
-            line = f.read()[: e.start].count(b"\n") + 1
-        return f"{path}: line {line} is not UTF-8 ({e.reason})"
+    except NotUtf8 as e:
+        return str(e)
     return f"{path}: empty (no non-blank line)"
 
 

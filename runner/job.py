@@ -37,6 +37,11 @@ class RunDir:
         return self.root / "stats"
 
     @property
+    def too_long_file(self) -> Path:
+        """The input lines found too long at launch under mode.on_too_long=record (runner.preflight)."""
+        return self.root / "too_long.json"
+
+    @property
     def summary_file(self) -> Path:
         return self.root / "summary.json"
 

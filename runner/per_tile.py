@@ -12,12 +12,12 @@ from typing import List, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, inputs
+from runner import engine, inputs, preflight
 from runner.devices import DEVICE_VARS
 from runner.errors import JobFailedError
 from runner.job import RunDir
 from runner.record_log import RecordLog, as_jsonl, as_original_text
-from runner.schema import OutputFormat
+from runner.schema import OnTooLong, OutputFormat
 from runner.summary import write_stats
 from runner.tally import Tally
 from runner.topology import Placement
@@ -71,6 +71,8 @@ def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
     try:
         if not complete:
             todo = [line for line in lines if line.number not in ledger.done()]
+            if todo and cfg.mode.on_too_long == OnTooLong.record:
+                todo = _record_too_long(run, rank, input_path(cfg, rank).name, todo, ledger, tally)
             if todo:
                 _answer_all(cfg, rank, todo, ledger, model_path, stats, tally)
             complete = len(ledger.done()) == len(lines)
@@ -86,6 +88,21 @@ def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
     if not complete:
         raise JobFailedError(f"rank {rank} stopped near the walltime with {len(lines) - len(ledger.done())} lines "
                              "left; rerun the same command to resume")
+
+
+def _record_too_long(run: RunDir, rank: int, input_name: str, todo: List[inputs.Line], ledger: RecordLog,
+                     tally: Tally) -> List[inputs.Line]:
+    """Give the lines the launch found too long for the model an ERROR record; the lines left to answer."""
+    reasons = preflight.read_for_rank(run.too_long_file, input_name)
+    if not reasons:
+        return todo
+    records = [_record(rank, line, engine.Answer("", 0, 0, "", error=reasons[line.number]))
+               for line in todo if line.number in reasons]
+    ledger.append(records)
+    for record in records:
+        tally.count(record)
+    log.warning("rank %d: %d line(s) too long for the model get an ERROR record", rank, len(records))
+    return [line for line in todo if line.number not in reasons]
 
 
 def _answer_all(cfg, rank, todo, ledger, model_path, stats, tally: Tally) -> None:

@@ -30,6 +30,25 @@ def check_template(mode: DictConfig) -> str:
     return f"mode.prompt_template uses {unknown}, which are not columns; known: {sorted(known)}" if unknown else ""
 
 
+# the keys of an output record (both modes); an id column of one of these names would overwrite it
+RECORD_KEYS = ("file", "line", "rank", "input", "prompt", "text", "response", "status", "error", "prompt_tokens",
+               "output_tokens", "finish_reason")
+
+
+def check_id_columns(mode: DictConfig) -> str:
+    """'' when every id column is a column and no record key, else what is wrong."""
+    columns = list(mode.columns) if mode.input_format == InputFormat.tsv else []
+    reserved = sorted(set(mode.id_columns) & set(RECORD_KEYS))
+    if reserved:
+        return (f"mode.id_columns={list(mode.id_columns)} names record keys {reserved}: rename those columns in "
+                f"mode.columns (and the template) so they do not overwrite the record's own keys")
+    unknown = [name for name in mode.id_columns if name not in columns]
+    if unknown:
+        return (f"mode.id_columns={list(mode.id_columns)} names {unknown}, which are not columns of the input; "
+                f"known: {columns} (mode.columns, with mode.input_format=tsv)")
+    return ""
+
+
 def _fields(line: str, mode: DictConfig) -> Dict[str, str]:
     fields = {"line": line}
     if mode.input_format == InputFormat.tsv:

@@ -33,6 +33,11 @@ class InputFormat(Enum):
     tsv = "tsv"
 
 
+class OnTooLong(Enum):
+    error = "error"
+    record = "record"
+
+
 class ModelSource(Enum):
     path = "path"
     smollm2_package = "smollm2_package"
@@ -68,6 +73,12 @@ class PerTileMode:
     progress_every_s: float = 30.0
     # seconds kept free at the end of the walltime: no new line is started after that
     walltime_margin_s: float = 120.0
+    # lines whose prompt tokens + sampling.max_tokens exceed the model's max_model_len (found by tokenizing every
+    # input on the launching host before anything is submitted): error: refuse to launch, naming them; record:
+    # each gets an ERROR record with the reason, the rest are answered. Default error: refusing costs seconds on
+    # the login node before any allocation is queued, and it is the one moment max_tokens or max_model_len can
+    # still be changed for every line; ERROR records found after a day on 2048 nodes cost another allocation.
+    on_too_long: OnTooLong = OnTooLong.error
 
 
 @dataclass
@@ -119,6 +130,12 @@ class ServerPerNodeMode:
     claim_stale_after_s: float = 600.0
     # extra `vllm serve` command-line arguments
     serve_args: List[str] = field(default_factory=list)
+    # lines whose prompt tokens + sampling.max_tokens exceed the model's max_model_len (found by tokenizing every
+    # input on the launching host before anything is submitted): error: refuse to launch, naming them; record:
+    # each gets an ERROR record with the reason, the rest are answered. Default error: refusing costs seconds on
+    # the login node before any allocation is queued, and it is the one moment max_tokens or max_model_len can
+    # still be changed for every line; ERROR records found after a day on 2048 nodes cost another allocation.
+    on_too_long: OnTooLong = OnTooLong.error
 
 
 @dataclass

@@ -1,0 +1,190 @@
+"""Before anything is submitted: tokenize every input line with the model's tokenizer (no engine) and find the
+lines whose prompt tokens plus sampling.max_tokens do not fit in the model's max_model_len.
+
+vLLM refuses such a request (the server with HTTP 400; offline, a prompt of max_model_len tokens or more), so a
+job would spend its allocation on the lines that fit and leave these as errors. `mode.on_too_long` decides:
+refuse to launch (error), or let the job give them an ERROR record with the reason (record).
+
+Fast enough for millions of lines: the lines are tokenized in batches by the Rust tokenizer, without the chat
+template around them; the template's own tokens are counted once and added. Only the lines that come within
+`_RECHECK_MARGIN` tokens of the limit are rendered through the chat template and counted exactly.
+"""
+
+import itertools
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from omegaconf import DictConfig
+
+from runner import inputs, prompts
+from runner.errors import ConfigError
+from runner.job import typed_mode
+from runner.schema import OnTooLong, PromptStyle
+
+log = logging.getLogger(__name__)
+
+_BATCH = 4096
+# tokens by which "line alone + template" may differ from the rendered prompt (merges at the seams)
+_RECHECK_MARGIN = 16
+_SLOT = "\x00runner-prompt-slot\x00"
+# lines named in a refusal or a warning
+_SHOWN = 5
+
+
+@dataclass
+class Report:
+    max_model_len: int
+    max_tokens: int
+    # input file name -> {line number: prompt tokens} of the lines that do not fit
+    too_long: Dict[str, Dict[int, int]] = field(default_factory=dict)
+    lines: int = 0
+    seconds: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(len(found) for found in self.too_long.values())
+
+    def reason(self, prompt_tokens: int) -> str:
+        return (f"too long: the prompt is {prompt_tokens} tokens, {prompt_tokens} + sampling.max_tokens="
+                f"{self.max_tokens} > max_model_len={self.max_model_len}")
+
+    def describe(self) -> str:
+        where = [f"{name}:{number}" for name, found in self.too_long.items() for number in sorted(found)][:_SHOWN]
+        longest = max(tokens for found in self.too_long.values() for tokens in found.values())
+        more = f" and {self.count - len(where)} more" if self.count > len(where) else ""
+        return (f"{self.count} of {self.lines} input lines do not fit: prompt tokens + sampling.max_tokens="
+                f"{self.max_tokens} > max_model_len={self.max_model_len} ({', '.join(where)}{more}; longest prompt "
+                f"{longest} tokens)")
+
+
+def check(cfg: DictConfig, files: List[Path]) -> Optional[Report]:
+    """The lines that do not fit (None when the tokenizer or the context length cannot be known here);
+    raises ConfigError naming them under mode.on_too_long=error."""
+    limit = max_model_len(cfg)
+    tokenizer = _tokenizer(cfg.model.path)
+    if limit is None or tokenizer is None:
+        log.warning("pre-flight length check skipped: no tokenizer or max_model_len for model.path=%s",
+                    cfg.model.path)
+        return None
+    report = Report(limit, int(cfg.sampling.get("max_tokens") or 1))
+    started, mode = time.monotonic(), typed_mode(cfg.mode)
+    try:
+        for path in files:
+            found = _too_long_in(path, mode, tokenizer, report)
+            if found:
+                report.too_long[path.name] = found
+    except ValueError as e:  # e.g. prompt_style=chat with a tokenizer that has no chat template
+        log.warning("pre-flight length check skipped: %s", e)
+        return None
+    report.seconds = time.monotonic() - started
+    log.info("pre-flight: %d lines tokenized in %.1f s (%.0f lines/s)", report.lines, report.seconds,
+             report.lines / max(report.seconds, 1e-9))
+    if report.count and mode.on_too_long == OnTooLong.error:
+        raise ConfigError(f"{report.describe()}; shorten them, lower sampling.max_tokens, raise "
+                          "model.engine.max_model_len, or set mode.on_too_long=record to give them an ERROR record "
+                          "and answer the rest")
+    if report.count:
+        log.warning("%s; mode.on_too_long=record: they get an ERROR record", report.describe())
+    return report
+
+
+def max_model_len(cfg: DictConfig) -> Optional[int]:
+    """The engine's context length: engine args (cluster over model), else the model's max_position_embeddings."""
+    for engine in (cfg.cluster.engine, cfg.model.engine):
+        if engine.get("max_model_len"):
+            return int(engine.max_model_len)
+    config = Path(cfg.model.path) / "config.json"
+    if not config.is_file():
+        return None
+    hf = json.loads(config.read_text())
+    found = hf.get("max_position_embeddings") or (hf.get("text_config") or {}).get("max_position_embeddings")
+    return int(found) if found else None
+
+
+def _tokenizer(model_path: str):
+    if not (Path(model_path) / "config.json").is_file():
+        return None  # a hub id: the launching host may not reach the hub
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_path)
+    except Exception as e:  # noqa: BLE001 - any failure here only means the check cannot run
+        log.warning("pre-flight: the tokenizer of %s cannot be loaded here (%s)", model_path, e)
+        return None
+
+
+def _too_long_in(path: Path, mode: DictConfig, tokenizer, report: Report) -> Dict[int, int]:
+    """{line number: prompt tokens} of the file's lines that do not fit."""
+    chat = mode.prompt_style == PromptStyle.chat
+    overhead = _template_tokens(tokenizer) if chat else 0
+    room = report.max_model_len - report.max_tokens
+    found = {}
+    for batch in _batches(_prompts(path, mode)):
+        report.lines += len(batch)
+        counts = _count(tokenizer, [prompt for _, prompt in batch], add_special_tokens=not chat)
+        for (number, prompt), tokens in zip(batch, counts):
+            if chat and (overhead is None or tokens + overhead > room - _RECHECK_MARGIN):
+                tokens = _chat_tokens(tokenizer, prompt)
+            else:
+                tokens += overhead
+            if tokens > room:
+                found[number] = tokens
+    return found
+
+
+def _prompts(path: Path, mode: DictConfig) -> Iterator[Tuple[int, str]]:
+    """(line number, prompt) of each line; a malformed server_per_node line is left out (it gets its own record)."""
+    for line in inputs.iter_lines(path):
+        if mode.name != "server_per_node":
+            yield line.number, line.text
+            continue
+        try:
+            yield line.number, prompts.build(line.text, mode).prompt
+        except prompts.MalformedLine:
+            continue
+
+
+def _batches(items: Iterator, size: int = _BATCH) -> Iterator[list]:
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+def _count(tokenizer, texts: List[str], add_special_tokens: bool) -> List[int]:
+    ids = tokenizer(texts, add_special_tokens=add_special_tokens, return_attention_mask=False)["input_ids"]
+    return [len(one) for one in ids]
+
+
+def _render(tokenizer, prompt: str) -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def _template_tokens(tokenizer) -> Optional[int]:
+    """The chat template's own tokens around a user message (as vLLM renders it: text, then no special tokens);
+    None when the template does not hold the message as it is (then every line is rendered and counted)."""
+    prefix, slot, suffix = _render(tokenizer, _SLOT).partition(_SLOT)
+    return sum(_count(tokenizer, [prefix, suffix], add_special_tokens=False)) if slot else None
+
+
+def _chat_tokens(tokenizer, prompt: str) -> int:
+    return _count(tokenizer, [_render(tokenizer, prompt)], add_special_tokens=False)[0]
+
+
+def write_for_ranks(report: Optional[Report], path: Path) -> None:
+    """Under on_too_long=record: {input file name: {line: reason}} for the ranks, only when a line is too long."""
+    if report is None or not report.count:
+        path.unlink(missing_ok=True)  # a rerun whose lines now all fit: no stale list
+        return
+    reasons = {name: {str(n): report.reason(t) for n, t in found.items()} for name, found in report.too_long.items()}
+    path.write_text(json.dumps(reasons))
+
+
+def read_for_rank(path: Path, input_name: str) -> Dict[int, str]:
+    """The too-long lines of one input file and their reasons ({} when none was found)."""
+    if not path.is_file():
+        return {}
+    return {int(n): reason for n, reason in json.loads(path.read_text()).get(input_name, {}).items()}
