@@ -37,3 +37,62 @@ def test_missing_input_folder(tmp_path):
     proc = run_runner([f"mode.input_dir={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 2
     assert "is not a folder" in proc.stderr
+
+
+def _refused(tmp_path, *overrides, inputs=None):
+    """Run a launch that must be refused: exit 2, one ConfigError line, no traceback, no run directory left."""
+    inputs = inputs or write_inputs(tmp_path / "in", {"0.in": ["a"], "1.in": ["b"]})
+    run = tmp_path / "run"
+    proc = run_runner([f"mode.input_dir={inputs}", f"hydra.run.dir={run}", *overrides])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "ConfigError: " in proc.stderr
+    assert not run.exists(), sorted(p.name for p in run.iterdir())
+    return [line for line in proc.stderr.splitlines() if "ConfigError: " in line][0]
+
+
+def test_a_sampling_value_vllm_refuses_is_named_at_compose_time(tmp_path):
+    message = _refused(tmp_path, "sampling.max_tokens=-5")
+    assert "sampling.max_tokens is refused by vLLM's SamplingParams: max_tokens must be at least 1" in message
+
+
+def test_an_engine_value_of_the_wrong_type_is_named(tmp_path):
+    message = _refused(tmp_path, "model.engine.dtype=bf16")
+    assert "model.engine.dtype='bf16' is not one of" in message and "'bfloat16'" in message
+
+
+def test_pbs_without_queue_and_account_names_both_keys(tmp_path):
+    message = _refused(tmp_path, "launcher=pbs")
+    assert "launcher.account, launcher.queue must be set" in message
+    assert "add launcher.account=... launcher.queue=..." in message
+
+
+SERVER = ["mode=server_per_node", "mode.input_glob=*.tsv"]
+
+
+def test_an_id_column_that_is_a_record_key_is_refused(tmp_path):
+    inputs = write_inputs(tmp_path / "in", {"a.tsv": ["G1\tE. coli\tdnaA\tinitiator"]})
+    message = _refused(tmp_path, *SERVER, "mode.id_columns=[genome_id,line]", inputs=inputs)
+    assert "names record keys ['line']" in message
+
+
+def test_an_id_column_that_is_no_column_is_refused(tmp_path):
+    inputs = write_inputs(tmp_path / "in", {"a.tsv": ["G1\tE. coli\tdnaA\tinitiator"]})
+    message = _refused(tmp_path, *SERVER, "mode.id_columns=[genome_id,genome]", inputs=inputs)
+    assert "names ['genome'], which are not columns" in message and "'gene_id'" in message
+
+
+LONG = " ".join(["word"] * 3000)  # about 3000 tokens, over SmolLM2's max_model_len of 2048
+
+
+def test_lines_too_long_for_the_model_refuse_the_launch_by_default(tmp_path):
+    inputs = write_inputs(tmp_path / "in", {"0.in": ["a", LONG, "b"], "1.in": ["c", "", LONG]})
+    message = _refused(tmp_path, inputs=inputs)
+    assert "2 of 5 input lines do not fit" in message and "max_model_len=2048" in message
+    assert "(0.in:2, 1.in:3; longest prompt" in message and "mode.on_too_long=record" in message
+
+
+def test_server_lines_too_long_after_the_template_refuse_the_launch(tmp_path):
+    """The prompt that counts is the template's, over the columns: a short description fits, a long one not."""
+    inputs = write_inputs(tmp_path / "in", {"a.tsv": ["G1\tE. coli\tdnaA\tinitiator", f"G1\tE. coli\trecA\t{LONG}"]})
+    message = _refused(tmp_path, *SERVER, inputs=inputs)
+    assert "1 of 2 input lines do not fit" in message and "(a.tsv:2;" in message

@@ -22,3 +22,12 @@ def test_missing_empty_and_undecodable_files_are_all_reported(tmp_path):
     assert "3 input file(s)" in message
     assert "missing.in: missing" in message and "empty.in: empty" in message and "bad.in: line 2 is not UTF-8" in message
     assert "good.in" not in message
+
+
+def test_a_bad_byte_is_reported_at_its_own_line(tmp_path):
+    """The bad byte opens line 5: the line is counted in the file, not in the bytes of the line (was 'line 1')."""
+    path = tmp_path / "0.in"
+    path.write_bytes(b"one\ntwo\n\nfour\n\xffive\nsix\n")
+    with pytest.raises(ConfigError) as err:
+        validate([path])
+    assert "0.in: line 5 is not UTF-8" in str(err.value) and "byte 1 of the line" in str(err.value)

@@ -1,0 +1,76 @@
+"""The pre-flight length check with the real SmolLM2 tokenizer (no engine): exact counts where they matter."""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from transformers import AutoTokenizer
+
+from runner import preflight
+from runner.errors import ConfigError
+from runner.models import build_smollm2
+from runner.schema import PerTileMode
+
+MODEL = build_smollm2(Path(os.path.expanduser("~/.cache/runner/models/SmolLM2-135M-Instruct")))
+WORDS = "gene protein cell the of what is describe why\n how regulation, expression; pathway 42 é".split(" ")
+
+
+def _cfg(folder: Path, style: str, on_too_long: str = "error", limit: int = 120, max_tokens: int = 20):
+    mode = {**OmegaConf.to_container(OmegaConf.structured(PerTileMode)), "input_dir": str(folder),
+            "prompt_style": style, "on_too_long": on_too_long}
+    return OmegaConf.create({"mode": mode, "model": {"path": str(MODEL), "engine": {"max_model_len": limit}},
+                             "cluster": {"engine": {}}, "sampling": {"max_tokens": max_tokens}})
+
+
+def _lines(count: int):
+    rng = random.Random(7)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 90))).replace("\n", " ") for _ in range(count)]
+
+
+@pytest.mark.parametrize("style", ["chat", "completion"])
+def test_the_lines_found_are_exactly_those_vllm_would_count_too_long(tmp_path, style):
+    lines = _lines(400)
+    (tmp_path / "0.in").write_text("".join(f"{line}\n" for line in lines))
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+
+    def exact(text):  # as vLLM counts a prompt: the rendered chat turn without special tokens, or the raw text
+        if style == "completion":
+            return len(tokenizer(text)["input_ids"])
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                 add_generation_prompt=True)
+        return len(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+
+    expected = {n: exact(text) for n, text in enumerate(lines, start=1) if exact(text) > 100}
+    assert 50 < len(expected) < 350  # the limit cuts through the lines, so the seam margin is exercised
+    report = preflight.check(_cfg(tmp_path, style, on_too_long="record"), [tmp_path / "0.in"])
+    assert report.too_long == {"0.in": expected} and report.lines == 400
+
+
+def test_a_refusal_names_the_count_the_first_lines_and_the_longest(tmp_path):
+    (tmp_path / "0.in").write_text("short\n" + "".join(f"{' '.join(['word'] * n)}\n" for n in range(200, 208)))
+    with pytest.raises(ConfigError) as err:
+        preflight.check(_cfg(tmp_path, "completion"), [tmp_path / "0.in"])
+    message = str(err.value)
+    assert message.startswith("8 of 9 input lines do not fit: prompt tokens + sampling.max_tokens=20 > "
+                              "max_model_len=120 (0.in:2, 0.in:3, 0.in:4, 0.in:5, 0.in:6 and 3 more; longest prompt 207")
+    assert "\n" not in message
+
+
+def test_the_ranks_get_the_reasons_and_a_later_launch_with_none_too_long_leaves_no_stale_list(tmp_path):
+    (tmp_path / "0.in").write_text("short\n" + " ".join(["word"] * 300) + "\n")
+    listing = tmp_path / "too_long.json"
+    preflight.write_for_ranks(preflight.check(_cfg(tmp_path, "chat", "record"), [tmp_path / "0.in"]), listing)
+    reasons = preflight.read_for_rank(listing, "0.in")
+    assert list(reasons) == [2] and "> max_model_len=120" in reasons[2]
+    assert preflight.read_for_rank(listing, "1.in") == {}
+    preflight.write_for_ranks(preflight.check(_cfg(tmp_path, "chat", "record", limit=2048), [tmp_path / "0.in"]),
+                              listing)
+    assert not listing.exists()
+
+
+def test_without_max_model_len_the_models_own_context_is_used(tmp_path):
+    cfg = _cfg(tmp_path, "chat")
+    del cfg.model.engine["max_model_len"]
+    assert preflight.max_model_len(cfg) == 8192  # SmolLM2's max_position_embeddings
