@@ -25,8 +25,10 @@ def _cfg(folder: Path, style: str, on_too_long: str = "error", limit: int = 120,
 
 
 def _lines(count: int):
+    """Random lines, some with leading or trailing blanks, which the tokenizer may merge with the template's."""
     rng = random.Random(7)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 90))).replace("\n", " ") for _ in range(count)]
+    words = (" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 90))).replace("\n", " ") for _ in range(count))
+    return [rng.choice(["", "  ", "\t", " \u00a0"]) + line + rng.choice(["", " ", "  \t"]) for line in words]
 
 
 @pytest.mark.parametrize("style", ["chat", "completion"])
