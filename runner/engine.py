@@ -42,8 +42,8 @@ def _request_errors() -> tuple:
     try:
         from vllm.exceptions import VLLMClientError
     except ImportError:  # older vLLM: refusals are plain ValueErrors
-        return (ValueError, TypeError)
-    return (ValueError, TypeError, VLLMClientError)
+        return (ValueError,)
+    return (ValueError, VLLMClientError)
 
 
 def _enqueue_batch(llm, lines: List[Line], style: PromptStyle, params) -> List[str]:

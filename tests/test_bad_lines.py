@@ -1,0 +1,59 @@
+"""One bad line never blocks the others, for real: a line too long for SmolLM2's context among good ones."""
+
+import json
+import socket
+
+import pytest
+
+from conftest import read_jsonl, run_runner, write_inputs
+
+pytestmark = pytest.mark.engine
+
+LONG = " ".join(["word"] * 3000)  # about 3000 tokens, over SmolLM2's max_model_len of 2048
+LINES = ["What is the capital of France?", LONG, "Say hello.", "Name a planet."]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_per_tile_records_the_long_line_answers_the_rest_and_a_rerun_finishes_too(tmp_path):
+    inputs = write_inputs(tmp_path / "in", {"0.in": LINES})
+    run = tmp_path / "run"
+    args = [f"mode.input_dir={inputs}", f"hydra.run.dir={run}", "cluster.ranks_per_node=1", "sampling.max_tokens=16",
+            "mode.on_too_long=record"]
+    for attempt in ("first", "rerun"):
+        proc = run_runner(args)
+        assert proc.returncode == 0, f"{attempt}: {proc.stderr[-3000:]}"
+        records = read_jsonl(run / "out" / "0.out")
+        assert [r["line"] for r in records] == [1, 2, 3, 4]
+        bad = records[1]
+        assert bad["status"] == "ERROR" and bad["output_tokens"] == 0
+        assert "too long" in bad["error"] and "> max_model_len=2048" in bad["error"]
+        good = [records[i] for i in (0, 2, 3)]
+        assert all(r["status"] == "SUCCESS" and r["error"] == "" and r["output_tokens"] > 0 for r in good)
+        assert "Paris" in good[0]["text"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["prompts"] == 4
+
+
+def test_server_per_node_records_a_refused_request_at_once_with_the_servers_reason(tmp_path):
+    """vLLM answers the long line with HTTP 400: one ERROR record with its message, no retry (a retry would wait
+    mode.retry_backoff_s=60 first), and the other lines are answered."""
+    inputs = write_inputs(tmp_path / "in", {"a.txt": LINES})
+    run = tmp_path / "run"
+    proc = run_runner(["mode=server_per_node", f"mode.input_dir={inputs}", "mode.input_glob=*.txt",
+                       "mode.input_format=lines", "mode.id_columns=[]", "mode.prompt_template='{line}'",
+                       f"mode.port={_free_port()}", "mode.concurrency=4", "mode.retries=3", "mode.retry_backoff_s=60",
+                       "mode.on_too_long=record", "sampling.max_tokens=16", f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_jsonl(run / "out" / "a.txt.jsonl")
+    assert [r["line"] for r in records] == [1, 2, 3, 4]
+    bad = records[1]
+    assert bad["status"] == "ERROR" and bad["error"].startswith("HTTP 400: ")
+    assert "maximum context length is 2048" in bad["error"] and "retries" not in bad["error"]
+    assert all(records[i]["status"] == "SUCCESS" and records[i]["output_tokens"] > 0 for i in (0, 2, 3))
+    stats = json.loads((run / "stats" / "host0.json").read_text())
+    assert stats["generate_s"] < 60, "the refused request was retried"
