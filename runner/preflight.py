@@ -5,9 +5,9 @@ vLLM refuses such a request (the server with HTTP 400; offline, a prompt of max_
 job would spend its allocation on the lines that fit and leave these as errors. `mode.on_too_long` decides:
 refuse to launch (error), or let the job give them an ERROR record with the reason (record).
 
-Fast enough for millions of lines: the lines are tokenized in batches by the Rust tokenizer, without the chat
-template around them; the template's own tokens are counted once and added. Only the lines that come within
-`_RECHECK_MARGIN` tokens of the limit are rendered through the chat template and counted exactly.
+Fast enough for millions of lines (runner.prompt_tokens): the lines are tokenized in batches by the Rust tokenizer,
+without the chat template around them; the template's own tokens are counted once and added. Only the lines that
+come within `_RECHECK_MARGIN` tokens of the limit are counted exactly, with the template.
 """
 
 import itertools
@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from runner import inputs, prompts
 from runner.errors import ConfigError
 from runner.job import typed_mode
+from runner.prompt_tokens import PromptCounter
 from runner.schema import OnTooLong, PromptStyle
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 _BATCH = 4096
 # tokens by which "line alone + template" may differ from the rendered prompt (merges at the seams)
 _RECHECK_MARGIN = 16
-_SLOT = "\x00runner-prompt-slot\x00"
 # lines named in a refusal or a warning
 _SHOWN = 5
 
@@ -64,17 +64,17 @@ class Report:
 def check(cfg: DictConfig, files: List[Path]) -> Optional[Report]:
     """The lines that do not fit (None when the tokenizer or the context length cannot be known here);
     raises ConfigError naming them under mode.on_too_long=error."""
-    limit = max_model_len(cfg)
-    tokenizer = _tokenizer(cfg.model.path)
-    if limit is None or tokenizer is None:
+    limit, mode = max_model_len(cfg), typed_mode(cfg.mode)
+    counter = _counter(cfg.model.path, mode.prompt_style == PromptStyle.chat)
+    if limit is None or counter is None:
         log.warning("pre-flight length check skipped: no tokenizer or max_model_len for model.path=%s",
                     cfg.model.path)
         return None
     report = Report(limit, int(cfg.sampling.get("max_tokens") or 1))
-    started, mode = time.monotonic(), typed_mode(cfg.mode)
+    started = time.monotonic()
     try:
         for path in files:
-            found = _too_long_in(path, mode, tokenizer, report)
+            found = _too_long_in(path, mode, counter, report)
             if found:
                 report.too_long[path.name] = found
     except ValueError as e:  # e.g. prompt_style=chat with a tokenizer that has no chat template
@@ -105,32 +105,26 @@ def max_model_len(cfg: DictConfig) -> Optional[int]:
     return int(found) if found else None
 
 
-def _tokenizer(model_path: str):
+def _counter(model_path: str, chat: bool) -> Optional[PromptCounter]:
     if not (Path(model_path) / "config.json").is_file():
         return None  # a hub id: the launching host may not reach the hub
-    from transformers import AutoTokenizer
-
     try:
-        return AutoTokenizer.from_pretrained(model_path)
+        return PromptCounter(model_path, chat)
     except Exception as e:  # noqa: BLE001 - any failure here only means the check cannot run
         log.warning("pre-flight: the tokenizer of %s cannot be loaded here (%s)", model_path, e)
         return None
 
 
-def _too_long_in(path: Path, mode: DictConfig, tokenizer, report: Report) -> Dict[int, int]:
-    """{line number: prompt tokens} of the file's lines that do not fit."""
-    chat = mode.prompt_style == PromptStyle.chat
-    overhead = _template_tokens(tokenizer) if chat else 0
+def _too_long_in(path: Path, mode: DictConfig, counter: PromptCounter, report: Report) -> Dict[int, int]:
+    """{line number: prompt tokens} of the file's lines that do not fit; counted exactly near the limit."""
     room = report.max_model_len - report.max_tokens
+    margin = 0 if counter.exact_estimates else _RECHECK_MARGIN
     found = {}
     for batch in _batches(_prompts(path, mode)):
         report.lines += len(batch)
-        counts = _count(tokenizer, [prompt for _, prompt in batch], add_special_tokens=not chat)
-        for (number, prompt), tokens in zip(batch, counts):
-            if chat and (overhead is None or tokens + overhead > room - _RECHECK_MARGIN):
-                tokens = _chat_tokens(tokenizer, prompt)
-            else:
-                tokens += overhead
+        for (number, prompt), tokens in zip(batch, counter.estimates([prompt for _, prompt in batch])):
+            if tokens > room - margin and margin:
+                tokens = counter.exact(prompt)
             if tokens > room:
                 found[number] = tokens
     return found
@@ -151,31 +145,6 @@ def _prompts(path: Path, mode: DictConfig) -> Iterator[Tuple[int, str]]:
 def _batches(items: Iterator, size: int = _BATCH) -> Iterator[list]:
     while batch := list(itertools.islice(items, size)):
         yield batch
-
-
-def _count(tokenizer, texts: List[str], add_special_tokens: bool) -> List[int]:
-    """Token counts of the texts; the Rust tokenizer's encode_batch_fast (no offsets) is twice as fast."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if hasattr(backend, "encode_batch_fast"):
-        return [len(one) for one in backend.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
-    ids = tokenizer(texts, add_special_tokens=add_special_tokens, return_attention_mask=False)["input_ids"]
-    return [len(one) for one in ids]
-
-
-def _render(tokenizer, prompt: str) -> str:
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
-
-
-def _template_tokens(tokenizer) -> Optional[int]:
-    """The chat template's own tokens around a user message (as vLLM renders it: text, then no special tokens);
-    None when the template does not hold the message as it is (then every line is rendered and counted)."""
-    prefix, slot, suffix = _render(tokenizer, _SLOT).partition(_SLOT)
-    return sum(_count(tokenizer, [prefix, suffix], add_special_tokens=False)) if slot else None
-
-
-def _chat_tokens(tokenizer, prompt: str) -> int:
-    return _count(tokenizer, [_render(tokenizer, prompt)], add_special_tokens=False)[0]
 
 
 def write_for_ranks(report: Optional[Report], path: Path) -> None:
