@@ -10,6 +10,7 @@ without the chat template around them; the template's own tokens are counted onc
 come within `_RECHECK_MARGIN` tokens of the limit are counted exactly, with the template.
 """
 
+import hashlib
 import itertools
 import json
 import logging
@@ -18,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner import inputs, prompts
 from runner.errors import ConfigError
 from runner.job import typed_mode
-from runner.prompt_tokens import PromptCounter
+from runner.prompt_tokens import PromptCounter, cache_root, write_json
 from runner.schema import OnTooLong, PromptStyle
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class Report:
     # input file name -> {line number: prompt tokens} of the lines that do not fit
     too_long: Dict[str, Dict[int, int]] = field(default_factory=dict)
     lines: int = 0
+    # of `lines`, those tokenized by this check (the others' files were unchanged since an earlier check)
+    tokenized: int = 0
     seconds: float = 0.0
 
     @property
@@ -71,18 +74,19 @@ def check(cfg: DictConfig, files: List[Path]) -> Optional[Report]:
                     cfg.model.path)
         return None
     report = Report(limit, int(cfg.sampling.get("max_tokens") or 1))
-    started = time.monotonic()
+    started, cache_file = time.monotonic(), _cache_file(cfg, mode, counter, report)
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     try:
-        for path in files:
-            found = _too_long_in(path, mode, counter, report)
-            if found:
-                report.too_long[path.name] = found
+        report.tokenized = _scan(files, mode, counter, report, cache)
     except ValueError as e:  # e.g. prompt_style=chat with a tokenizer that has no chat template
         log.warning("pre-flight length check skipped: %s", e)
         return None
     report.seconds = time.monotonic() - started
-    log.info("pre-flight: %d lines tokenized in %.1f s (%.0f lines/s)", report.lines, report.seconds,
-             report.lines / max(report.seconds, 1e-9))
+    if report.tokenized:
+        write_json(cache_file, cache)
+    log.info("pre-flight: %d lines checked in %.1f s, %d tokenized (%.0f lines/s), the rest unchanged since an "
+             "earlier check", report.lines, report.seconds, report.tokenized,
+             report.tokenized / max(report.seconds, 1e-9))
     if report.count and mode.on_too_long == OnTooLong.error:
         raise ConfigError(f"{report.describe()}; shorten them, lower sampling.max_tokens, raise "
                           "model.engine.max_model_len, or set mode.on_too_long=record to give them an ERROR record "
@@ -90,6 +94,36 @@ def check(cfg: DictConfig, files: List[Path]) -> Optional[Report]:
     if report.count:
         log.warning("%s; mode.on_too_long=record: they get an ERROR record", report.describe())
     return report
+
+
+def _scan(files: List[Path], mode: DictConfig, counter: PromptCounter, report: Report, cache: dict) -> int:
+    """Fill the report file by file; a file unchanged since a launch with the same settings (size and mtime, in
+    `cache`) is not tokenized again. Returns how many lines were tokenized."""
+    tokenized = 0
+    for path in files:
+        stat = path.stat()
+        stamp = [stat.st_size, stat.st_mtime_ns]
+        entry = cache.get(path.name)
+        if entry is None or entry["stamp"] != stamp:
+            before = report.lines
+            found = _too_long_in(path, mode, counter, report)
+            entry = cache[path.name] = {"stamp": stamp, "lines": report.lines - before, "too_long": found}
+            tokenized += entry["lines"]
+        else:
+            report.lines += entry["lines"]
+        found = {int(number): tokens for number, tokens in entry["too_long"].items()}
+        if found:
+            report.too_long[path.name] = found
+    return tokenized
+
+
+def _cache_file(cfg: DictConfig, mode: DictConfig, counter: PromptCounter, report: Report) -> Path:
+    """The cache of one input folder's checks under these settings (tokenizer, prompt shape, limits)."""
+    settings = {"input_dir": mode.input_dir, "tokenizer": counter.digest, "chat": counter.chat,
+                "mode": mode.name, "template": mode.get("prompt_template"), "format": str(mode.get("input_format")),
+                "columns": list(mode.get("columns") or []), "limits": [report.max_model_len, report.max_tokens]}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_root() / "preflight" / f"{key}.json"
 
 
 def max_model_len(cfg: DictConfig) -> Optional[int]:
@@ -132,12 +166,13 @@ def _too_long_in(path: Path, mode: DictConfig, counter: PromptCounter, report: R
 
 def _prompts(path: Path, mode: DictConfig) -> Iterator[Tuple[int, str]]:
     """(line number, prompt) of each line; a malformed server_per_node line is left out (it gets its own record)."""
+    if mode.name != "server_per_node":
+        yield from ((line.number, line.text) for line in inputs.iter_lines(path))
+        return
+    plain = OmegaConf.to_object(mode)  # the schema's dataclass: attribute reads per line cost nothing
     for line in inputs.iter_lines(path):
-        if mode.name != "server_per_node":
-            yield line.number, line.text
-            continue
         try:
-            yield line.number, prompts.build(line.text, mode).prompt
+            yield line.number, prompts.build(line.text, plain).prompt
         except prompts.MalformedLine:
             continue
 

@@ -27,6 +27,7 @@ class PromptCounter:
     def __init__(self, model_path: str, chat: bool):
         self.model_path = Path(model_path)
         self.chat = chat
+        self.digest = tokenizer_digest(self.model_path)
         seams = _cached_seams(self.model_path)
         self._prefix, self._suffix, self._special = seams.get("prefix"), seams.get("suffix"), seams["special"]
         tokenizer_json = self.model_path / "tokenizer.json"
@@ -95,18 +96,31 @@ def _seams(model_path: Path) -> dict:
     return {**found, "prefix": prefix, "suffix": suffix} if slot else found
 
 
-def _cached_seams(model_path: Path) -> dict:
+def cache_root() -> Path:
+    return Path(os.environ.get("RUNNER_CACHE_DIR") or Path.home() / ".cache" / "runner")
+
+
+def tokenizer_digest(model_path: Path) -> str:
+    """A digest of the files that decide how the model's prompts are tokenized."""
     digest = hashlib.sha256(_CACHE_FORMAT)
     for name in _TOKENIZER_FILES:
         if (model_path / name).is_file():
             digest.update(name.encode() + (model_path / name).read_bytes())
-    root = Path(os.environ.get("RUNNER_CACHE_DIR") or Path.home() / ".cache" / "runner")
-    cache = root / "chat-seams" / f"{digest.hexdigest()[:16]}.json"
+    return digest.hexdigest()[:16]
+
+
+def _cached_seams(model_path: Path) -> dict:
+    cache = cache_root() / "chat-seams" / f"{tokenizer_digest(model_path)}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     seams = _seams(model_path)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(seams))
-    tmp.replace(cache)
+    write_json(cache, seams)
     return seams
+
+
+def write_json(path: Path, value) -> None:
+    """Write a cache entry atomically (concurrent launches read a whole entry or none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)

@@ -13,6 +13,14 @@ from runner.errors import ConfigError
 from runner.models import build_smollm2
 from runner.schema import PerTileMode
 
+@pytest.fixture(autouse=True, scope="module")
+def _own_cache(tmp_path_factory):
+    """This module's checks cache under a folder of their own (the chat seams are computed once in it)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RUNNER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 MODEL = build_smollm2(Path(os.path.expanduser("~/.cache/runner/models/SmolLM2-135M-Instruct")))
 WORDS = "gene protein cell the of what is describe why\n how regulation, expression; pathway 42 é".split(" ")
 
@@ -76,3 +84,17 @@ def test_without_max_model_len_the_models_own_context_is_used(tmp_path):
     cfg = _cfg(tmp_path, "chat")
     del cfg.model.engine["max_model_len"]
     assert preflight.max_model_len(cfg) == 8192  # SmolLM2's max_position_embeddings
+
+
+def test_an_unchanged_file_is_not_tokenized_again_and_a_changed_one_is(tmp_path):
+    path = tmp_path / "0.in"
+    path.write_text("short\n" + " ".join(["word"] * 300) + "\n")
+    cfg = _cfg(tmp_path, "chat", "record")
+    first = preflight.check(cfg, [path])
+    again = preflight.check(cfg, [path])
+    with open(path, "a") as f:
+        f.write(" ".join(["word"] * 400) + "\n")
+    changed = preflight.check(cfg, [path])
+    assert first.too_long == again.too_long == {"0.in": {2: first.too_long["0.in"][2]}}
+    assert sorted(changed.too_long["0.in"]) == [2, 3] and changed.lines == 3
+    assert [first.tokenized, again.tokenized, changed.tokenized] == [2, 0, 3]
