@@ -13,6 +13,8 @@ prompt is rendered through transformers, exact but slower.
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -20,7 +22,7 @@ from typing import List, Optional
 _SLOT = " \x00runner-prompt-slot\x00 "
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
                     "special_tokens_map.json")
-_CACHE_FORMAT = b"1"
+_CACHE_FORMAT = b"2"
 
 
 class PromptCounter:
@@ -30,6 +32,7 @@ class PromptCounter:
         self.digest = tokenizer_digest(self.model_path)
         seams = _cached_seams(self.model_path)
         self._prefix, self._suffix, self._special = seams.get("prefix"), seams.get("suffix"), seams["special"]
+        self._trim = seams.get("trim", False)
         tokenizer_json = self.model_path / "tokenizer.json"
         self._fast = _raw_tokenizer(tokenizer_json) if tokenizer_json.is_file() else None
         self._hf = None
@@ -41,6 +44,8 @@ class PromptCounter:
         template's, which may differ from `exact` by a few tokens where the tokenizer merges across a seam."""
         if self._fast is None or (self.chat and self._overhead is None):
             return [self.exact(prompt) for prompt in prompts]
+        if self.chat and self._trim:
+            prompts = [prompt.strip() for prompt in prompts]
         counts = [len(one) for one in self._fast.encode_batch_fast(prompts, add_special_tokens=False)]
         extra = self._overhead if self.chat else self._special
         return [count + extra for count in counts]
@@ -48,7 +53,8 @@ class PromptCounter:
     def exact(self, prompt: str) -> int:
         """The prompt's tokens as vLLM counts them."""
         if self._fast is not None and (not self.chat or self._overhead is not None):
-            text = self._prefix + prompt + self._suffix if self.chat else prompt
+            message = prompt.strip() if self._trim else prompt
+            text = self._prefix + message + self._suffix if self.chat else prompt
             return len(self._fast.encode(text, add_special_tokens=False)) + (0 if self.chat else self._special)
         tokenizer = self._transformers()
         if not self.chat:
@@ -84,16 +90,18 @@ def _render(tokenizer, message: str) -> str:
 
 
 def _seams(model_path: Path) -> dict:
-    """What the chat template puts around a message (none when it does not keep the message as it is), and the
-    special tokens a completion prompt gets."""
+    """What the chat template puts around a message, whether it trims the message (Llama 3's does), and the
+    special tokens a completion prompt gets; no seams when the template rewrites the message otherwise."""
     tokenizer = _hf_tokenizer(model_path)
     special = len(tokenizer("x")["input_ids"]) - len(tokenizer("x", add_special_tokens=False)["input_ids"])
     found = {"special": special}
     try:
-        prefix, slot, suffix = _render(tokenizer, _SLOT).partition(_SLOT)
+        rendered = _render(tokenizer, _SLOT)
+        trim = _SLOT not in rendered and rendered == _render(tokenizer, _SLOT.strip())
     except ValueError:  # no chat template: vLLM cannot render chat prompts either
         return found
-    return {**found, "prefix": prefix, "suffix": suffix} if slot else found
+    prefix, slot, suffix = rendered.partition(_SLOT.strip() if trim else _SLOT)
+    return {**found, "prefix": prefix, "suffix": suffix, "trim": trim} if slot else found
 
 
 def cache_root() -> Path:
@@ -113,9 +121,19 @@ def _cached_seams(model_path: Path) -> dict:
     cache = cache_root() / "chat-seams" / f"{tokenizer_digest(model_path)}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    seams = _seams(model_path)
+    seams = _seams_in_child(model_path)
     write_json(cache, seams)
     return seams
+
+
+def _seams_in_child(model_path: Path) -> dict:
+    """_seams in a child process: importing transformers (and torch) writes into the environment, which the
+    launcher's ranks would inherit (see runner.vllm_names)."""
+    proc = subprocess.run([sys.executable, "-m", "runner.prompt_tokens", str(model_path)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError((proc.stderr.strip().splitlines() or ["no output"])[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def write_json(path: Path, value) -> None:
@@ -124,3 +142,7 @@ def write_json(path: Path, value) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(value))
     tmp.replace(path)
+
+
+if __name__ == "__main__":
+    print(json.dumps(_seams(Path(sys.argv[1]))))

@@ -2,6 +2,7 @@
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,11 @@ MODEL = build_smollm2(Path(os.path.expanduser("~/.cache/runner/models/SmolLM2-13
 WORDS = "gene protein cell the of what is describe why\n how regulation, expression; pathway 42 é".split(" ")
 
 
-def _cfg(folder: Path, style: str, on_too_long: str = "error", limit: int = 120, max_tokens: int = 20):
+def _cfg(folder: Path, style: str, on_too_long: str = "error", limit: int = 120, max_tokens: int = 20,
+         model: Path = MODEL):
     mode = {**OmegaConf.to_container(OmegaConf.structured(PerTileMode)), "input_dir": str(folder),
             "prompt_style": style, "on_too_long": on_too_long}
-    return OmegaConf.create({"mode": mode, "model": {"path": str(MODEL), "engine": {"max_model_len": limit}},
+    return OmegaConf.create({"mode": mode, "model": {"path": str(model), "engine": {"max_model_len": limit}},
                              "cluster": {"engine": {}}, "sampling": {"max_tokens": max_tokens}})
 
 
@@ -39,11 +41,24 @@ def _lines(count: int):
     return [rng.choice(["", "  ", "\t", " \u00a0"]) + line + rng.choice(["", " ", "  \t"]) for line in words]
 
 
-@pytest.mark.parametrize("style", ["chat", "completion"])
+def _trimming_model(folder: Path) -> Path:
+    """SmolLM2's tokenizer with a chat template that trims the message, as Llama 3's does."""
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(MODEL / name, folder / name)
+    template = (MODEL / "chat_template.jinja").read_text()
+    assert "message['content']" in template
+    (folder / "chat_template.jinja").write_text(template.replace("message['content']", "message['content'] | trim"))
+    return folder
+
+
+@pytest.mark.parametrize("style", ["chat", "completion", "chat-trimmed"])
 def test_the_lines_found_are_exactly_those_vllm_would_count_too_long(tmp_path, style):
     lines = _lines(400)
     (tmp_path / "0.in").write_text("".join(f"{line}\n" for line in lines))
-    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    model = _trimming_model(tmp_path / "model") if style == "chat-trimmed" else MODEL
+    style = style.split("-")[0]
+    tokenizer = AutoTokenizer.from_pretrained(model)
 
     def exact(text):  # as vLLM counts a prompt: the rendered chat turn without special tokens, or the raw text
         if style == "completion":
@@ -54,7 +69,7 @@ def test_the_lines_found_are_exactly_those_vllm_would_count_too_long(tmp_path, s
 
     expected = {n: exact(text) for n, text in enumerate(lines, start=1) if exact(text) > 100}
     assert 50 < len(expected) < 350  # the limit cuts through the lines, so the seam margin is exercised
-    report = preflight.check(_cfg(tmp_path, style, on_too_long="record"), [tmp_path / "0.in"])
+    report = preflight.check(_cfg(tmp_path, style, on_too_long="record", model=model), [tmp_path / "0.in"])
     assert report.too_long == {"0.in": expected} and report.lines == 400
 
 
