@@ -144,7 +144,10 @@ def _error(base: Dict, error: str) -> Dict:
 
 
 class FileClient:
-    def __init__(self, supervisor: Supervisor, mode: DictConfig, model: str, sampling: Dict):
+    def __init__(self, supervisor: Supervisor, mode: DictConfig, model: str, sampling: Dict,
+                 too_long: Optional[Dict[str, Dict[int, str]]] = None):
+        """too_long: {file name: {line: reason}} of the lines the launch found too long (not sent: ERROR)."""
+        self.too_long = too_long or {}
         self.supervisor = supervisor
         self.mode = mode
         self.model = model
@@ -161,6 +164,9 @@ class FileClient:
         except prompts.MalformedLine as e:
             return _error({**base, **prompts.ids(line.text, self.mode), "input": line.text}, f"malformed line: {e}")
         base.update(request.ids)
+        too_long = self.too_long.get(file_name, {}).get(line.number)
+        if too_long:
+            return _error(base, too_long)
         body = _request_body(request, self.mode, self.model, self.sampling)
         return await self._send(base, body)
 

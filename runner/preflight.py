@@ -191,8 +191,13 @@ def write_for_ranks(report: Optional[Report], path: Path) -> None:
     path.write_text(json.dumps(reasons))
 
 
-def read_for_rank(path: Path, input_name: str) -> Dict[int, str]:
-    """The too-long lines of one input file and their reasons ({} when none was found)."""
+def read_all(path: Path) -> Dict[str, Dict[int, str]]:
+    """{input file name: {line number: reason}} of the lines found too long ({} when none was)."""
     if not path.is_file():
         return {}
-    return {int(n): reason for n, reason in json.loads(path.read_text()).get(input_name, {}).items()}
+    return {name: {int(n): reason for n, reason in found.items()} for name, found in json.loads(path.read_text()).items()}
+
+
+def read_for_rank(path: Path, input_name: str) -> Dict[int, str]:
+    """The too-long lines of one input file and their reasons ({} when none was found)."""
+    return read_all(path).get(input_name, {})

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, inputs
+from runner import engine, inputs, preflight
 from runner.client import FileClient, FileResult, Supervisor, raise_open_file_limit
 from runner.errors import JobFailedError
 from runner.job import RunDir
 from runner.record_log import RecordLog, as_jsonl
+from runner.schema import OnTooLong
 from runner.server import VllmServer
 from runner.summary import write_stats
 from runner.topology import Placement
@@ -46,7 +47,8 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server:
     one has no line left to send, so the server's batch stays full across file ends."""
     raise_open_file_limit(cfg.mode.concurrency)
     supervisor = Supervisor(server, cfg.mode)
-    client = FileClient(supervisor, cfg.mode, cfg.model.name, OmegaConf.to_container(cfg.sampling))
+    too_long = preflight.read_all(run.too_long_file) if cfg.mode.on_too_long == OnTooLong.record else {}
+    client = FileClient(supervisor, cfg.mode, cfg.model.name, OmegaConf.to_container(cfg.sampling), too_long)
     watcher = asyncio.create_task(supervisor.watch())
     files, started, running = queue.take(), time.monotonic(), []
     try:

@@ -39,21 +39,27 @@ def test_per_tile_records_the_long_line_answers_the_rest_and_a_rerun_finishes_to
     assert summary["prompts"] == 4
 
 
-def test_server_per_node_records_a_refused_request_at_once_with_the_servers_reason(tmp_path):
-    """vLLM answers the long line with HTTP 400: one ERROR record with its message, no retry (a retry would wait
-    mode.retry_backoff_s=60 first), and the other lines are answered."""
-    inputs = write_inputs(tmp_path / "in", {"a.txt": LINES})
+MEDIUM = " ".join(["word"] * 1000)  # fits the 2048 the launch checks against, not the 512 the server is given
+
+
+def test_server_per_node_records_refused_lines_at_once_and_answers_the_rest(tmp_path):
+    """The launch finds LONG too long (on_too_long=record: an ERROR record, never sent). MEDIUM passes that check,
+    but the server runs with --max-model-len 512 (mode.serve_args) and answers it HTTP 400: one ERROR record with
+    the server's message, no retry (a retry would wait mode.retry_backoff_s=60 first)."""
+    inputs = write_inputs(tmp_path / "in", {"a.txt": LINES + [MEDIUM]})
     run = tmp_path / "run"
     proc = run_runner(["mode=server_per_node", f"mode.input_dir={inputs}", "mode.input_glob=*.txt",
                        "mode.input_format=lines", "mode.id_columns=[]", "mode.prompt_template='{line}'",
                        f"mode.port={_free_port()}", "mode.concurrency=4", "mode.retries=3", "mode.retry_backoff_s=60",
-                       "mode.on_too_long=record", "sampling.max_tokens=16", f"hydra.run.dir={run}"])
+                       "mode.serve_args=[--max-model-len,'512']", "mode.on_too_long=record",
+                       "sampling.max_tokens=16", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = read_jsonl(run / "out" / "a.txt.jsonl")
-    assert [r["line"] for r in records] == [1, 2, 3, 4]
-    bad = records[1]
-    assert bad["status"] == "ERROR" and bad["error"].startswith("HTTP 400: ")
-    assert "maximum context length is 2048" in bad["error"] and "retries" not in bad["error"]
+    assert [r["line"] for r in records] == [1, 2, 3, 4, 5]
+    long, medium = records[1], records[4]
+    assert long["status"] == "ERROR" and "too long" in long["error"] and "> max_model_len=2048" in long["error"]
+    assert medium["status"] == "ERROR" and medium["error"].startswith("HTTP 400: ")
+    assert "maximum context length is 512" in medium["error"] and "retries" not in medium["error"]
     assert all(records[i]["status"] == "SUCCESS" and records[i]["output_tokens"] > 0 for i in (0, 2, 3))
     stats = json.loads((run / "stats" / "host0.json").read_text())
     assert stats["generate_s"] < 60, "the refused request was retried"
