@@ -74,7 +74,7 @@ def check(cfg: DictConfig, files: List[Path]) -> Optional[Report]:
                     cfg.model.path)
         return None
     report = Report(limit, int(cfg.sampling.get("max_tokens") or 1))
-    started, cache_file = time.monotonic(), _cache_file(cfg, mode, counter, report)
+    started, cache_file = time.monotonic(), _cache_file(mode, counter, report)
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     try:
         report.tokenized = _scan(files, mode, counter, report, cache)
@@ -117,7 +117,7 @@ def _scan(files: List[Path], mode: DictConfig, counter: PromptCounter, report: R
     return tokenized
 
 
-def _cache_file(cfg: DictConfig, mode: DictConfig, counter: PromptCounter, report: Report) -> Path:
+def _cache_file(mode: DictConfig, counter: PromptCounter, report: Report) -> Path:
     """The cache of one input folder's checks under these settings (tokenizer, prompt shape, limits)."""
     settings = {"input_dir": mode.input_dir, "tokenizer": counter.digest, "chat": counter.chat,
                 "mode": mode.name, "template": mode.get("prompt_template"), "format": str(mode.get("input_format")),
