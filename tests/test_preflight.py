@@ -113,3 +113,20 @@ def test_an_unchanged_file_is_not_tokenized_again_and_a_changed_one_is(tmp_path)
     assert first.too_long == again.too_long == {"0.in": {2: first.too_long["0.in"][2]}}
     assert sorted(changed.too_long["0.in"]) == [2, 3] and changed.lines == 3
     assert [first.tokenized, again.tokenized, changed.tokenized] == [2, 0, 3]
+
+
+def test_a_server_host_records_the_lines_found_too_long_without_sending_them(tmp_path):
+    """No server exists here: a line that reached the network would fail, not come back as this record."""
+    import asyncio
+
+    from runner.client import FileClient
+    from runner.inputs import Line
+    from runner.job import typed_mode
+    from runner.schema import ServerPerNodeMode
+
+    mode = typed_mode(OmegaConf.merge(OmegaConf.structured(ServerPerNodeMode), {
+        "input_dir": str(tmp_path), "input_format": "lines", "prompt_template": "{line}"}))
+    client = FileClient(None, mode, "m", {"max_tokens": 4}, too_long={"a.txt": {2: "too long: the prompt is 9 tokens"}})
+    record = asyncio.run(client.answer("a.txt", Line(2, "a long line")))
+    assert (record["status"], record["error"], record["line"], record["output_tokens"]) == (
+        "ERROR", "too long: the prompt is 9 tokens", 2, 0)
