@@ -6,9 +6,10 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import inputs, job, models, vllm_names
+from runner import inputs, job, models, run_lock, vllm_names
 from runner.errors import ConfigError
 from runner.job import RunDir
+from runner.run_lock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,11 @@ def launch(cfg: DictConfig) -> None:
 
     run = RunDir(Path(HydraConfig.get().runtime.output_dir)).make()
     resolved = resolve(cfg)
-    job_file = job.write(resolved, run)
-    log.info("run directory %s", run.root)
-    launcher_for(resolved.launcher.name).launch(job.load(job_file), job_file)
+    lock = RunLock(run.root)
+    lock.acquire(run_lock.holder(), force=resolved.force_lock)  # before job.yaml, which a live run reads
+    try:
+        job_file = job.write(resolved, run)
+        log.info("run directory %s", run.root)
+        launcher_for(resolved.launcher.name).launch(job.load(job_file), job_file, lock)
+    finally:
+        lock.release()  # a local run ended; a batch job's lock was handed to the job (nothing left here)
