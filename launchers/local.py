@@ -13,7 +13,7 @@ from typing import Dict, List
 from omegaconf import DictConfig
 
 from launchers.steps import Step, job_steps
-from runner import procs
+from runner.procs import die_with_parent
 from runner.errors import JobFailedError
 from runner.job import RunDir, run_dir_of
 from runner.summary import describe, summarize
@@ -78,7 +78,7 @@ class LocalLauncher:
                 # a rank dies with this process, even when it is SIGKILLed (a host's server guard then takes its
                 # server down): no rank of a dead launch keeps writing into the run
                 proc = subprocess.Popen(cmd["argv"], env={**os.environ, **cmd["env"]}, stdout=out,
-                                        stderr=subprocess.STDOUT, preexec_fn=procs.die_with_parent(signal.SIGKILL))
+                                        stderr=subprocess.STDOUT, preexec_fn=die_with_parent(signal.SIGKILL))
             procs.append((i, proc, logfile))
         log.info("%s: started %d process(es), logs in %s", step.name, len(procs), run.logs)
         try:

@@ -145,7 +145,8 @@ class RunLock:
 
     def claim_for_job(self, scheduler: str, job_id: str, wait_s: float = 60.0) -> None:
         """In the batch job: keep the lock handed to this job, or take it (a script submitted by hand). The
-        submit side may still be handing it over when the job starts: a live holder is waited for a while."""
+        submit side may still be handing it over when the job starts: a live launch holding it is waited for
+        `wait_s`; another batch job holding it is refused at once."""
         deadline = time.monotonic() + wait_s
         while True:
             _, current = self._newest()
@@ -154,7 +155,7 @@ class RunLock:
             try:
                 return self.acquire(holder(scheduler, job_id))
             except ConfigError:
-                if time.monotonic() > deadline:
+                if (current or {}).get("scheduler") != "local" or time.monotonic() > deadline:
                     raise
             time.sleep(2)
 

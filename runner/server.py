@@ -137,17 +137,27 @@ class VllmServer:
         return self.proc is not None and self.proc.poll() is None
 
     def probe(self, timeout_s: float = 5) -> str:
-        """"ours": the port answers with this run's key and model; "foreign": something else answers there
-        (another user's server, an orphan, any HTTP service: its /health proves nothing); "down": no answer."""
-        request = urllib.request.Request(f"{self.url}/v1/models", headers=self.auth)
+        """"ours": the port answers with this run's key and model, and its /health (the engine's) is good;
+        "foreign": something else answers there (another user's server, an orphan, any HTTP service: a /health
+        alone proves nothing); "down": no answer, or this run's server with a failed engine."""
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                models = json.load(response).get("data", [])
+            models = self._get("/v1/models", timeout_s).get("data", [])
         except urllib.error.HTTPError:
             return "foreign"
         except (urllib.error.URLError, OSError, ValueError, AttributeError):
             return "down"
-        return "ours" if any(m.get("id") == self.served_name for m in models if isinstance(m, dict)) else "foreign"
+        if not any(m.get("id") == self.served_name for m in models if isinstance(m, dict)):
+            return "foreign"
+        try:
+            self._get("/health", timeout_s, body=False)
+        except (urllib.error.URLError, OSError):
+            return "down"
+        return "ours"
+
+    def _get(self, path: str, timeout_s: float, body: bool = True):
+        request = urllib.request.Request(f"{self.url}{path}", headers=self.auth)
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.load(response) if body else None
 
     def healthy(self, timeout_s: float = 5) -> bool:
         return self.probe(timeout_s) == "ours"

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import List
 
@@ -34,3 +35,36 @@ def read_jsonl(path: Path) -> list:
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
     return tmp_path / "run"
+
+
+def tagged_env(tag: str) -> dict:
+    """An environment variable every process of one test's run inherits (vllm's engine core too)."""
+    return {"RUNNER_TEST_RUN": tag}
+
+
+def run_processes(tag: str) -> dict:
+    """pid -> argv of every live process carrying the run's tag in its environment: the run's whole process
+    tree, orphans re-parented to init included; no other user's or helper's process can match."""
+    found, needle = {}, f"RUNNER_TEST_RUN={tag}".encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in Path(entry.path, "environ").read_bytes().split(b"\0"):
+                found[int(entry.name)] = Path(entry.path, "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+    return found
+
+
+def shm_files() -> set:
+    """multiprocessing's semaphores and shared memory segments in /dev/shm (a killed run may leak them)."""
+    return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(("sem.mp-", "psm_"))}
+
+
+def wait_for(condition, seconds: float, step: float = 0.2):
+    """condition() once it is truthy, or its last value after `seconds`."""
+    deadline = time.time() + seconds
+    while not (value := condition()) and time.time() < deadline:
+        time.sleep(step)
+    return value
