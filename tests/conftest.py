@@ -42,19 +42,37 @@ def tagged_env(tag: str) -> dict:
     return {"RUNNER_TEST_RUN": tag}
 
 
+# tag -> ids of the sessions led by a process of the run (the server guards), kept once seen
+_SESSIONS: dict = {}
+
+
 def run_processes(tag: str) -> dict:
-    """pid -> argv of every live process carrying the run's tag in its environment: the run's whole process
-    tree, orphans re-parented to init included; no other user's or helper's process can match."""
-    found, needle = {}, f"RUNNER_TEST_RUN={tag}".encode()
+    """pid -> argv of every live process of one test's run: those carrying its tag in their environment, and the
+    members of sessions a tagged process leads. A process that rewrites its title (vLLM's engine core) loses its
+    environment in /proc, but keeps its session, also after the leader died. Orphans re-parented to init are
+    found as well; no other user's or helper's process can match."""
+    sessions, tagged, others = _SESSIONS.setdefault(tag, set()), {}, {}
+    needle = f"RUNNER_TEST_RUN={tag}".encode()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            if needle in Path(entry.path, "environ").read_bytes().split(b"\0"):
-                found[int(entry.name)] = Path(entry.path, "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
+            stat = Path(entry.path, "stat").read_text()
+            state, sid = stat[stat.rfind(")") + 2:].split()[0], int(stat[stat.rfind(")") + 2:].split()[3])
+            argv = Path(entry.path, "cmdline").read_bytes().decode(errors="replace").split("\0")
+            environ = Path(entry.path, "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
             continue
-    return found
+        if state == "Z":
+            continue
+        pid = int(entry.name)
+        if needle in environ:
+            tagged[pid] = argv
+            if sid == pid:
+                sessions.add(sid)
+        else:
+            others[pid] = (sid, argv)
+    return {**tagged, **{pid: argv for pid, (sid, argv) in others.items() if sid in sessions}}
 
 
 def shm_files() -> set:
