@@ -61,6 +61,11 @@ def _server_tree(job, tag, not_api=None):
     return tree
 
 
+def _kill_all(tag):
+    for pid in run_processes(tag):
+        os.kill(pid, signal.SIGKILL)
+
+
 def _answered(run):
     ledger = run / "out" / "long.txt.log.jsonl"
     return len(ledger.read_text().splitlines()) if ledger.exists() else 0
@@ -79,13 +84,16 @@ def test_kill_9_of_each_process_leaves_nothing_and_a_foreign_port_is_never_used(
                            stderr=open(tmp_path / "job.err", "wb"), env={**os.environ, **tagged_env(tag)})
     try:
         _kill_each_in_turn(job, run, tag, port, args)
+    except BaseException:
+        _kill_all(tag)
+        raise
     finally:
-        for pid in run_processes(tag):
-            os.kill(pid, signal.SIGKILL)
         foreign.shutdown()
     assert job.wait(timeout=60) != 0
     # nothing of the run is left, and the resource trackers had their time to unlink what the engines shared
-    assert wait_for(lambda: not run_processes(tag), 60), run_processes(tag)
+    gone, left = wait_for(lambda: not run_processes(tag), 60), run_processes(tag)
+    _kill_all(tag)
+    assert gone, left
     assert wait_for(lambda: not shm_files() - shm_before, 10), shm_files() - shm_before
     assert _Foreign.seen == [], "the runner talked to the foreign server"
     records = read_jsonl(run / "out" / "long.txt.log.jsonl")
