@@ -15,6 +15,7 @@ its own, or takes it, and the job's end releases it. At most one process per job
 """
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -25,6 +26,8 @@ from typing import Optional, Tuple
 
 from runner import procs
 from runner.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 _SCHEDULER_VARS = (("pbs", "PBS_JOBID"), ("slurm", "SLURM_JOB_ID"))
 _CONTENDED_TRIES = 20
@@ -117,15 +120,15 @@ class RunLock:
         """Take the lock for `record`, or raise ConfigError naming the live holder and what to do."""
         for _ in range(_CONTENDED_TRIES):
             newest, current = self._newest()
-            if current and current.get("retry"):
-                continue
-            if current and not force:
-                alive, who = is_alive(current)
-                if alive:
+            if not (current or {}).get("retry"):
+                alive, who = is_alive(current) if current else (False, "")
+                if alive and not force:
                     raise ConfigError(self._refusal(who))
-            if self._create(newest + 1, record):
-                self._forget_before(newest + 1)
-                return
+                if self._create(newest + 1, record):
+                    if current:
+                        log.warning("took over the run's lock from %s (%s)", who, "forced" if alive else "gone")
+                    self._forget_before(newest + 1)
+                    return
             time.sleep(0.05)
         raise ConfigError(f"{self.root} is being taken by other launches right now; run the command again")
 
