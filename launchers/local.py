@@ -13,9 +13,9 @@ from typing import Dict, List
 from omegaconf import DictConfig
 
 from launchers.steps import Step, job_steps
-from runner.procs import die_with_parent
 from runner.errors import JobFailedError
 from runner.job import RunDir, run_dir_of
+from runner.procs import die_with_parent
 from runner.summary import describe, summarize
 from runner.walltime import deadline_env
 
