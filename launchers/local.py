@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from launchers.steps import Step, job_steps
 from runner.errors import JobFailedError
 from runner.job import RunDir, run_dir_of
+from runner.procs import die_with_parent
 from runner.summary import describe, summarize
 from runner.walltime import deadline_env
 
@@ -51,7 +52,8 @@ def render_script(cfg: DictConfig, job_file: Path) -> str:
 
 
 class LocalLauncher:
-    def launch(self, cfg: DictConfig, job_file: Path) -> None:
+    def launch(self, cfg: DictConfig, job_file: Path, lock=None) -> None:
+        """Run every step here; `lock` (the run's, held by this process for the whole run) needs nothing more."""
         run = run_dir_of(job_file)
         if cfg.dry_run:
             script = run.root / "job.sh"
@@ -73,8 +75,10 @@ class LocalLauncher:
         for i, cmd in enumerate(step_commands(step, cfg.nodes, job_file)):
             logfile = run.logs / f"{step.name}{i}.log"
             with open(logfile, "ab") as out:
+                # a rank dies with this process, even when it is SIGKILLed (a host's server guard then takes its
+                # server down): no rank of a dead launch keeps writing into the run
                 proc = subprocess.Popen(cmd["argv"], env={**os.environ, **cmd["env"]}, stdout=out,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT, preexec_fn=die_with_parent(signal.SIGKILL))
             procs.append((i, proc, logfile))
         log.info("%s: started %d process(es), logs in %s", step.name, len(procs), run.logs)
         try:

@@ -6,12 +6,14 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import DictConfig
 
 from launchers.steps import Step, job_steps
 from runner.errors import SubmissionError
 from runner.job import run_dir_of
+from runner.run_lock import RunLock, holder
 from runner.walltime import DEADLINE_VAR
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,10 @@ def _step_line(step: Step, cfg: DictConfig, job_file: Path, python: str) -> str:
     mpiexec = [cfg.launcher.mpiexec, "-n", str(step.processes(cfg.nodes)), "-ppn", str(step.per_node),
                *cfg.launcher.mpiexec_args]
     return f'{shlex.join(mpiexec)} --hostfile "$PBS_NODEFILE" {shlex.join(argv)}'
+
+
+def _lock_step(action: str, job_file: Path, python: str) -> str:
+    return shlex.join([python, "-u", "-m", "runner.run_lock", action, str(job_file)])
 
 
 def render(cfg: DictConfig, job_file: Path, python: str = sys.executable) -> str:
@@ -52,6 +58,9 @@ def render(cfg: DictConfig, job_file: Path, python: str = sys.executable) -> str
         f"cd {q(str(run.root))}",
         "exec >> logs/job.log 2>&1",
         'echo "runner: job ${PBS_JOBID:-?} on $(sort -u "$PBS_NODEFILE" | wc -l) node(s)"',
+        # the run's lock: this job's (handed over at submission, or taken now); released when the script ends
+        f"trap {q(_lock_step('release', job_file, python))} EXIT",
+        _lock_step("claim", job_file, python),
     ]
     lines += [_step_line(step, cfg, job_file, python) for step in job_steps(cfg)]
     return "\n".join(lines) + "\n"
@@ -65,7 +74,7 @@ def parse_job_id(output: str) -> str:
 
 
 class PbsLauncher:
-    def launch(self, cfg: DictConfig, job_file: Path) -> None:
+    def launch(self, cfg: DictConfig, job_file: Path, lock: Optional[RunLock] = None) -> None:
         run = run_dir_of(job_file)
         script = run.root / "job.pbs"
         script.write_text(render(cfg, job_file))
@@ -75,6 +84,8 @@ class PbsLauncher:
             return
         job_id = self.submit(cfg.launcher.qsub, script)
         (run.root / "pbs_job_id").write_text(job_id + "\n")
+        if lock is not None:  # the queued job holds the run from now on (a second launch asks qstat about it)
+            lock.hand_over(holder("pbs", job_id))
         log.info("submitted PBS job %s; results land in %s; progress: python -m runner.progress %s; "
                  "summary: python -m runner.summary %s", job_id, run.out, run.root, job_file)
 

@@ -9,12 +9,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import DictConfig
 
 from launchers.steps import procs_per_node
 from runner.errors import JobFailedError
 from runner.job import load, run_dir_of
+from runner.run_lock import RunLock, holder
 from runner.summary import describe, summarize
 from runner.walltime import DEADLINE_VAR, deadline_env
 
@@ -61,7 +63,7 @@ def executor_for(cfg: DictConfig, folder: Path):
 
 
 class SlurmLauncher:
-    def launch(self, cfg: DictConfig, job_file: Path) -> None:
+    def launch(self, cfg: DictConfig, job_file: Path, lock: Optional[RunLock] = None) -> None:
         run = run_dir_of(job_file)
         executor = executor_for(cfg, run.root / "slurm")
         if cfg.dry_run:
@@ -71,9 +73,15 @@ class SlurmLauncher:
             return
         job = executor.submit(run_task, str(job_file))
         (run.root / "slurm_job_id").write_text(f"{job.job_id}\n")
+        if lock is not None:  # the queued job holds the run from now on (a second launch asks squeue about it)
+            lock.hand_over(holder("slurm", str(job.job_id)))
         log.info("submitted Slurm job %s (logs in %s)", job.job_id, executor.folder)
         if cfg.launcher.wait:
-            self._wait(job, run)
+            try:
+                self._wait(job, run)
+            finally:
+                if lock is not None:
+                    lock.release_job(str(job.job_id))
         else:
             log.info("progress: python -m runner.progress %s; when it ends: python -m runner.summary %s",
                      run.root, job_file)

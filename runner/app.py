@@ -7,9 +7,10 @@ from typing import Optional, Tuple
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import inputs, job, models, preflight, vllm_names
+from runner import inputs, job, models, preflight, run_lock, vllm_names
 from runner.errors import ConfigError
 from runner.job import RunDir
+from runner.run_lock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,12 @@ def launch(cfg: DictConfig) -> None:
 
     resolved, report = resolve(cfg)
     run = RunDir(Path(HydraConfig.get().runtime.output_dir)).make()
-    job_file = job.write(resolved, run)
-    preflight.write_for_ranks(report, run.too_long_file)
-    log.info("run directory %s", run.root)
-    launcher_for(resolved.launcher.name).launch(job.load(job_file), job_file)
+    lock = RunLock(run.root)
+    lock.acquire(run_lock.holder(), force=resolved.force_lock)  # before job.yaml, which a live run reads
+    try:
+        job_file = job.write(resolved, run)
+        preflight.write_for_ranks(report, run.too_long_file)
+        log.info("run directory %s", run.root)
+        launcher_for(resolved.launcher.name).launch(job.load(job_file), job_file, lock)
+    finally:
+        lock.release()  # a local run ended; a batch job's lock was handed to the job (nothing left here)

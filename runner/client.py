@@ -23,11 +23,14 @@ from runner import prompts
 from runner.inputs import Line
 from runner.record_log import RecordLog
 from runner.schema import PromptStyle
-from runner.server import VllmServer
+from runner.server import PORT_TRIES, VllmServer
 from runner.tally import Tally
 from runner.walltime import near_end
 
 log = logging.getLogger(__name__)
+
+# this run's server knows its key (401 otherwise) and its model (404 otherwise): these come from another server
+FOREIGN_STATUS = (401, 404)
 
 
 def raise_open_file_limit(connections: int) -> int:
@@ -75,11 +78,21 @@ class Supervisor:
         log.warning("restarting vllm serve (%s), restart %d of %d", why, self.restarts, self.mode.max_restarts)
         await asyncio.to_thread(self.server.stop, self.mode.stop_grace_s)
         try:
-            self.server.spawn()  # from this (the main) thread, which lives as long as the host
-            await asyncio.to_thread(self.server.wait_ready, self.mode.start_timeout_s)
+            for _ in range(PORT_TRIES):
+                self.server.spawn()  # from this (the main) thread, which lives as long as the host
+                if await asyncio.to_thread(self.server.wait_ready, self.mode.start_timeout_s):
+                    break
+            else:
+                self.failed = f"server restart failed: {PORT_TRIES} free ports were taken before it bound one"
         except Exception as e:  # noqa: BLE001 - any start failure ends this host's work
             self.failed = f"server restart failed: {e}"
         self.ready.set()
+
+    def foreign(self, status: int) -> None:
+        """An answer that this run's server cannot give (it knows the key and the model): the port is not ours."""
+        self.failed = (f"port {self.server.port} answered HTTP {status}, not as this run's server (another "
+                       "process holds the port)")
+        log.error("%s; stopping this host", self.failed)
 
     async def server_went_away(self) -> bool:
         """After a connection error: True when the server is down (the request should wait and be resent)."""
@@ -180,6 +193,9 @@ class FileClient:
                 async with self._session.post(self.supervisor.server.url + self.endpoint, json=body) as response:
                     if response.status == 200:
                         return _success(base, await response.json(content_type=None))
+                    if response.status in FOREIGN_STATUS:
+                        self.supervisor.foreign(response.status)
+                        return None  # not the line's fault: no ERROR record, so a rerun answers it
                     last_error = f"HTTP {response.status}: {_server_message(await response.text())}"
                     if _request_at_fault(response.status):
                         return _error(base, last_error)  # the same request would be refused again
@@ -201,7 +217,8 @@ class FileClient:
         timeout = aiohttp.ClientTimeout(total=self.mode.request_timeout_s)
         connector = aiohttp.TCPConnector(limit=self.mode.concurrency)
         self._slots = asyncio.Semaphore(self.mode.concurrency)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector,
+                                         headers=self.supervisor.server.auth) as session:
             self._session = session
             yield self
 

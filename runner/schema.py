@@ -107,7 +107,8 @@ class ServerPerNodeMode:
     retry_backoff_s: float = 1.0
     # seconds one request may take
     request_timeout_s: float = 900.0
-    # first port; local host slot i listens on port + i
+    # first port a host's server tries (local host slot i: port + i), then the next free one up; 0: any free
+    # port the OS picks. A port is used only once it binds, and only a server that knows this run's key counts
     port: int = 8000
     # seconds the server may take to answer /health after start
     start_timeout_s: float = 900.0
@@ -236,6 +237,9 @@ class RunnerConfig:
     sampling: Dict[str, Any] = field(default_factory=dict)
     # write the job's scripts into the run directory and exit without running them
     dry_run: bool = False
+    # take the run directory's lock even though a live launch or a queued or running job holds it (only when
+    # you know that holder is gone, e.g. on a host this one cannot check; the holder is named when refused)
+    force_lock: bool = False
 
 
 _GROUP_OPTIONS = {

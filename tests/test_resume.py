@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
-from conftest import ROOT, read_jsonl, run_runner, write_inputs
+from conftest import ROOT, read_jsonl, run_processes, run_runner, tagged_env, wait_for, write_inputs
 
 pytestmark = pytest.mark.engine
 
@@ -22,13 +23,15 @@ def test_killed_run_resumes_and_answers_every_line_exactly_once(tmp_path):
     run = tmp_path / "run"
     args = [f"mode.input_dir={inputs}", "mode.max_in_flight=4", "sampling.max_tokens=24", f"hydra.run.dir={run}",
             "mode.progress_every_s=0.5"]
+    tag = uuid.uuid4().hex
     first = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **tagged_env(tag)})
     deadline = time.time() + 600
     while not (run / "out" / "0.out").exists() and time.time() < deadline and first.poll() is None:
         time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)  # the launcher and both ranks, as a node failure would
+    os.kill(first.pid, signal.SIGKILL)  # the launcher only: its ranks die with it (no orphan writes on)
     first.wait()
+    assert wait_for(lambda: not run_processes(tag), 30), f"ranks outlived their launcher: {run_processes(tag)}"
     assert (run / "out" / "0.out").exists() and not (run / "out" / "1.out").exists()
     partial = run / "out" / "1.log.jsonl"
     text = partial.read_text() if partial.exists() else ""

@@ -8,10 +8,11 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import pytest
 
-from conftest import ROOT, read_jsonl, run_runner, write_inputs
+from conftest import ROOT, read_jsonl, run_processes, run_runner, shm_files, tagged_env, wait_for, write_inputs
 
 pytestmark = pytest.mark.engine
 
@@ -23,15 +24,16 @@ GENES = {
 }
 
 
-def _args(inputs, run, port, *extra):
-    return ["mode=server_per_node", f"mode.input_dir={inputs}", f"mode.port={port}", "mode.concurrency=8",
+def _args(inputs, run, *extra):
+    """mode.port=0: each server on a port the OS picks (tests never share one)."""
+    return ["mode=server_per_node", f"mode.input_dir={inputs}", "mode.port=0", "mode.concurrency=8",
             "sampling.max_tokens=24", f"hydra.run.dir={run}", *extra]
 
 
 def test_two_hosts_three_files_every_line_once_and_malformed_lines_reported(tmp_path):
     inputs = write_inputs(tmp_path / "in", GENES)
     run = tmp_path / "run"
-    proc = run_runner(_args(inputs, run, 8100, "nodes=2"))
+    proc = run_runner(_args(inputs, run, "nodes=2"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name, lines in GENES.items():
         records = read_jsonl(run / "out" / f"{name}.jsonl")
@@ -54,12 +56,12 @@ def test_two_hosts_three_files_every_line_once_and_malformed_lines_reported(tmp_
     assert progress.stdout == f"{run}: 3 of 3 files finished, 6/6 lines done (100.0%)\n"
 
 
-def _kill_server_when(ledger, port, min_records, run_over):
-    """SIGKILL the server on `port` (its whole process group) once the ledger holds min_records."""
+def _kill_server_when(ledger, tag, min_records, run_over):
+    """SIGKILL the run's server (its guard's whole process group) once the ledger holds min_records."""
     while not run_over.is_set():
         if ledger.exists() and len(ledger.read_text().splitlines()) >= min_records:
-            for group in _server_groups(port):
-                os.killpg(group, signal.SIGKILL)
+            for guard in _server_pids(tag, "runner.server_guard"):
+                os.killpg(guard, signal.SIGKILL)
             return True
         time.sleep(0.2)
     return False
@@ -69,14 +71,14 @@ def test_a_killed_server_is_restarted_and_every_line_answered_exactly_once(tmp_p
     lines = [f"Write a story about the number {i}." for i in range(1, 17)]
     inputs = write_inputs(tmp_path / "in", {"story.txt": lines})
     run = tmp_path / "run"
-    args = _args(inputs, run, 8110, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
+    args = _args(inputs, run, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
                  "mode.prompt_template='{line}'",
                  "mode.concurrency=4", "mode.health_interval_s=1", "sampling.max_tokens=32")
-    killed, run_over = {}, threading.Event()
+    killed, run_over, tag = {}, threading.Event(), uuid.uuid4().hex
     killer = threading.Thread(target=lambda: killed.setdefault(
-        "ok", _kill_server_when(run / "out" / "story.txt.log.jsonl", 8110, 4, run_over)))
+        "ok", _kill_server_when(run / "out" / "story.txt.log.jsonl", tag, 4, run_over)))
     killer.start()
-    proc = run_runner(args)
+    proc = run_runner(args, env=tagged_env(tag))
     run_over.set()
     killer.join()
     assert killed["ok"], "the server was never killed"
@@ -91,63 +93,40 @@ def test_a_killed_server_is_restarted_and_every_line_answered_exactly_once(tmp_p
 
 def test_a_template_field_that_is_no_column_fails_before_launch(tmp_path):
     inputs = write_inputs(tmp_path / "in", GENES)
-    proc = run_runner(_args(inputs, tmp_path / "run", 8120, "mode.prompt_template='Describe {gene}'"))
+    proc = run_runner(_args(inputs, tmp_path / "run", "mode.prompt_template='Describe {gene}'"))
     assert proc.returncode == 2
     assert "mode.prompt_template uses ['gene'], which are not columns" in proc.stderr
     assert not (tmp_path / "run" / "logs" / "run0.log").exists()
 
 
-def _server_pids(port):
-    found = subprocess.run(["pgrep", "-f", f"api_server.*--port {port}"], capture_output=True, text=True)
-    return found.stdout.split()
+def _server_pids(tag, marker="vllm.entrypoints.openai.api_server"):
+    """The run's processes whose argv holds `marker` (the server guard's argv holds the server's too)."""
+    return [pid for pid, argv in run_processes(tag).items() if marker in argv]
 
 
-def _server_groups(port):
-    """The process groups of the server on `port` (its guard, the API server, its engine core)."""
-    groups = set()
-    for pid in _server_pids(port):
-        try:
-            groups.add(os.getpgid(int(pid)))
-        except ProcessLookupError:
-            pass
-    return groups
-
-
-def _group_members(group):
-    return subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True).stdout.split()
-
-
-def _start_a_long_job(tmp_path, port, *extra):
+def _start_a_long_job(tmp_path, *extra):
     """A one-host job over 200 lines, started in the background; returns once its first answer is written,
-    with the job, its run dir and its server's process groups."""
+    with the job, its run dir and the tag that finds its processes."""
     inputs = write_inputs(tmp_path / "in", {"long.txt": [f"Write a long story about {i}." for i in range(200)]})
-    run = tmp_path / "run"
-    args = _args(inputs, run, port, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
+    run, tag = tmp_path / "run", uuid.uuid4().hex
+    args = _args(inputs, run, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
                  "mode.prompt_template='{line}'", "sampling.max_tokens=64", *extra)
     job = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+                           stderr=subprocess.DEVNULL, env={**os.environ, **tagged_env(tag)})
     ledger = run / "out" / "long.txt.log.jsonl"
     deadline = time.time() + 600
     while not (ledger.exists() and ledger.read_text()) and time.time() < deadline and job.poll() is None:
         time.sleep(0.2)
-    groups = _server_groups(port)
-    assert groups, "the server never answered"
-    return job, run, groups
-
-
-def _wait_until_gone(groups, seconds):
-    deadline = time.time() + seconds
-    while any(_group_members(g) for g in groups) and time.time() < deadline:
-        time.sleep(0.5)
-    return not any(_group_members(g) for g in groups)
+    assert _server_pids(tag), "the server never answered"
+    return job, run, tag
 
 
 def test_a_cancelled_job_stops_its_server(tmp_path):
     """SIGTERM to the job (as scancel or qdel send it) leaves no `vllm serve` holding the accelerator."""
-    job, run, groups = _start_a_long_job(tmp_path, 8130, "mode.stop_grace_s=10", "mode.progress_every_s=1")
+    job, run, tag = _start_a_long_job(tmp_path, "mode.stop_grace_s=10", "mode.progress_every_s=1")
     job.send_signal(signal.SIGTERM)
     assert job.wait(timeout=60) != 0
-    assert _wait_until_gone(groups, 60), "vllm serve (or its engine core) outlived the cancelled job"
+    assert wait_for(lambda: not run_processes(tag), 60), "a process of the cancelled job outlived it"
     stats = json.loads((run / "stats" / "host0.json").read_text())
     assert 0 < stats["answered"] < 200
     assert (run / "logs" / "host0" / "vllm-serve.log").exists()
@@ -159,20 +138,21 @@ def test_a_cancelled_job_stops_its_server(tmp_path):
 
 def test_a_host_killed_outright_takes_its_server_down(tmp_path):
     """SIGKILL of a host's worker (no clean-up can run): its server guard takes the server's group down."""
-    job, run, groups = _start_a_long_job(tmp_path, 8140)
-    workers = subprocess.run(["pgrep", "-f", f"runner.worker {run}/job.yaml"], capture_output=True, text=True)
-    assert workers.stdout.split(), "no worker process found"
-    for pid in workers.stdout.split():
-        os.kill(int(pid), signal.SIGKILL)
+    shm_before = shm_files()
+    job, run, tag = _start_a_long_job(tmp_path)
+    workers = _server_pids(tag, "runner.worker")
+    assert len(workers) == 1, run_processes(tag)
+    os.kill(workers[0], signal.SIGKILL)
     assert job.wait(timeout=60) != 0
-    assert _wait_until_gone(groups, 30), "vllm serve (or its engine core) outlived its killed host"
+    assert wait_for(lambda: not run_processes(tag), 30), f"outlived its killed host: {run_processes(tag)}"
+    assert wait_for(lambda: not shm_files() - shm_before, 10), f"leaked in /dev/shm: {shm_files() - shm_before}"
 
 
 def test_a_host_whose_server_stays_down_leaves_its_lines_for_a_rerun(tmp_path):
     """Past max_restarts the host gives up: the lines not answered get no ERROR record (a rerun answers them)."""
-    job, run, groups = _start_a_long_job(tmp_path, 8150, "mode.max_restarts=0", "mode.health_interval_s=1")
-    for group in groups:
-        os.killpg(group, signal.SIGKILL)
+    job, run, tag = _start_a_long_job(tmp_path, "mode.max_restarts=0", "mode.health_interval_s=1")
+    for guard in _server_pids(tag, "runner.server_guard"):
+        os.killpg(guard, signal.SIGKILL)
     assert job.wait(timeout=120) != 0
     records = read_jsonl(run / "out" / "long.txt.log.jsonl")
     assert 0 < len(records) < 200
@@ -187,7 +167,7 @@ def test_a_host_starts_its_next_file_before_the_last_one_ends(tmp_path):
     files = {"a.txt": [f"Name a color, {i}." for i in range(8)], "b.txt": [f"Name a fruit, {i}." for i in range(3)]}
     inputs = write_inputs(tmp_path / "in", files)
     run = tmp_path / "run"
-    proc = run_runner(_args(inputs, run, 8160, "mode.input_format=lines", "mode.input_glob=*.txt",
+    proc = run_runner(_args(inputs, run, "mode.input_format=lines", "mode.input_glob=*.txt",
                             "mode.id_columns=[]", "mode.prompt_template='{line}'", "mode.concurrency=4"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name, lines in files.items():

@@ -1,0 +1,82 @@
+"""Only this run's server is trusted: a foreign HTTP service on the port, over real HTTP (no engine)."""
+
+import asyncio
+import http.server
+import socket
+import threading
+
+from omegaconf import OmegaConf
+
+from runner.client import FileClient, FileResult, Supervisor
+from runner.inputs import Line
+from runner.record_log import RecordLog
+from runner.schema import ServerPerNodeMode
+from runner.server import VllmServer, free_port
+
+
+class _Foreign(http.server.BaseHTTPRequestHandler):
+    """/health 200 (as any vLLM would answer it), everything else 404."""
+
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+def _serve_foreign():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Foreign)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _server_on(port, tmp_path):
+    server = VllmServer("/no/model", "smollm2_135m", port, {}, [], tmp_path / "serve.log", {})
+    server.port = port
+    return server
+
+
+def test_a_port_that_answers_health_is_foreign_and_is_never_picked(tmp_path):
+    foreign = _serve_foreign()
+    port = foreign.server_address[1]
+    try:
+        assert _server_on(port, tmp_path).probe() == "foreign"
+        assert free_port(port, "127.0.0.1") != port
+    finally:
+        foreign.shutdown()
+        foreign.server_close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    assert _server_on(closed, tmp_path).probe() == "down"
+
+
+def test_a_foreign_answer_mid_run_stops_the_host_naming_the_port_and_records_nothing(tmp_path):
+    """The port answers 404 (another process holds it): no line gets a record, so a rerun answers them all."""
+    foreign = _serve_foreign()
+    port = foreign.server_address[1]
+    mode = OmegaConf.merge(OmegaConf.structured(ServerPerNodeMode),
+                           {"input_dir": str(tmp_path), "concurrency": 2, "retries": 3, "prompt_style": "completion"})
+    server = _server_on(port, tmp_path)
+    server.alive = lambda: True  # the host's own process still runs; someone else answers on its port
+    supervisor = Supervisor(server, mode)
+    client = FileClient(supervisor, mode, "smollm2_135m", {"max_tokens": 4})
+    ledger = RecordLog(tmp_path / "a.log.jsonl")
+
+    async def answer():
+        async with client.connected():
+            await client.answer_file("a.txt", [Line(n, f"line {n}") for n in range(1, 6)], ledger, FileResult(),
+                                     asyncio.Event())
+
+    try:
+        asyncio.run(answer())
+    finally:
+        foreign.shutdown()
+        foreign.server_close()
+    assert f"port {port} answered HTTP 404" in supervisor.failed
+    assert len(ledger.done()) == 0
