@@ -21,6 +21,9 @@ from runner.walltime import deadline_env
 
 log = logging.getLogger(__name__)
 
+# seconds a terminated rank or host gets to finish (a host stops its server: mode.stop_grace_s, 30 by default)
+_RANK_STOP_S = 90
+
 
 def rank_env(index: int, count: int, per_node: int) -> Dict[str, str]:
     """The runner's own placement variables (read by runner.topology) for process `index` of `count`."""
@@ -87,6 +90,11 @@ class LocalLauncher:
             for _, proc, _ in procs:
                 if proc.poll() is None:
                     proc.terminate()
+            for _, proc, _ in procs:  # and let them stop their servers: they die at once when this process ends
+                try:
+                    proc.wait(timeout=_RANK_STOP_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         if failed:
             raise JobFailedError(_failure_report(step, failed))
 
