@@ -134,6 +134,9 @@ def _run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: st
     first = next(queue.take(), None)
     if first is None:
         log.info("host %d: no input file left for this host; not starting a server", placement.rank)
+        write_stats(run, f"host{placement.rank}", {"name": f"host{placement.rank}", "host": placement.hostname,
+                                                    "files": [], **FileResult().tally.as_dict(), "prompts": 0,
+                                                    "wall_s": round(time.monotonic() - started, 3)})
         return
     scratch = _scratch(cfg, run, placement.rank)
     _clear_earlier_scratch(cfg, run, placement.rank, scratch)
