@@ -188,7 +188,8 @@ def begin(cfg: DictConfig, item: Item, sync_every_s: Optional[float]) -> Tuple[L
 
 
 def _is_text(cfg: DictConfig) -> bool:
-    return cfg.mode.get("output_format", OutputFormat.jsonl) == OutputFormat.text
+    value = cfg.mode.get("output_format", OutputFormat.jsonl)
+    return getattr(value, "name", value) == OutputFormat.text.name
 
 
 def todo(lines: List[inputs.Line], ledger: RecordLog, cfg: DictConfig) -> List[inputs.Line]:

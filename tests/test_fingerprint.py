@@ -100,3 +100,57 @@ def test_newest_record_wins_an_error_is_retried_a_success_never_twice(tmp_path):
     out = tmp_path / "a.out"
     again.finalize(out, json.dumps)
     assert [json.loads(x)["text"] for x in out.read_text().splitlines()] == ["fixed", "ok"]
+
+
+def _cfg(tmp_path, **mode):
+    return OmegaConf.create({"model": {"name": "m", "path": "/p", "engine": {}}, "cluster": {"engine": {}},
+                             "sampling": {"max_tokens": 8}, "rerun": "errors", "rerun_epoch": "e1",
+                             "mode": {"name": "per_tile", "output_format": "jsonl", **mode}})
+
+
+def _answer(cfg, item, statuses):
+    """What a rank does between rerun.begin and rerun.finish, with made-up answers instead of an engine."""
+    from runner.record_log import as_original_text
+    from runner.rerun import begin, finish, todo
+
+    lines, ledger = begin(cfg, item, None)
+    if ledger is None:
+        return []
+    asked = todo(lines, ledger, cfg)
+    ledger.append([{"line": line.number, "prompt": line.text, "text": f"answer {line.number}",
+                    "status": statuses.get(line.number, "SUCCESS")} for line in asked])
+    finish(cfg, item, lines, ledger, as_original_text if cfg.mode.output_format == "text" else json.dumps)
+    return [line.number for line in asked]
+
+
+def test_a_text_output_keeps_its_ledger_so_errors_and_appended_lines_are_answered_later(tmp_path):
+    path = tmp_path / "0.in"
+    _write(path, ["p1", "p2"])
+    item = Item(path, tmp_path / "0.out", tmp_path / "0.log.jsonl")
+    cfg = _cfg(tmp_path, output_format="text")
+    assert _answer(cfg, item, {2: "ERROR"}) == [1, 2]
+    assert item.output.exists() and item.ledger.exists()
+    assert _answer(cfg, item, {}) == [2]  # the ERROR record is retried
+    with open(path, "a") as f:
+        f.write("p3\n")
+    assert _answer(cfg, item, {}) == [3]
+    assert _answer(cfg, item, {}) == []
+    assert item.output.read_text().splitlines() == [f"Prompt: 'p{i}', Generated text: 'answer {i}'" for i in (1, 2, 3)]
+
+
+def test_a_jsonl_output_goes_back_into_its_ledger_for_an_appended_line_and_rerun_none_keeps_errors(tmp_path):
+    path = tmp_path / "0.in"
+    _write(path, ["p1", "p2"])
+    item = Item(path, tmp_path / "0.out", tmp_path / "0.log.jsonl")
+    cfg = _cfg(tmp_path)
+    assert _answer(cfg, item, {1: "ERROR"}) == [1, 2]
+    assert not item.ledger.exists()
+    with open(path, "a") as f:
+        f.write("p3\n")
+    cfg.rerun = "none"
+    assert _answer(cfg, item, {}) == [3]
+    assert [json.loads(x)["status"] for x in item.output.read_text().splitlines()] == ["ERROR", "SUCCESS", "SUCCESS"]
+    cfg.rerun = "errors"
+    assert _answer(cfg, item, {}) == [1]
+    cfg.rerun_epoch = "e2"  # rerun=all: everything again
+    assert _answer(cfg, item, {}) == [1, 2, 3]
