@@ -44,7 +44,7 @@ def test_summary_counts_prompts_and_tokens(two_rank_run):
     assert summary["wall_tokens_per_s"] > 0
     # the headline: the ranks' generation rates summed (they generate side by side)
     rates = [w["output_tokens"] / w["generate_s"] for w in summary["per_worker"]]
-    assert summary["generation_tokens_per_s"] == pytest.approx(sum(rates), rel=0.01)
+    assert summary["generation_tokens_per_s"] == pytest.approx(sum(rates), abs=0.15)  # rounded to 0.1 each
     assert summary["generation_tokens_per_s"] > summary["wall_tokens_per_s"]
     assert all(w["output_tokens_per_s"] > 0 and w["engine_start_s"] > 0 for w in summary["per_worker"])
     assert all(0 < w["record_s"] < w["generate_s"] for w in summary["per_worker"])  # the rank's own share
