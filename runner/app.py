@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import inputs, job, models, preflight, run_lock, vllm_names
+from runner import inputs, job, models, preflight, rerun, run_lock, vllm_names
 from runner.errors import ConfigError
 from runner.job import RunDir
 from runner.run_lock import RunLock
@@ -97,6 +97,8 @@ def launch(cfg: DictConfig) -> None:
     lock = RunLock(run.root)
     lock.acquire(run_lock.holder(), force=resolved.force_lock)  # before job.yaml, which a live run reads
     try:
+        previous = OmegaConf.load(run.job_file) if run.job_file.is_file() else None
+        resolved.rerun_epoch = rerun.check_launch(resolved, run, previous)  # refuses before job.yaml is rewritten
         job_file = job.write(resolved, run)
         preflight.write_for_ranks(report, run.too_long_file)
         log.info("run directory %s", run.root)

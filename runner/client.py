@@ -222,14 +222,14 @@ class FileClient:
             self._session = session
             yield self
 
-    async def answer_file(self, file_name: str, lines: List[Line], ledger: RecordLog, result: FileResult,
-                          handed_out: asyncio.Event) -> None:
-        """Answer the lines not yet in the ledger, counting into `result` (the caller's, so that an interrupted
-        file is counted too); stops taking new lines near the walltime. `handed_out` is set once no line is left
-        to send: the host then starts its next file, so the server's batch does not drain at a file's end."""
-        todo = [line for line in lines if line.number not in ledger.done()]
-        result.resumed, started = len(lines) - len(todo), time.monotonic()
-        log.info("%s: started, %d lines, %d answered before", file_name, len(lines), result.resumed)
+    async def answer_file(self, file_name: str, todo: List[Line], resumed: int, ledger: RecordLog,
+                          result: FileResult, handed_out: asyncio.Event) -> None:
+        """Answer the lines `todo` (rerun.todo: no record yet, or only an ERROR one) into the ledger, counting
+        into `result` (the caller's, so that an interrupted file is counted too); stops taking new lines near
+        the walltime. `handed_out` is set once no line is left to send: the host then starts its next file, so
+        the server's batch does not drain at a file's end."""
+        result.resumed, started = resumed, time.monotonic()
+        log.info("%s: started, %d lines, %d answered before", file_name, len(todo) + resumed, resumed)
         pending = iter(todo)
 
         async def worker():

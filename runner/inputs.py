@@ -14,9 +14,10 @@ class Line:
     text: str
 
 
-def read_lines(path: Path) -> List[Line]:
-    """Non-blank lines of a UTF-8 file, with their line numbers; trailing newlines stripped."""
-    return list(_iter_lines(path))
+def read_lines(path: Path, scanner=None) -> List[Line]:
+    """Non-blank lines of a UTF-8 file, with their line numbers; trailing newlines stripped. `scanner` (a
+    fingerprint.Scanner) is fed every raw line, so the file is fingerprinted in the same pass."""
+    return list(_iter_lines(path, scanner))
 
 
 class NotUtf8(ValueError):
@@ -26,9 +27,11 @@ class NotUtf8(ValueError):
         super().__init__(f"{path}: line {number} is not UTF-8 ({error.reason} at byte {error.start + 1} of the line)")
 
 
-def _iter_lines(path: Path) -> Iterator[Line]:
+def _iter_lines(path: Path, scanner=None) -> Iterator[Line]:
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
+            if scanner is not None:
+                scanner.add(raw)
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:

@@ -1,7 +1,8 @@
 """mode=per_tile, one rank: read {rank}.in, answer every line with an offline vLLM engine, write {rank}.out.
 
-Each answer is appended to out/{rank}.log.jsonl as it finishes; a rerun answers only the lines not in it.
-{rank}.out appears, complete, only when every line is answered.
+Each answer is appended to out/{rank}.log.jsonl as it finishes; a rerun answers only the lines not in it (and
+those with only ERROR records, and lines appended since; runner/rerun.py). {rank}.out appears, complete, only
+when every line has a record.
 """
 
 import logging
@@ -12,7 +13,7 @@ from typing import List, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, inputs, preflight
+from runner import engine, inputs, preflight, rerun
 from runner.devices import DEVICE_VARS
 from runner.errors import JobFailedError
 from runner.job import RunDir
@@ -55,39 +56,35 @@ def _record(rank: int, line: inputs.Line, answer: engine.Answer) -> dict:
 
 def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str) -> None:
     rank, started = placement.rank, time.monotonic()
-    out_path, ledger_path = rank_outputs(run.out, rank)
-    lines = inputs.read_lines(input_path(cfg, rank))
-    ledger = RecordLog(ledger_path, sync_every_s=cfg.mode.sync_every_s)
-    complete = out_path.exists()
-    done = len(lines) if complete else len(ledger.done())
+    item = rerun.Item(input_path(cfg, rank), *rank_outputs(run.out, rank))
+    lines, ledger = rerun.begin(cfg, item, cfg.mode.sync_every_s)
+    todo = rerun.todo(lines, ledger, cfg) if ledger is not None else []
+    done = len(lines) - len(todo)
     log.info("rank %d on %s: %d lines, %d answered before, %d to do", rank, placement.hostname, len(lines), done,
-             len(lines) - done)
-    tally = Tally()
+             len(todo))
+    tally, complete = Tally(), ledger is None
     stats = {"name": f"rank{rank}", "host": placement.hostname, "local_rank": placement.local_rank,
              "device": {k: os.environ.get(k, "") for k in DEVICE_VARS}, "resumed": done,
              "engine_start_s": 0.0, "generate_s": 0.0, "record_s": 0.0}
     if complete:
-        log.info("rank %d: %s is complete already, nothing to do", rank, out_path)
+        log.info("rank %d: %s is complete already, nothing to do", rank, item.output)
     try:
         if not complete:
-            todo = [line for line in lines if line.number not in ledger.done()]
             if todo and cfg.mode.on_too_long == OnTooLong.record:
                 todo = _record_too_long(run, rank, input_path(cfg, rank).name, todo, ledger, tally)
             if todo:
                 _answer_all(cfg, rank, todo, ledger, model_path, stats, tally)
-            complete = len(ledger.done()) == len(lines)
+            render = as_jsonl if cfg.mode.output_format == OutputFormat.jsonl else as_original_text
+            complete = rerun.finish(cfg, item, lines, ledger, render)
             if complete:
-                render = as_jsonl if cfg.mode.output_format == OutputFormat.jsonl else as_original_text
-                ledger.finalize(out_path, render)
-                log.info("rank %d: wrote %s (%d answers)", rank, out_path, len(lines))
-            else:
-                ledger.close()
+                log.info("rank %d: wrote %s (%d answers)", rank, item.output, len(lines))
     finally:
         stats.update(tally.as_dict(), prompts=done + tally.answered, wall_s=round(time.monotonic() - started, 3))
         write_stats(run, f"rank{rank}", stats)
     if not complete:
-        raise JobFailedError(f"rank {rank} stopped near the walltime with {len(lines) - len(ledger.done())} lines "
-                             "left; rerun the same command to resume")
+        left = sum(ledger.needs(line.number, False) for line in lines)
+        raise JobFailedError(f"rank {rank} stopped near the walltime with {left} lines left; rerun the same "
+                             "command to resume")
 
 
 def _record_too_long(run: RunDir, rank: int, input_name: str, todo: List[inputs.Line], ledger: RecordLog,

@@ -1,8 +1,9 @@
 """python -m runner.progress RUN: how far a job has got, read from its run folder alone (RUN: the folder or its
 job.yaml). It works while the job runs, e.g. from a login node, and after the job stopped.
 
-For each input file it counts the answered lines: all of them once the output is finished, else the lines in the
-file's ledger. It prints the unfinished files and the total.
+For each input file it counts the distinct answered lines: from the finished output's sidecar, else from the
+file's ledger; a file appended or edited since its output was finished is not finished. It prints the
+unfinished files and the total.
 """
 
 import sys
@@ -12,9 +13,11 @@ from typing import List
 
 from omegaconf import OmegaConf
 
+from runner.fingerprint import read_sidecar, unchanged
 from runner.inputs import count_lines
 from runner.job import RunDir
-from runner.work_queue import ledger_path, list_inputs, output_path
+from runner.record_log import scan
+from runner.rerun import Item, work_items
 
 _LISTED = 20
 
@@ -22,46 +25,41 @@ _LISTED = 20
 @dataclass(frozen=True)
 class FileProgress:
     name: str
+    # distinct lines with a record (a line answered twice counts once)
     answered: int
     lines: int
     finished: bool
+    # lines whose newest record is an ERROR (a rerun retries them)
+    errors: int = 0
 
 
-def _ledger_lines(path: Path) -> int:
-    """Whole records in a ledger (a torn last line is not counted)."""
-    if not path.exists():
-        return 0
-    with open(path, "rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-
-
-def _work_items(run: RunDir):
-    """(input file, finished output, ledger) for every input of the job."""
-    cfg = OmegaConf.load(run.job_file)  # untyped: a job file of an older runner version is read too
-    if cfg.mode.name == "per_tile":
-        from runner.per_tile import input_paths, rank_outputs
-
-        for rank, path in enumerate(input_paths(cfg, cfg.nodes * cfg.cluster.ranks_per_node)):
-            yield (path, *rank_outputs(run.out, rank))
-    else:
-        for path in list_inputs(cfg):
-            yield path, output_path(run.out, path), ledger_path(run.out, path)
+def _file_progress(item: Item) -> FileProgress:
+    lines = count_lines(item.input) if item.input.exists() else 0
+    sidecar = read_sidecar(item.ledger)
+    if item.output.exists() and (sidecar is None or sidecar.answered is None):  # a runner without sidecars
+        return FileProgress(item.input.name, lines, lines, True)
+    if item.output.exists():
+        current = item.input.exists() and unchanged(sidecar.input, item.input)  # else: appended or edited since
+        return FileProgress(item.input.name, sidecar.answered, lines, current, len(sidecar.errors))
+    newest = scan(item.ledger) if item.ledger.exists() else {}
+    return FileProgress(item.input.name, len(newest), lines, False, sum(newest.values()))
 
 
 def progress(run: RunDir) -> List[FileProgress]:
-    files = []
-    for path, finished, ledger in _work_items(run):
-        lines = count_lines(path) if path.exists() else 0
-        done = finished.exists()
-        files.append(FileProgress(path.name, lines if done else min(_ledger_lines(ledger), lines), lines, done))
-    return files
+    """Every input file's progress: a finished output's counts come from its sidecar (one small read), a ledger's
+    from its distinct lines."""
+    cfg = OmegaConf.load(run.job_file)  # untyped: a job file of an older runner version is read too
+    return [_file_progress(item) for item in work_items(cfg, run)]
 
 
 def describe(run: RunDir, files: List[FileProgress]) -> str:
     answered, lines = sum(f.answered for f in files), sum(f.lines for f in files)
     finished = sum(f.finished for f in files)
     share = 100.0 * answered / lines if lines else 100.0
-    out = [f"{run.root}: {finished} of {len(files)} files finished, {answered}/{lines} lines done ({share:.1f}%)"]
+    errors = sum(f.errors for f in files)
+    retry = f", {errors} with an ERROR record (a rerun retries them)" if errors else ""
+    out = [f"{run.root}: {finished} of {len(files)} files finished, {answered}/{lines} lines done ({share:.1f}%)"
+           f"{retry}"]
     unfinished = [f for f in files if not f.finished]
     for f in unfinished[:_LISTED]:
         out.append(f"  {f.name}: {f.answered}/{f.lines}")

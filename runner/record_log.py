@@ -5,6 +5,9 @@ Each append is flushed as it is written, so a killed process keeps what it finis
 last line (killed mid-write) is cut off on reopen. `finalize` writes the complete output atomically
 (temp file, then rename), sorted by line and with each line once, then removes the log.
 
+The newest record of a line wins: a rerun that retries an ERROR record appends the new one, and `finalize`
+writes that. A line that has a record other than an ERROR is never appended again (exactly once).
+
 Only each line's byte offset in the log is held in memory (about 100 bytes a line, not the record: a million
 answers of 1 KB took 4.7 GB per rank when the records were kept); `finalize` reads the records back in line order.
 """
@@ -13,7 +16,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, KeysView, Optional
+from typing import Callable, Dict, Iterable, Iterator, KeysView, Optional, Set
 
 
 class RecordLog:
@@ -21,7 +24,8 @@ class RecordLog:
         """sync_every_s=None: flush to the OS only (survives a killed process, not a crashed node)."""
         self.path = Path(path)
         self.sync_every_s = sync_every_s
-        self._offsets: Dict[int, int] = {}  # line number -> where its record starts in the log
+        self._offsets: Dict[int, int] = {}  # line number -> where its newest record starts in the log
+        self._errors: Set[int] = set()  # lines whose newest record is an ERROR
         self._size = self._recover()
         self._file = None
         self._synced = time.monotonic()
@@ -36,15 +40,30 @@ class RecordLog:
                 if not raw.endswith(b"\n"):
                     break
                 if raw.strip():
-                    self._offsets.setdefault(json.loads(raw)["line"], good)
+                    self._index(json.loads(raw), good)
                 good += len(raw)
             if f.seek(0, os.SEEK_END) != good:
                 f.truncate(good)
         return good
 
+    def _index(self, record: dict, offset: int) -> None:
+        self._offsets[record["line"]] = offset
+        if is_error(record):
+            self._errors.add(record["line"])
+        else:
+            self._errors.discard(record["line"])
+
     def done(self) -> KeysView[int]:
-        """Line numbers already answered (a live view: no copy, O(1) membership)."""
+        """Line numbers that have a record, ERROR or not (a live view: no copy, O(1) membership)."""
         return self._offsets.keys()
+
+    def errors(self) -> Set[int]:
+        """Line numbers whose newest record is an ERROR (a rerun retries them by default)."""
+        return self._errors
+
+    def needs(self, line: int, retry_errors: bool) -> bool:
+        """Whether `line` is still to be answered: no record yet, or (retry_errors) only an ERROR one."""
+        return line not in self._offsets or (retry_errors and line in self._errors)
 
     def records(self) -> Iterator[dict]:
         """Every record once, in line order, read back from the log."""
@@ -60,11 +79,11 @@ class RecordLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")
         for record in records:
-            if record["line"] in self._offsets:
-                continue
+            if record["line"] in self._offsets and record["line"] not in self._errors:
+                continue  # answered already: never twice
             data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
             self._file.write(data)
-            self._offsets[record["line"]] = self._size
+            self._index(record, self._size)
             self._size += len(data)
         self._file.flush()
         if self.sync_every_s is not None and time.monotonic() - self._synced >= self.sync_every_s:
@@ -77,8 +96,9 @@ class RecordLog:
             self._file.close()
             self._file = None
 
-    def finalize(self, out_path: Path, render: Callable[[dict], str]) -> None:
-        """Write every record once, in line order, to out_path (atomically); drop the log."""
+    def finalize(self, out_path: Path, render: Callable[[dict], str], keep_log: bool = False) -> None:
+        """Write every line's newest record once, in line order, to out_path (atomically); drop the log unless
+        keep_log (an output a rerun cannot read back, e.g. the text format, keeps its records there)."""
         self.close()
         tmp = out_path.with_name(out_path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -87,7 +107,24 @@ class RecordLog:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out_path)
-        self.path.unlink(missing_ok=True)
+        if not keep_log:
+            self.path.unlink(missing_ok=True)
+
+
+def is_error(record: dict) -> bool:
+    return record.get("status") == "ERROR"
+
+
+def scan(path: Path) -> Dict[int, bool]:
+    """Read-only (a live job's ledger is not touched): line -> whether its newest record is an ERROR, over the
+    whole records of a ledger or a finished JSONL output (a torn last line is skipped)."""
+    newest: Dict[int, bool] = {}
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.endswith(b"\n") and raw.strip():
+                record = json.loads(raw)
+                newest[record["line"]] = is_error(record)
+    return newest
 
 
 def as_jsonl(record: dict) -> str:

@@ -38,6 +38,17 @@ class OnTooLong(Enum):
     record = "record"
 
 
+class RerunPolicy(Enum):
+    # answer lines with no record, or only ERROR records (default)
+    errors = "errors"
+    # as errors, and answer an input file changed before its last answered line again from the start
+    changed = "changed"
+    # answer every line again (also after a change of the answer-shaping config)
+    all = "all"
+    # answer only lines with no record: ERROR records stay final
+    none = "none"
+
+
 class ModelSource(Enum):
     path = "path"
     smollm2_package = "smollm2_package"
@@ -235,6 +246,11 @@ class RunnerConfig:
     run_name: str = MISSING
     # vllm.SamplingParams arguments, with vLLM's own names
     sampling: Dict[str, Any] = field(default_factory=dict)
+    # what a rerun of the same run answers again: errors | changed | all | none (runner/rerun.py); a changed
+    # input or answer-shaping config (model, engine, sampling, template, columns) is refused without it
+    rerun: RerunPolicy = RerunPolicy.errors
+    # set by the launcher, not by hand: the answer set the outputs belong to (a new one under rerun=all)
+    rerun_epoch: str = ""
     # write the job's scripts into the run directory and exit without running them
     dry_run: bool = False
     # take the run directory's lock even though a live launch or a queued or running job holds it (only when

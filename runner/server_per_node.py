@@ -14,11 +14,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, inputs, preflight
+from runner import engine, preflight, rerun
 from runner.client import FileClient, FileResult, Supervisor, raise_open_file_limit
 from runner.errors import JobFailedError
 from runner.job import RunDir
-from runner.record_log import RecordLog, as_jsonl
+from runner.record_log import as_jsonl
 from runner.schema import OnTooLong
 from runner.server import VllmServer
 from runner.summary import write_stats
@@ -73,7 +73,7 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server:
             while input_file is not None:
                 result, handed_out = FileResult(), asyncio.Event()
                 totals["files"].append(input_file.name)
-                task = asyncio.create_task(_answer_file(client, input_file, run, result, handed_out, host))
+                task = asyncio.create_task(_answer_file(cfg, client, input_file, run, result, handed_out, host))
                 running.append(task)
                 await _first_of(task, handed_out)
                 if supervisor.failed or result.stopped_for_walltime or near_end(cfg.mode.walltime_margin_s):
@@ -97,18 +97,20 @@ async def _first_of(task: asyncio.Task, event: asyncio.Event) -> None:
         waiter.cancel()
 
 
-async def _answer_file(client: FileClient, input_file: Path, run: RunDir, result: FileResult,
+async def _answer_file(cfg: DictConfig, client: FileClient, input_file: Path, run: RunDir, result: FileResult,
                        handed_out: asyncio.Event, host: FileResult) -> None:
     try:
-        lines = await asyncio.to_thread(inputs.read_lines, input_file)
-        ledger = await asyncio.to_thread(RecordLog, ledger_path(run.out, input_file), None)
-        await client.answer_file(input_file.name, lines, ledger, result, handed_out)
-        if len(ledger.done()) == len(lines):
-            await asyncio.to_thread(ledger.finalize, output_path(run.out, input_file), as_jsonl)
+        item = rerun.Item(input_file, output_path(run.out, input_file), ledger_path(run.out, input_file))
+        lines, ledger = await asyncio.to_thread(rerun.begin, cfg, item, None)
+        if ledger is None:
+            result.resumed = len(lines)
+            return
+        todo = rerun.todo(lines, ledger, cfg)
+        await client.answer_file(input_file.name, todo, len(lines) - len(todo), ledger, result, handed_out)
+        if await asyncio.to_thread(rerun.finish, cfg, item, lines, ledger, as_jsonl):
             log.info("%s: %d lines answered (%d errors, %d before) in %.1f s", input_file.name,
                      result.tally.answered, result.tally.errors, result.resumed, result.seconds)
         else:
-            ledger.close()
             log.warning("%s: %d of %d lines done; the rest are left for a rerun", input_file.name,
                         len(ledger.done()), len(lines))
     finally:
@@ -119,6 +121,8 @@ async def _answer_file(client: FileClient, input_file: Path, run: RunDir, result
 def run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str) -> None:
     started = time.monotonic()
     stale = cfg.mode.claim_stale_after_s
+    if placement.rank == 0:  # finished files with lines appended or ERROR records to retry become claimable
+        rerun.reopen_finished(cfg, rerun.work_items(cfg, run))
     queue = FileQueue(list_inputs(cfg), run.out, run.root / "claims", stale_after_s=stale,
                       poll_s=max(1.0, min(30.0, stale / 10)))
     with queue.heartbeats():
@@ -130,6 +134,9 @@ def _run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: st
     first = next(queue.take(), None)
     if first is None:
         log.info("host %d: no input file left for this host; not starting a server", placement.rank)
+        write_stats(run, f"host{placement.rank}", {"name": f"host{placement.rank}", "host": placement.hostname,
+                                                    "files": [], **FileResult().tally.as_dict(), "prompts": 0,
+                                                    "wall_s": round(time.monotonic() - started, 3)})
         return
     scratch = _scratch(cfg, run, placement.rank)
     _clear_earlier_scratch(cfg, run, placement.rank, scratch)

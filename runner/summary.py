@@ -1,12 +1,19 @@
-"""Per-rank statistics and the run's summary: prompts, tokens, wall time, tokens/s per rank and in total.
+"""Per-rank statistics and the run's summary: lines answered, this run's tokens and rates, per rank and in total.
 
-`prompts` counts every answered line of the outputs, `resumed` those answered by an earlier run; errors and
-token counts (and so the rates) are of this run's answers only.
+`prompts` counts the distinct answered lines of the outputs as they are now (runner.progress: a line answered
+twice counts once), `lines` the lines of the inputs now, `resumed` the answered lines that came from an earlier
+run, `error_lines` the lines whose record is an ERROR (a rerun retries them). Errors, tokens and times are of
+this run's workers only: stats/*.json of an earlier attempt are not summed in.
+
+The headline rate is generation tokens/s: each worker's output tokens over its generation time, summed over
+the workers (they generate side by side, so the job's rate is the sum of theirs). The wall-clock rate (engine
+start, loading and waiting included) is given beside it as `wall_tokens_per_s`.
 """
 
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -16,11 +23,13 @@ log = logging.getLogger(__name__)
 
 
 def write_stats(run: RunDir, name: str, stats: Dict) -> None:
-    """Record one rank's (or host's) numbers as stats/<name>.json."""
+    """Record one rank's (or host's) numbers as stats/<name>.json, tagged with the job attempt that made them."""
+    from runner.work_queue import attempt_id
+
     run.stats.mkdir(parents=True, exist_ok=True)
     path = run.stats / f"{name}.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(stats, indent=1))
+    tmp.write_text(json.dumps({**stats, "attempt": attempt_id(), "ended_at": time.time()}, indent=1))
     tmp.replace(path)
 
 
@@ -28,36 +37,58 @@ def _rate(tokens: float, seconds: float) -> float:
     return round(tokens / seconds, 1) if seconds > 0 else 0.0
 
 
+def this_attempt(run: RunDir) -> List[Dict]:
+    """The stats of the current job attempt; outside a job (a later `python -m runner.summary`), those of the
+    attempt that wrote the newest stats."""
+    from runner.work_queue import attempt_id
+
+    workers = [json.loads(p.read_text()) for p in sorted(run.stats.glob("*.json"))]
+    attempt = attempt_id()
+    if not any(w.get("attempt") == attempt for w in workers):
+        attempt = max(workers, key=lambda w: w.get("ended_at", 0.0), default={}).get("attempt")
+    return [w for w in workers if w.get("attempt") == attempt]
+
+
 def summarize(run: RunDir, wall_s: float = 0.0) -> Dict:
-    """Gather stats/*.json into summary.json; wall_s is the job's wall time where the launcher knows it."""
-    workers: List[Dict] = [json.loads(p.read_text()) for p in sorted(run.stats.glob("*.json"))]
-    keys = ("prompts", "resumed", "errors", "prompt_tokens", "output_tokens")
+    """Gather this attempt's stats and the outputs' counts into summary.json; wall_s is the job's wall time
+    where the launcher knows it."""
+    from runner.progress import progress
+
+    workers = this_attempt(run)
+    files = progress(run)
+    keys = ("answered", "errors", "prompt_tokens", "output_tokens")
     total = {key: sum(w.get(key, 0) for w in workers) for key in keys}
+    prompts = sum(f.answered for f in files)
     wall = wall_s or max((w.get("wall_s", 0.0) for w in workers), default=0.0)
+    per_worker = [{**w, "output_tokens_per_s": _rate(w.get("output_tokens", 0), w.get("generate_s", 0.0))}
+                  for w in workers]
     summary = {
-        **total,
+        "prompts": prompts, "lines": sum(f.lines for f in files), "resumed": max(prompts - total["answered"], 0),
+        "error_lines": sum(f.errors for f in files), **total,
         "workers": len(workers),
         "wall_s": round(wall, 2),
-        "output_tokens_per_s": _rate(total["output_tokens"], wall),
-        "per_worker": [
-            {**w, "output_tokens_per_s": _rate(w.get("output_tokens", 0), w.get("generate_s", 0.0))} for w in workers
-        ],
+        "generate_s": max((w.get("generate_s", 0.0) for w in workers), default=0.0),
+        "generation_tokens_per_s": round(sum(w["output_tokens_per_s"] for w in per_worker), 1),
+        "wall_tokens_per_s": _rate(total["output_tokens"], wall),
+        "per_worker": per_worker,
     }
     run.summary_file.write_text(json.dumps(summary, indent=1))
     return summary
 
 
 def describe(summary: Dict) -> str:
+    s = summary
     lines = [
-        f"{summary['prompts']} prompts ({summary['resumed']} from an earlier run), {summary['errors']} errors, "
-        f"{summary['output_tokens']} output tokens "
-        f"in {summary['wall_s']} s: {summary['output_tokens_per_s']} output tokens/s "
-        f"over {summary['workers']} workers"
+        f"{s['prompts']}/{s['lines']} lines answered ({s['resumed']} from an earlier run, {s['error_lines']} "
+        f"with an ERROR record); this run: {s['answered']} answered, {s['errors']} errors, {s['output_tokens']} "
+        f"output tokens, {s['generation_tokens_per_s']} generation tok/s over {s['workers']} workers "
+        f"(wall clock: {s['wall_tokens_per_s']} tok/s over {s['wall_s']} s, engine start included)"
     ]
-    for w in summary["per_worker"]:
+    for w in s["per_worker"]:
         lines.append(
-            f"  {w['name']}: {w.get('prompts', 0)} prompts, {w.get('output_tokens', 0)} tokens, "
-            f"{w['output_tokens_per_s']} tok/s (engine start {w.get('engine_start_s', 0)} s)"
+            f"  {w['name']}: {w.get('answered', 0)} answered, {w.get('output_tokens', 0)} tokens, "
+            f"{w['output_tokens_per_s']} generation tok/s over {w.get('generate_s', 0)} s "
+            f"(engine start {w.get('engine_start_s', 0)} s)"
         )
     return "\n".join(lines)
 

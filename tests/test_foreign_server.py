@@ -70,7 +70,7 @@ def test_a_foreign_answer_mid_run_stops_the_host_naming_the_port_and_records_not
 
     async def answer():
         async with client.connected():
-            await client.answer_file("a.txt", [Line(n, f"line {n}") for n in range(1, 6)], ledger, FileResult(),
+            await client.answer_file("a.txt", [Line(n, f"line {n}") for n in range(1, 6)], 0, ledger, FileResult(),
                                      asyncio.Event())
 
     try:

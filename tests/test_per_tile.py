@@ -41,10 +41,14 @@ def test_summary_counts_prompts_and_tokens(two_rank_run):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["prompts"] == 5 and summary["workers"] == 2
     assert summary["output_tokens"] == sum(r["output_tokens"] for k in (0, 1) for r in read_jsonl(run / "out" / f"{k}.out"))
-    assert summary["output_tokens_per_s"] > 0
+    assert summary["wall_tokens_per_s"] > 0
+    # the headline: the ranks' generation rates summed (they generate side by side)
+    rates = [w["output_tokens"] / w["generate_s"] for w in summary["per_worker"]]
+    assert summary["generation_tokens_per_s"] == pytest.approx(sum(rates), abs=0.15)  # rounded to 0.1 each
+    assert summary["generation_tokens_per_s"] > summary["wall_tokens_per_s"]
     assert all(w["output_tokens_per_s"] > 0 and w["engine_start_s"] > 0 for w in summary["per_worker"])
     assert all(0 < w["record_s"] < w["generate_s"] for w in summary["per_worker"])  # the rank's own share
-    assert "5 prompts (0 from an earlier run), 0 errors" in proc.stderr
+    assert "5/5 lines answered (0 from an earlier run, 0 with an ERROR record); this run: 5 answered" in proc.stderr
 
 
 def test_rerun_of_a_finished_run_does_nothing_again(two_rank_run):

@@ -53,7 +53,8 @@ def test_two_hosts_three_files_every_line_once_and_malformed_lines_reported(tmp_
     assert (summary["prompts"], summary["errors"]) == (6, 1)
     progress = subprocess.run([sys.executable, "-m", "runner.progress", str(run / "job.yaml")], cwd=ROOT,
                               capture_output=True, text=True, check=True)
-    assert progress.stdout == f"{run}: 3 of 3 files finished, 6/6 lines done (100.0%)\n"
+    assert progress.stdout == (f"{run}: 3 of 3 files finished, 6/6 lines done (100.0%), 1 with an ERROR record "
+                               "(a rerun retries them)\n")
 
 
 def _kill_server_when(ledger, tag, min_records, run_over):

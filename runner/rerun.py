@@ -1,0 +1,211 @@
+"""What a rerun does with each input file, so that the outputs reflect the inputs and the config as they are now.
+
+Each output's sidecar (runner.fingerprint) holds the fingerprint of its input and the run's answer set
+(`rerun_epoch` in job.yaml: a new one when the answer-shaping config changes under `rerun=all`). Per file:
+
+- nothing answered yet: answered from the start (fresh)
+- answered under another epoch: answered again from the start (restart)
+- the input changed at or before its last answered line (edited, lines deleted: records would sit on other
+  prompts): refused, or with `rerun=changed` (or `all`) answered again from the start
+- lines appended, or (`rerun=errors`, the default) lines whose newest record is an ERROR: a finished output is
+  reopened (its records go back into the ledger) and those lines are answered; a ledger is continued (resume)
+- else nothing to do (skip)
+"""
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+from omegaconf import DictConfig
+
+from runner import inputs
+from runner.errors import ConfigError
+from runner.fingerprint import (InputPrint, Scanner, Sidecar, changed_from, config_print, differing, read_sidecar,
+                                unchanged, write_sidecar)
+from runner.job import RunDir
+from runner.record_log import RecordLog
+from runner.schema import OutputFormat, RerunPolicy
+
+log = logging.getLogger(__name__)
+
+_LISTED = 5
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input file and what the run writes for it."""
+
+    input: Path
+    output: Path
+    ledger: Path
+
+
+def work_items(cfg: DictConfig, run: RunDir) -> List[Item]:
+    """Every input of the job with its finished output and its ledger (per_tile: a rank's file)."""
+    if cfg.mode.name == "per_tile":
+        from runner.per_tile import input_paths, rank_outputs
+
+        paths = input_paths(cfg, cfg.nodes * cfg.cluster.ranks_per_node)
+        return [Item(path, *rank_outputs(run.out, rank)) for rank, path in enumerate(paths)]
+    from runner.work_queue import ledger_path, list_inputs, output_path
+
+    return [Item(path, output_path(run.out, path), ledger_path(run.out, path)) for path in list_inputs(cfg)]
+
+
+def _policy(cfg: DictConfig) -> RerunPolicy:
+    return RerunPolicy[str(getattr(cfg.rerun, "name", cfg.rerun))]
+
+
+def _change(stored: InputPrint, path: Path, now: Optional[InputPrint]) -> Tuple[Optional[int], bool]:
+    """(first line that may have changed or None, whether the file grew). Without `now` (the file not read
+    yet) an unchanged size and mtime are trusted, so a rerun with nothing to do reads no input."""
+    if now is None and unchanged(stored, path):
+        return None, False
+    if now is not None and now.blake2b == stored.blake2b:
+        return None, False
+    size = now.size if now is not None else path.stat().st_size
+    return changed_from(stored, path), size > stored.size
+
+
+def decide(item: Item, sidecar: Optional[Sidecar], epoch: str, policy: RerunPolicy,
+           last_answered: Callable[[], int], now: Optional[InputPrint] = None) -> Tuple[str, str]:
+    """(action, why): action is fresh, adopt, restart, refuse, resume, reopen or skip (see the module doc)."""
+    finished = item.output.exists()
+    if not finished and not item.ledger.exists():
+        return "fresh", ""
+    if sidecar is None:
+        return "adopt", "answered by a runner without fingerprints: kept as it is"
+    if sidecar.epoch != epoch:
+        return "restart", "answered under another config (or before rerun=all)"
+    line, grew = _change(sidecar.input, item.input, now)
+    if line is not None and line <= (sidecar.input.lines if finished else last_answered()):
+        if policy in (RerunPolicy.changed, RerunPolicy.all):
+            return "restart", f"changed at or before line {line} (rerun={policy.name})"
+        return "refuse", f"{item.input.name} changed at or before line {line} since it was answered"
+    if not finished:
+        return "resume", ""
+    if line is not None or grew or (policy == RerunPolicy.errors and sidecar.errors):
+        return "reopen", "lines appended" if line is not None or grew else f"{len(sidecar.errors)} ERROR records"
+    return "skip", ""
+
+
+def _last_answered(ledger: Path) -> int:
+    from runner.record_log import scan
+
+    return max(scan(ledger), default=0) if ledger.exists() else 0
+
+
+def check_launch(cfg: DictConfig, run: RunDir, previous: Optional[DictConfig]) -> str:
+    """Before job.yaml is rewritten: refuse (ConfigError, one line naming the fix) a rerun whose answer-shaping
+    config changed without rerun=all, or whose inputs changed before their answered lines without
+    rerun=changed. Returns the run's epoch: the previous one, or a new one (a fresh run, a changed config
+    under rerun=all, or rerun=all)."""
+    policy = _policy(cfg)
+    if previous is None or not (run.out.is_dir() and any(run.out.iterdir())):
+        return new_epoch()
+    changed = differing(config_print(previous), config_print(cfg))
+    if changed and policy != RerunPolicy.all:
+        raise ConfigError(f"{run.root} was answered with other {', '.join(changed[:_LISTED])}: rerun=all answers "
+                          "every line again with the config as it is now, or a new run_name=... starts a separate run")
+    if changed or policy == RerunPolicy.all:
+        return new_epoch()
+    epoch = str(previous.get("rerun_epoch", ""))
+    refused = [why for item in work_items(cfg, run)
+               for action, why in [decide(item, read_sidecar(item.ledger), epoch, policy,
+                                          lambda item=item: _last_answered(item.ledger))] if action == "refuse"]
+    if refused:
+        more = f" (and {len(refused) - _LISTED} more)" if len(refused) > _LISTED else ""
+        raise ConfigError(f"{'; '.join(refused[:_LISTED])}{more}: its records would no longer match its lines; "
+                          "rerun=changed answers such files again from the start (or restore them)")
+    return epoch
+
+
+def new_epoch() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+def _drop(item: Item) -> None:
+    """Forget a file's answers (the ledger first: a finished output alone is never resumed as a ledger)."""
+    item.ledger.unlink(missing_ok=True)
+    item.output.unlink(missing_ok=True)
+
+
+def reopen_finished(cfg: DictConfig, items: List[Item]) -> None:
+    """server_per_node, host 0 before its queue starts: finished files with work to do become ledgers again
+    (or are dropped, to be answered again), so that any host of the job can claim them. Reads only sidecars
+    and stats, and an input only when its size or mtime changed."""
+    policy, epoch = _policy(cfg), str(cfg.rerun_epoch)
+    for item in items:
+        if not item.output.exists():
+            continue
+        action, why = decide(item, read_sidecar(item.ledger), epoch, policy, lambda: 0)
+        if action == "refuse":
+            raise ConfigError(f"{why}: rerun=changed answers it again from the start (or restore it)")
+        if action in ("restart", "reopen"):
+            log.info("%s: %s; answering %s", item.input.name, why, "it again" if action == "restart" else "the rest")
+            if action == "restart":
+                _drop(item)
+            else:
+                os.replace(item.output, item.ledger)
+
+
+def begin(cfg: DictConfig, item: Item, sync_every_s: Optional[float]) -> Tuple[List[inputs.Line],
+                                                                               Optional[RecordLog]]:
+    """Read the input (fingerprinting it in the same pass) and bring its output in line with it: the lines, and
+    the ledger to answer into (None: nothing to do). Raises ConfigError for a changed file under rerun=errors."""
+    scanner = Scanner()
+    lines = inputs.read_lines(item.input, scanner)
+    now = scanner.finish(item.input)
+    sidecar, ledger = read_sidecar(item.ledger), None
+    if item.ledger.exists() and not item.output.exists():
+        ledger = RecordLog(item.ledger, sync_every_s=sync_every_s)
+    policy = _policy(cfg)
+    action, why = decide(item, sidecar, str(cfg.rerun_epoch), policy,
+                         lambda: max(ledger.done(), default=0) if ledger else 0, now)
+    if action == "refuse":
+        raise ConfigError(f"{why}: rerun=changed answers it again from the start (or restore it)")
+    if why:
+        log.info("%s: %s", item.input.name, why)
+    if action == "skip" or (action == "adopt" and item.output.exists()):
+        return lines, None
+    if action == "restart":
+        if ledger is not None:
+            ledger.close()
+        _drop(item)
+        ledger = None
+    if action == "reopen" and not _is_text(cfg):
+        os.replace(item.output, item.ledger)  # its records are the ledger's; the final output is written again
+    elif action == "reopen" and not item.ledger.exists():
+        log.warning("%s: %s, but its text output has no ledger to add them to; a new run_name answers them",
+                    item.input.name, why)
+        return lines, None
+    write_sidecar(item.ledger, Sidecar(str(cfg.rerun_epoch), config_print(cfg), now))  # before any new record
+    return lines, ledger or RecordLog(item.ledger, sync_every_s=sync_every_s)
+
+
+def _is_text(cfg: DictConfig) -> bool:
+    value = cfg.mode.get("output_format", OutputFormat.jsonl)
+    return getattr(value, "name", value) == OutputFormat.text.name
+
+
+def todo(lines: List[inputs.Line], ledger: RecordLog, cfg: DictConfig) -> List[inputs.Line]:
+    """The lines still to answer: no record yet, or (rerun=errors) only ERROR records."""
+    retry = _policy(cfg) == RerunPolicy.errors
+    return [line for line in lines if ledger.needs(line.number, retry)]
+
+
+def finish(cfg: DictConfig, item: Item, lines: List[inputs.Line], ledger: RecordLog, render) -> bool:
+    """Write the finished output once every line has a record (the sidecar first gets the output's counts, so
+    a rerun and runner.progress need not read the output). False: lines are left for a rerun."""
+    if not all(line.number in ledger.done() for line in lines):
+        ledger.close()
+        return False
+    sidecar = read_sidecar(item.ledger)
+    sidecar.answered, sidecar.errors = len(ledger.done()), sorted(ledger.errors())
+    write_sidecar(item.ledger, sidecar)
+    ledger.finalize(item.output, render, keep_log=_is_text(cfg))  # text cannot be read back: its ledger is kept
+    return True
