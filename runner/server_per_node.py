@@ -120,10 +120,10 @@ async def _answer_file(client: FileClient, queue: FileQueue, input_file: Path, r
 def run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str) -> None:
     started = time.monotonic()
     stale = cfg.mode.claim_stale_after_s
-    queue = FileQueue(list_inputs(cfg), run.out, run.root / "claims", stale_after_s=stale,
+    queue = FileQueue(list_inputs(cfg), run.out, run.claims, stale_after_s=stale,
                       poll_s=max(1.0, min(30.0, stale / 10)), host=placement.rank, hosts=placement.world_size)
     if placement.rank == 0:  # one host per job clears the claims of earlier attempts
-        prune_attempts(run.root / "claims", queue.claims.name, stale)
+        prune_attempts(run.claims, queue.claims.name, stale)
     with queue.heartbeats():
         _run_host(cfg, run, placement, model_path, queue, started)
 

@@ -68,7 +68,12 @@ def _create(path: Path) -> int:
     try:
         return os.open(path, flags)
     except FileNotFoundError:
-        os.makedirs(path.parent, exist_ok=True)
+        try:
+            os.mkdir(path.parent)
+        except FileExistsError:  # another host made it meanwhile
+            pass
+        except FileNotFoundError:  # claims/ itself is new
+            os.makedirs(path.parent, exist_ok=True)
         return os.open(path, flags)
 
 
@@ -92,6 +97,7 @@ class FileQueue:
         self._held: dict = {}  # names -> this host's claim path, until finished()
         self._next: Optional[int] = None  # this host's stretch of files, claimed one by one: _next to _end
         self._end = 0
+        self._listed_at: Optional[float] = None  # when this host last listed the claims (epoch s)
         self._stop = threading.Event()
 
     # what this host knows: one listing of out/ or of the claims folder at a time
@@ -105,10 +111,12 @@ class FileQueue:
         self._finished.update(n for n in names if n in self._index)
 
     def _list_claims(self) -> None:
+        listed_at = time.time()
         try:
             names = _listing(self.claims)
         except FileNotFoundError:  # no host has claimed anything yet
             return
+        self._listed_at = listed_at
         for name in names:
             match = _GENERATION.match(name)
             if name in self._index:
@@ -150,9 +158,11 @@ class FileQueue:
         return True
 
     def _collided(self, name: str, generation: int) -> None:
-        """Another host holds this claim: learn its age (an old claim may be a dead host's), and go elsewhere."""
-        touched = None
-        if self.stale_after_s:
+        """Another host holds this claim: note when it may go stale, and go elsewhere. A claim missing from this
+        host's last listing of the claims is younger than that listing; before any listing, it may be an old
+        claim of a dead host (one stat)."""
+        touched = self._listed_at
+        if self.stale_after_s and touched is None:
             try:
                 touched = os.stat(self._claim_path(name, generation)).st_mtime
             except FileNotFoundError:
@@ -230,35 +240,38 @@ class FileQueue:
             return None
         return input_file if self._claim(input_file, generation + 1) else None
 
-    def _due_take_over(self) -> Optional[Path]:
+    def _due_take_over(self, left: List[str]) -> Optional[Path]:
         now = time.time()
-        for name in self._left():
-            if name in self._generation and self._due.get(name, now) <= now:
+        for name in left:
+            if name in self._generation and self._due[name] <= now:
                 taken = self._take_over(name)
                 if taken is not None:
                     return taken
         return None
 
-    def _wait_s(self, delay: float) -> float:
+    def _wait_s(self, left: List[str], delay: float) -> float:
         """Until the next poll, or until a claim may have gone stale if that comes first."""
-        left = self._left()
         due = min((self._due[n] for n in left if n in self._due), default=time.time() + delay)
         return max(0.0, min(delay, due - time.time()))
 
     def _wait_for_others(self) -> Optional[Path]:
-        """Wait until every file is finished (None) or a dead host's file is taken over (the file)."""
+        """Wait until every file is finished (None) or a dead host's file is taken over (the file). Each poll
+        is one listing of out/; a claim is stat-ed only when it may have gone stale."""
         delay, polled = self.poll_s, time.monotonic()
-        while self._left():
-            taken = self._due_take_over() or self._claim_next(relist=False)
+        while True:
+            left = self._left()
+            if not left:
+                return None
+            free = any(name not in self._generation for name in left)
+            taken = self._due_take_over(left) or (self._claim_next(relist=False) if free else None)
             if taken is not None:
                 return taken
-            wait_s = self._wait_s(delay)
+            wait_s = self._wait_s(left, delay)
             if near_end(wait_s) or self._stop.wait(wait_s):
                 return None
             if time.monotonic() - polled >= delay * 0.999:
                 self._list_finished()
                 delay, polled = min(delay * 2, self.max_poll_s), time.monotonic()
-        return None
 
     def take(self) -> Iterator[Path]:
         """Yield files this host claimed, one at a time, until every file is finished or held by this host (or,
