@@ -5,7 +5,7 @@ the queue makes (create, open, stat, listing, utime, rename, unlink, mkdir), no 
     python benchmarks/queue_scale.py --sizes 8x512 --queue old            # the queue of git main (--old-ref)
 
 Each host takes files as server_per_node does (it asks for the next one as soon as it has one) and "answers" each at
-once (writes its output, calls finished() where the queue has it), except one straggler: the first file any host takes, held
+in --answer-s (writes its output, calls finished() where the queue has it), except one straggler: the first file any host takes, held
 until every other file is finished and each waiting host has polled --straggler-polls times in that end phase.
 Calls are counted where the queue makes them, in phases: start (a host's first take), steady (its later takes),
 wait (the calls made after a take began waiting: the polls) and end (anything while only the straggler is left).
@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import json
 import os
+import random
 import shlex
 import subprocess
 import sys
@@ -115,10 +116,11 @@ def _host(state: dict, host: int) -> None:
             if straggler:
                 state["straggler"] = (host, input_file)
         if not straggler:
-            _answer(state, queue, input_file)
+            _answer(state, queue, input_file, state["answer_s"])
 
 
-def _answer(state: dict, queue, input_file: Path) -> None:
+def _answer(state: dict, queue, input_file: Path, seconds: float = 0.0) -> None:
+    time.sleep(seconds * random.uniform(0.5, 1.5))
     (state["out"] / f"{input_file.name}.jsonl").write_text("{}\n")  # io.open: not counted
     if hasattr(queue, "finished"):
         queue.finished(input_file)
@@ -161,6 +163,7 @@ def run_size(module, kind: str, hosts: int, files: int, args) -> dict:
     work = Path(tempfile.mkdtemp(dir=args.work_dir, prefix=f"{kind}-{hosts}x{files}-"))
     (work / "in").mkdir()
     (work / "out").mkdir()
+    (work / "claims").mkdir()  # as RunDir.make does
     inputs = [work / "in" / f"{i:06d}.txt" for i in range(files)]
     for path in inputs:
         path.write_text("x\n")
@@ -169,7 +172,7 @@ def run_size(module, kind: str, hosts: int, files: int, args) -> dict:
     with Counting(work) as counting:
         queues = _make_queues(module, kind, hosts, inputs, work, args, counting, polls, end)
         state = {"counting": counting, "queues": queues, "out": work / "out", "claimed": [], "answered": 0,
-                 "straggler": None, "end": end, "lock": threading.Lock(), "barrier": threading.Barrier(hosts)}
+                 "straggler": None, "end": end, "lock": threading.Lock(), "barrier": threading.Barrier(hosts), "answer_s": args.answer_s}
         state["threads"] = [threading.Thread(target=_host, args=(state, h), daemon=True) for h in range(hosts)]
         for thread in state["threads"]:
             thread.start()
@@ -202,6 +205,8 @@ def parse_args(argv):
     parser.add_argument("--sizes", nargs="+", default=["8x512", "64x2048"], help="HOSTSxFILES ...")
     parser.add_argument("--queue", choices=["new", "old"], default="new")
     parser.add_argument("--old-ref", default="main", help="git ref whose runner/work_queue.py is the old queue")
+    parser.add_argument("--answer-s", type=float, default=0.2,
+                        help="seconds a host takes per file (times 0.5-1.5 at random), so hosts overlap as on a job")
     parser.add_argument("--straggler-polls", type=int, default=5)
     parser.add_argument("--poll-s", type=float, default=0.02)
     parser.add_argument("--max-poll-s", type=float, default=2.0, help="new queue: polls back off up to this "

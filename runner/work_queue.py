@@ -33,6 +33,7 @@ from runner.walltime import near_end
 _ATTEMPT_VARS = ("RUNNER_ATTEMPT", "PBS_JOBID", "SLURM_JOB_ID")
 _TAKEOVER = ".takeover"
 _GENERATION = re.compile(r"^(.*)\.takeover(\d+)$")
+WATCHERS = 3  # waiting hosts that check one claim for staleness in one stale_after_s window
 
 
 def list_inputs(cfg: DictConfig) -> List[Path]:
@@ -92,6 +93,7 @@ class FileQueue:
         self.host, self.hosts = host, max(hosts, 1)
         self._index = {f.name: i for i, f in enumerate(files)}
         self._finished: set = set()  # names with an output (as of the last listing of out/)
+        self._unfinished = dict.fromkeys(self._index)  # the others, in list order
         self._generation: Dict[str, int] = {}  # claimed names -> latest claim generation seen
         self._due: Dict[str, float] = {}  # claimed names -> when (epoch s) their claim may be stale
         self._held: dict = {}  # names -> this host's claim path, until finished()
@@ -108,7 +110,13 @@ class FileQueue:
             names = [n[:-len(suffix)] for n in _listing(self.out_dir) if n.endswith(suffix)]
         except FileNotFoundError:  # nothing written yet
             return
-        self._finished.update(n for n in names if n in self._index)
+        for name in names:
+            self._mark_finished(name)
+
+    def _mark_finished(self, name: str) -> None:
+        if name in self._unfinished:
+            self._finished.add(name)
+            del self._unfinished[name]
 
     def _list_claims(self) -> None:
         listed_at = time.time()
@@ -197,22 +205,21 @@ class FileQueue:
         self._next = open_files[best[0] + best[1] // 2]
         self._end = open_files[best[0] + best[1] - 1] + 1
 
-    def _candidate(self, relist: bool) -> Optional[int]:
+    def _candidate(self) -> Optional[int]:
         """The next free file of this host's stretch; once that is used up (or ran into another host's claim),
-        the next stretch, after a fresh listing of the claims (relist): a host does not try the other hosts'
-        claims one by one."""
+        the next stretch, after a fresh listing of the claims: a host does not try the other hosts' claims one
+        by one."""
         while self._next is not None and self._next < self._end and not self._free(self._next):
             self._next += 1
         if self._next is not None and self._next < self._end:
             return self._next
-        if relist:
-            self._list_claims()
+        self._list_claims()
         self._jump()
         return self._next
 
-    def _claim_next(self, relist: bool = True) -> Optional[Path]:
+    def _claim_next(self) -> Optional[Path]:
         while True:
-            i = self._candidate(relist)
+            i = self._candidate()
             if i is None:
                 return None
             if self._claim(self.files[i]):
@@ -222,7 +229,7 @@ class FileQueue:
     # waiting for the other hosts, and taking over a dead host's file
 
     def _left(self) -> List[str]:
-        return [f.name for f in self.files if f.name not in self._finished and f.name not in self._held]
+        return [name for name in self._unfinished if name not in self._held]
 
     def _take_over(self, name: str) -> Optional[Path]:
         """Claim the file if its latest claim is older than stale_after_s (else note when to look again)."""
@@ -236,17 +243,27 @@ class FileQueue:
             return None
         input_file = self.files[self._index[name]]
         if os.path.exists(output_path(self.out_dir, input_file)):  # its host died after writing it
-            self._finished.add(name)
+            self._mark_finished(name)
             return None
         return input_file if self._claim(input_file, generation + 1) else None
+
+    def watches(self, name: str, now: float) -> bool:
+        """Whether this host checks the claim for staleness in this stale_after_s window: WATCHERS hosts do, a
+        different few each window (so a dead watcher is replaced), not every waiting host."""
+        window = int(now // self.stale_after_s)
+        return (self._index[name] + window * WATCHERS - self.host) % self.hosts < WATCHERS
 
     def _due_take_over(self, left: List[str]) -> Optional[Path]:
         now = time.time()
         for name in left:
-            if name in self._generation and self._due[name] <= now:
-                taken = self._take_over(name)
-                if taken is not None:
-                    return taken
+            if name not in self._generation or self._due[name] > now:
+                continue
+            if not self.watches(name, now):  # look again in the next window
+                self._due[name] = (now // self.stale_after_s + 1) * self.stale_after_s
+                continue
+            taken = self._take_over(name)
+            if taken is not None:
+                return taken
         return None
 
     def _wait_s(self, left: List[str], delay: float) -> float:
@@ -262,8 +279,8 @@ class FileQueue:
             left = self._left()
             if not left:
                 return None
-            free = any(name not in self._generation for name in left)
-            taken = self._due_take_over(left) or (self._claim_next(relist=False) if free else None)
+            free = any(name not in self._generation for name in left)  # as far as this host knows
+            taken = self._due_take_over(left) or (self._claim_next() if free else None)
             if taken is not None:
                 return taken
             wait_s = self._wait_s(left, delay)
@@ -289,7 +306,7 @@ class FileQueue:
 
     def finished(self, input_file: Path) -> None:
         """This host wrote the file's output: stop touching its claim."""
-        self._finished.add(input_file.name)
+        self._mark_finished(input_file.name)
         self._held.pop(input_file.name, None)
 
     def stop_waiting(self) -> None:

@@ -245,3 +245,19 @@ def test_earlier_attempts_claims_are_pruned_once_no_host_touches_them(tmp_path):
     assert prune_attempts(root, "now", stale_after_s=600) == ["old"]
     assert sorted(p.name for p in root.iterdir()) == ["live", "now"]
     assert prune_attempts(root, "now", stale_after_s=0) == []  # without takeover nothing is judged dead
+
+
+def test_a_few_waiting_hosts_watch_each_claim_a_different_few_each_window(tmp_path):
+    files = _files(tmp_path, [f"{i:03d}" for i in range(10)])
+    queues = [FileQueue(files, tmp_path / "out", tmp_path / "claims", stale_after_s=600, host=h, hosts=64)
+              for h in range(64)]
+    for name in ("000", "007"):
+        seen = set()
+        for window in range(30):
+            now = 600.0 * window + 1.0
+            watchers = {q.host for q in queues if q.watches(name, now)}
+            assert len(watchers) == 3
+            seen |= watchers
+        assert len(seen) > 60  # over the windows nearly every host takes a turn
+    lone = FileQueue(files, tmp_path / "out", tmp_path / "claims", stale_after_s=600)
+    assert all(lone.watches(f.name, 1.0) for f in files)  # fewer hosts than watchers: each watches all
