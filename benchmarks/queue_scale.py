@@ -4,9 +4,10 @@ the queue makes (create, open, stat, listing, utime, rename, unlink, mkdir), no 
     python benchmarks/queue_scale.py --sizes 8x512 64x2048 2048x2048 --queue new --out results.json
     python benchmarks/queue_scale.py --sizes 8x512 --queue old            # the queue of git main (--old-ref)
 
-Each host takes files as server_per_node does (it asks for the next one as soon as it has one) and "answers" each at
-in --answer-s (writes its output, calls finished() where the queue has it), except one straggler: the first file any host takes, held
-until every other file is finished and each waiting host has polled --straggler-polls times in that end phase.
+Each host takes files as server_per_node does (it asks for the next one as soon as it has one) and "answers" each
+in job_s x hosts / files seconds (writes its output, calls finished() where the queue has it), except one
+straggler: the first file any host takes, held until every other file is finished and each waiting host has
+polled --straggler-polls times in that end phase.
 Calls are counted where the queue makes them, in phases: start (a host's first take), steady (its later takes),
 wait (the calls made after a take began waiting: the polls) and end (anything while only the straggler is left).
 Heartbeats run no thread here (stale_after_s is long): a beat touches each claim a host holds, so the claims held
@@ -172,7 +173,8 @@ def run_size(module, kind: str, hosts: int, files: int, args) -> dict:
     with Counting(work) as counting:
         queues = _make_queues(module, kind, hosts, inputs, work, args, counting, polls, end)
         state = {"counting": counting, "queues": queues, "out": work / "out", "claimed": [], "answered": 0,
-                 "straggler": None, "end": end, "lock": threading.Lock(), "barrier": threading.Barrier(hosts), "answer_s": args.answer_s}
+                 "straggler": None, "end": end, "lock": threading.Lock(), "barrier": threading.Barrier(hosts),
+                 "answer_s": args.job_s * hosts / files}
         state["threads"] = [threading.Thread(target=_host, args=(state, h), daemon=True) for h in range(hosts)]
         for thread in state["threads"]:
             thread.start()
@@ -205,8 +207,9 @@ def parse_args(argv):
     parser.add_argument("--sizes", nargs="+", default=["8x512", "64x2048"], help="HOSTSxFILES ...")
     parser.add_argument("--queue", choices=["new", "old"], default="new")
     parser.add_argument("--old-ref", default="main", help="git ref whose runner/work_queue.py is the old queue")
-    parser.add_argument("--answer-s", type=float, default=0.2,
-                        help="seconds a host takes per file (times 0.5-1.5 at random), so hosts overlap as on a job")
+    parser.add_argument("--job-s", type=float, default=4.0,
+                        help="seconds of answering per host: a file takes job_s x hosts / files (times 0.5-1.5 at "
+                             "random), so the hosts overlap as on a job")
     parser.add_argument("--straggler-polls", type=int, default=5)
     parser.add_argument("--poll-s", type=float, default=0.02)
     parser.add_argument("--max-poll-s", type=float, default=2.0, help="new queue: polls back off up to this "

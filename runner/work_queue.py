@@ -7,13 +7,16 @@ The holder of a claim touches it while it works (`heartbeats`). When a host has 
 for the other hosts' files to finish; a claim untouched for `stale_after_s` (its host died) is taken over by
 creating the next generation of that claim (`<file>.takeover<k>`), again with O_EXCL, so only one host wins it.
 
-Metadata cost, for 2048 hosts on one Lustre (every call here is a request to its metadata server):
-- each host starts at its own place in the list (host index x free files / hosts) and goes on from there, so
-  claims rarely collide; finished files come from one listing of out/, not one stat per file;
-- a collision (EEXIST) costs one stat and one listing of the claims folder, after which the host jumps to the
-  middle of the largest run of unclaimed files, so two hosts do not leapfrog each other file by file;
-- a waiting host lists out/ once per poll, polls backed off from poll_s to max_poll_s, and stats another host's
-  claim only when it may have gone stale (stale_after_s after its last touch, as far as this host has seen).
+Metadata cost, for 2048 hosts on one Lustre (every call here is a request to its metadata server; the totals are
+measured by benchmarks/queue_scale.py):
+- each host starts at its own share of the free files (host index x free files / hosts) and claims them one create
+  each; finished files come from one listing of out/, not one stat per file;
+- when its share is used up, or it runs into another host's claim (EEXIST), a host lists the claims once and goes on
+  from the middle of the longest run of unclaimed files, so two hosts do not leapfrog each other file by file;
+- a waiting host lists out/ once per poll, polls backed off from poll_s to max_poll_s; it stats a claim only when
+  the claim may have gone stale (stale_after_s after its last touch seen), and only WATCHERS waiting hosts check a
+  given claim in a given stale_after_s window;
+- finished() drops a file from the heartbeats, so a beat touches the one or two claims a host holds.
 """
 
 import os
