@@ -42,11 +42,16 @@ class RunDir:
         return self.root / "too_long.json"
 
     @property
+    def claims(self) -> Path:
+        """server_per_node's work-queue claims, a folder per attempt (made here once, not by every host)."""
+        return self.root / "claims"
+
+    @property
     def summary_file(self) -> Path:
         return self.root / "summary.json"
 
     def make(self) -> "RunDir":
-        for path in (self.root, self.out, self.logs, self.stats):
+        for path in (self.root, self.out, self.logs, self.stats, self.claims):
             path.mkdir(parents=True, exist_ok=True)
         return self
 

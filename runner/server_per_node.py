@@ -24,7 +24,7 @@ from runner.server import VllmServer
 from runner.summary import write_stats
 from runner.topology import Placement
 from runner.walltime import near_end
-from runner.work_queue import FileQueue, attempt_id, ledger_path, list_inputs, output_path
+from runner.work_queue import FileQueue, attempt_id, ledger_path, list_inputs, output_path, prune_attempts
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server:
             while input_file is not None:
                 result, handed_out = FileResult(), asyncio.Event()
                 totals["files"].append(input_file.name)
-                task = asyncio.create_task(_answer_file(cfg, client, input_file, run, result, handed_out, host))
+                task = asyncio.create_task(_answer_file(cfg, client, queue, input_file, run, result, handed_out,
+                                                        host))
                 running.append(task)
                 await _first_of(task, handed_out)
                 if supervisor.failed or result.stopped_for_walltime or near_end(cfg.mode.walltime_margin_s):
@@ -97,17 +98,19 @@ async def _first_of(task: asyncio.Task, event: asyncio.Event) -> None:
         waiter.cancel()
 
 
-async def _answer_file(cfg: DictConfig, client: FileClient, input_file: Path, run: RunDir, result: FileResult,
-                       handed_out: asyncio.Event, host: FileResult) -> None:
+async def _answer_file(cfg: DictConfig, client: FileClient, queue: FileQueue, input_file: Path, run: RunDir,
+                       result: FileResult, handed_out: asyncio.Event, host: FileResult) -> None:
     try:
         item = rerun.Item(input_file, output_path(run.out, input_file), ledger_path(run.out, input_file))
         lines, ledger = await asyncio.to_thread(rerun.begin, cfg, item, None)
         if ledger is None:
             result.resumed = len(lines)
+            queue.finished(input_file)
             return
         todo = rerun.todo(lines, ledger, cfg)
         await client.answer_file(input_file.name, todo, len(lines) - len(todo), ledger, result, handed_out)
         if await asyncio.to_thread(rerun.finish, cfg, item, lines, ledger, as_jsonl):
+            queue.finished(input_file)
             log.info("%s: %d lines answered (%d errors, %d before) in %.1f s", input_file.name,
                      result.tally.answered, result.tally.errors, result.resumed, result.seconds)
         else:
@@ -123,8 +126,10 @@ def run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
     stale = cfg.mode.claim_stale_after_s
     if placement.rank == 0:  # finished files with lines appended or ERROR records to retry become claimable
         rerun.reopen_finished(cfg, rerun.work_items(cfg, run))
-    queue = FileQueue(list_inputs(cfg), run.out, run.root / "claims", stale_after_s=stale,
-                      poll_s=max(1.0, min(30.0, stale / 10)))
+    queue = FileQueue(list_inputs(cfg), run.out, run.claims, stale_after_s=stale,
+                      poll_s=max(1.0, min(30.0, stale / 10)), host=placement.rank, hosts=placement.world_size)
+    if placement.rank == 0:  # one host per job clears the claims of earlier attempts
+        prune_attempts(run.claims, queue.claims.name, stale)
     with queue.heartbeats():
         _run_host(cfg, run, placement, model_path, queue, started)
 

@@ -1,10 +1,16 @@
 """The shared file queue on a real filesystem: two hosts' queues over one claims folder."""
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 
-from runner.work_queue import FileQueue, output_path
+from conftest import ROOT
+
+from runner.work_queue import FileQueue, output_path, prune_attempts
 
 
 def _files(tmp_path, names):
@@ -86,3 +92,172 @@ def test_a_waiting_take_ends_when_the_host_stops(tmp_path):
     thread.join(timeout=5)
     assert not thread.is_alive() and got == [None]
     assert time.monotonic() - started < 5  # not the 30 s poll interval
+
+
+# metadata calls at scale: each counted where the queue makes it (benchmarks/queue_scale.py counts the same way)
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import queue_scale  # noqa: E402
+
+
+def _counted(tmp_path, files, hosts=1, **kwargs):
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    (tmp_path / "claims").mkdir(exist_ok=True)  # as RunDir.make does
+    queues = [FileQueue(files, out, tmp_path / "claims", attempt="job1", host=h, hosts=hosts, **kwargs)
+              for h in range(hosts)]
+    return out, queues
+
+
+def test_one_host_claims_each_file_with_one_create_and_no_stat(tmp_path):
+    files = _files(tmp_path, [f"{i:03d}" for i in range(50)])
+    out, (queue,) = _counted(tmp_path, files)
+    for done in files[:20]:  # finished by an earlier attempt: known from one listing, never claimed
+        _finish(out, done)
+    with queue_scale.Counting(tmp_path) as counting:
+        counting.local.phase = "job"
+        got = list(queue.take())
+    assert got == files[20:]
+    calls = {kind: n for (_, kind), n in counting.counts.items()}
+    # 30 claims (+1 create that found no attempt folder yet, made by one mkdir), out/ and claims/ listed once
+    assert calls == {"create": 31, "mkdir": 1, "listing": 2}
+
+
+def test_a_waiting_host_lists_out_once_per_poll_and_stats_nothing(tmp_path):
+    files = _files(tmp_path, ["a", "b"])
+    out, (busy, idle) = _counted(tmp_path, files, hosts=2, stale_after_s=3600, poll_s=0.01, max_poll_s=0.02)
+    mine = next(busy.take())
+    with queue_scale.Counting(tmp_path) as counting:
+        idle._stop = queue_scale.PollCounter(counting, Counter(), 1, threading.Event())
+        counting.local.phase = "take"
+        got = next(idle.take())  # its own file, "b"
+        waiter = threading.Thread(target=lambda: (setattr(counting.local, "phase", "take"),
+                                                  idle.finished(got), list(idle.take())))
+        waiter.start()
+        time.sleep(0.5)
+        _finish(out, mine)
+        waiter.join(timeout=10)
+    assert not waiter.is_alive() and got.name == "b"
+    polls = sum(idle._stop.polls.values())
+    waited = {kind: n for (phase, kind), n in counting.counts.items() if phase == "wait"}
+    assert polls >= 10 and set(waited) == {"listing"} and polls - 1 <= waited["listing"] <= polls
+
+
+def test_the_benchmark_counts_both_queues(tmp_path):
+    out = tmp_path / "result.json"
+    for kind in ("old", "new"):
+        assert queue_scale.main(["--sizes", "4x16", "--queue", kind, "--poll-s", "0.01", "--max-poll-s", "0.02",
+                                 "--straggler-polls", "3", "--out", str(out), "--work-dir", str(tmp_path)]) == 0
+        row = json.loads(out.read_text())["sizes"][0]
+        assert row["every_file_claimed_once"] and row["polls"]["end"] >= 3
+        if kind == "new":
+            assert row["end_ops_per_host_poll"] == 1.0 and row["utime_per_beat_max_host"] <= 1
+        else:  # every poll stats every file
+            assert row["end_ops_per_host_poll"] > 16
+
+
+# several real processes on one folder
+
+_HOST = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from runner.work_queue import FileQueue, output_path
+tmp, host, hosts, hold = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+files = sorted((tmp / "in").iterdir())
+queue = FileQueue(files, tmp / "out", tmp / "claims", attempt="job1", stale_after_s=1.0, poll_s=0.05,
+                  host=host, hosts=hosts, max_poll_s=0.2)
+with queue.heartbeats(), open(tmp / f"taken{{host}}", "a") as log:
+    for f in queue.take():
+        print(f.name, file=log, flush=True)
+        if f.name == hold:
+            time.sleep(3600)  # holds its claim, touched by the heartbeats, until it is killed
+        time.sleep(0.01)
+        output_path(tmp / "out", f).write_text("{{}}\\n")
+        queue.finished(f)
+"""
+
+
+def _hosts(tmp_path, count, hold="-"):
+    """`count` host processes over tmp_path/in; host 0 holds the file `hold` (if it gets it) until killed."""
+    script = _HOST.format(root=str(ROOT))
+    return [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(h), str(count), hold if h == 0 else "-"])
+            for h in range(count)]
+
+
+def _taken(tmp_path, count):
+    return [name for h in range(count) if (tmp_path / f"taken{h}").exists()
+            for name in (tmp_path / f"taken{h}").read_text().split()]
+
+
+def _stop(procs):
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_concurrent_processes_take_every_file_exactly_once(tmp_path):
+    names = [f"{i:03d}" for i in range(60)]
+    _files(tmp_path, names)
+    (tmp_path / "out").mkdir()
+    procs = _hosts(tmp_path, 4)
+    try:
+        assert [proc.wait(timeout=60) for proc in procs] == [0, 0, 0, 0]
+    finally:
+        _stop(procs)
+    assert sorted(_taken(tmp_path, 4)) == names
+    assert all((tmp_path / "out" / f"{n}.jsonl").exists() for n in names)
+    assert sorted(p.name for p in (tmp_path / "claims" / "job1").iterdir()) == names  # no takeover among live hosts
+
+
+def test_a_killed_process_file_is_taken_over_by_exactly_one_other(tmp_path):
+    names = [f"{i:03d}" for i in range(12)]
+    _files(tmp_path, names)
+    (tmp_path / "out").mkdir()
+    procs = _hosts(tmp_path, 3, hold="000")  # host 0 starts at "000" and holds it
+    try:
+        deadline = time.time() + 30
+        while "000" not in _taken(tmp_path, 3) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # longer than stale_after_s: only the heartbeats keep host 0's claim
+        assert not (tmp_path / "claims" / "job1" / "000.takeover1").exists()
+        procs[0].kill()
+        assert [proc.wait(timeout=60) for proc in procs[1:]] == [0, 0]
+    finally:
+        _stop(procs)
+    taken = _taken(tmp_path, 3)
+    assert sorted(taken) == sorted(names + ["000"])  # "000" twice: by the dead host and by one taker
+    claims = sorted(p.name for p in (tmp_path / "claims" / "job1").iterdir())
+    assert claims == sorted(names + ["000.takeover1"])
+    assert (tmp_path / "out" / "000.jsonl").exists()
+
+
+def test_earlier_attempts_claims_are_pruned_once_no_host_touches_them(tmp_path):
+    root = tmp_path / "claims"
+    for attempt in ("old", "live", "now"):
+        (root / attempt).mkdir(parents=True)
+        (root / attempt / "a").write_text("x\n")
+    long_ago = time.time() - 3600
+    os.utime(root / "old" / "a", (long_ago, long_ago))
+    os.utime(root / "old", (long_ago, long_ago))
+    os.utime(root / "now", (long_ago, long_ago))  # this attempt's own folder is kept, however old
+    assert prune_attempts(root, "now", stale_after_s=600) == ["old"]
+    assert sorted(p.name for p in root.iterdir()) == ["live", "now"]
+    assert prune_attempts(root, "now", stale_after_s=0) == []  # without takeover nothing is judged dead
+
+
+def test_a_few_waiting_hosts_watch_each_claim_a_different_few_each_window(tmp_path):
+    files = _files(tmp_path, [f"{i:03d}" for i in range(10)])
+    queues = [FileQueue(files, tmp_path / "out", tmp_path / "claims", stale_after_s=600, host=h, hosts=64)
+              for h in range(64)]
+    for name in ("000", "007"):
+        seen = set()
+        for window in range(30):
+            now = 600.0 * window + 1.0
+            watchers = {q.host for q in queues if q.watches(name, now)}
+            assert len(watchers) == 3
+            seen |= watchers
+        assert len(seen) > 60  # over the windows nearly every host takes a turn
+    lone = FileQueue(files, tmp_path / "out", tmp_path / "claims", stale_after_s=600)
+    assert all(lone.watches(f.name, 1.0) for f in files)  # fewer hosts than watchers: each watches all
