@@ -105,16 +105,45 @@ def _reap() -> None:
         pass
 
 
+def shared_memory_of(pids: List[int]) -> set:
+    """The inodes of the /dev/shm files these processes have mapped (a semaphore is mapped under the temporary
+    name glibc made it with, shown as deleted, so its inode is what identifies it)."""
+    found = set()
+    for pid in pids:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text(errors="replace")
+        except OSError:
+            continue
+        for line in maps.splitlines():
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].startswith("/dev/shm/"):
+                found.add(int(fields[4]))
+    return found
+
+
+def unlink_shared_memory(inodes: set, folder: Path = Path("/dev/shm")) -> None:
+    """Unlink multiprocessing's semaphores and segments (sem.mp-*, psm_*) of these inodes."""
+    if not inodes:
+        return
+    for entry in os.scandir(folder):
+        if entry.name.startswith(("sem.mp-", "psm_")) and entry.inode() in inodes:
+            Path(entry.path).unlink(missing_ok=True)
+
+
 def kill_session(sid: int, tracker_grace_s: float = 5.0) -> None:
     """SIGKILL every process of session `sid`; multiprocessing's resource trackers last, after they had
-    `tracker_grace_s` to unlink the shared memory of the processes they served."""
+    `tracker_grace_s` to unlink the shared memory of the processes they served. What a tracker could not unlink
+    (it was killed too, or never learnt of it) is unlinked here, once no process of the session is left."""
     members = session_members(sid)
+    shared = shared_memory_of(members)
     _kill([p for p in members if not _is_tracker(p)], signal.SIGKILL)
     deadline = time.monotonic() + tracker_grace_s
     for left in _polled(sid, deadline):
         if all(_is_tracker(p) for p in left) and time.monotonic() < deadline:
             continue
         _kill(left, signal.SIGKILL)
+    if not session_members(sid):
+        unlink_shared_memory(shared)
 
 
 def _polled(sid: int, deadline: float) -> Iterator[List[int]]:
