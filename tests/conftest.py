@@ -1,9 +1,11 @@
 """Helpers shared by the tests: run `python -m runner` for real, make input folders."""
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import List
@@ -86,3 +88,28 @@ def wait_for(condition, seconds: float, step: float = 0.2):
     while not (value := condition()) and time.time() < deadline:
         time.sleep(step)
     return value
+
+
+class _ForeignHandler(http.server.BaseHTTPRequestHandler):
+    """Another user's service on a port the runner might pick: /health says 200 (as any vLLM would), everything
+    else 404. The server's `seen` lists the paths it was asked for."""
+
+    def do_GET(self):
+        self.server.seen.append(self.path)
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+def serve_foreign() -> http.server.ThreadingHTTPServer:
+    """A foreign HTTP server on a free loopback port, in a daemon thread; `.shutdown()` it when done."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForeignHandler)
+    server.seen = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

@@ -1,38 +1,17 @@
 """Only this run's server is trusted: a foreign HTTP service on the port, over real HTTP (no engine)."""
 
 import asyncio
-import http.server
 import socket
-import threading
 
 from omegaconf import OmegaConf
+
+from conftest import serve_foreign
 
 from runner.client import FileClient, FileResult, Supervisor
 from runner.inputs import Line
 from runner.record_log import RecordLog
 from runner.schema import ServerPerNodeMode
 from runner.server import VllmServer, free_port
-
-
-class _Foreign(http.server.BaseHTTPRequestHandler):
-    """/health 200 (as any vLLM would answer it), everything else 404."""
-
-    def do_GET(self):
-        self.send_response(200 if self.path == "/health" else 404)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    do_POST = do_GET
-
-    def log_message(self, *args):
-        pass
-
-
-def _serve_foreign():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Foreign)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def _server_on(port, tmp_path):
@@ -42,7 +21,7 @@ def _server_on(port, tmp_path):
 
 
 def test_a_port_that_answers_health_is_foreign_and_is_never_picked(tmp_path):
-    foreign = _serve_foreign()
+    foreign = serve_foreign()
     port = foreign.server_address[1]
     try:
         assert _server_on(port, tmp_path).probe() == "foreign"
@@ -58,7 +37,7 @@ def test_a_port_that_answers_health_is_foreign_and_is_never_picked(tmp_path):
 
 def test_a_foreign_answer_mid_run_stops_the_host_naming_the_port_and_records_nothing(tmp_path):
     """The port answers 404 (another process holds it): no line gets a record, so a rerun answers them all."""
-    foreign = _serve_foreign()
+    foreign = serve_foreign()
     port = foreign.server_address[1]
     mode = OmegaConf.merge(OmegaConf.structured(ServerPerNodeMode),
                            {"input_dir": str(tmp_path), "concurrency": 2, "retries": 3, "prompt_style": "completion"})

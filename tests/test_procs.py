@@ -1,43 +1,20 @@
 """Nothing outlives the job, nothing foreign is trusted: one long server_per_node job on the CPU whose processes
 are killed (-9) in turn, while a foreign HTTP server sits on the port the runner would try first."""
 
-import http.server
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import uuid
 
 import pytest
 
-from conftest import ROOT, read_jsonl, run_processes, run_runner, shm_files, tagged_env, wait_for, write_inputs
+from conftest import (ROOT, read_jsonl, run_processes, run_runner, serve_foreign, shm_files, tagged_env, wait_for,
+                      write_inputs)
 
 pytestmark = pytest.mark.engine
 
 LINES = [f"Write a long story about the number {i}." for i in range(120)]
-
-
-class _Foreign(http.server.BaseHTTPRequestHandler):
-    """Another user's service: /health says 200, everything else 404."""
-    seen = []
-
-    def do_GET(self):
-        self.seen.append(self.path)
-        self.send_response(200 if self.path == "/health" else 404)
-        self.end_headers()
-
-    do_POST = do_GET
-
-    def log_message(self, *args):
-        pass
-
-
-def _foreign_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Foreign)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def _server_tree(job, tag, not_api=None):
@@ -72,7 +49,7 @@ def _answered(run):
 
 
 def test_kill_9_of_each_process_leaves_nothing_and_a_foreign_port_is_never_used(tmp_path):
-    foreign = _foreign_server()
+    foreign = serve_foreign()
     port = foreign.server_address[1]
     inputs = write_inputs(tmp_path / "in", {"long.txt": LINES})
     run, tag, shm_before = tmp_path / "run", uuid.uuid4().hex, shm_files()
@@ -95,7 +72,7 @@ def test_kill_9_of_each_process_leaves_nothing_and_a_foreign_port_is_never_used(
     _kill_all(tag)
     assert gone, left
     leaked = wait_for(lambda: not shm_files() - shm_before, 10) or shm_files() - shm_before
-    assert _Foreign.seen == [], "the runner talked to the foreign server"
+    assert foreign.seen == [], "the runner talked to the foreign server"
     records = read_jsonl(run / "out" / "long.txt.log.jsonl")
     assert all(r["status"] == "SUCCESS" for r in records), {r["error"] for r in records if r["status"] != "SUCCESS"}
     assert len({r["line"] for r in records}) == len(records)
