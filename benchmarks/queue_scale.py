@@ -2,7 +2,7 @@
 the queue makes (create, open, stat, listing, utime, rename, unlink, mkdir), no vLLM.
 
     python benchmarks/queue_scale.py --sizes 8x512 64x2048 2048x2048 --queue new --out results.json
-    python benchmarks/queue_scale.py --sizes 8x512 --queue old            # the queue of git main (--old-ref)
+    python benchmarks/queue_scale.py --sizes 8x512 --queue old            # the queue before (--old-ref)
 
 Each host takes files as server_per_node does (it asks for the next one as soon as it has one) and "answers" each
 in job_s x hosts / files seconds (writes its output, calls finished() where the queue has it), except one
@@ -206,7 +206,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["8x512", "64x2048"], help="HOSTSxFILES ...")
     parser.add_argument("--queue", choices=["new", "old"], default="new")
-    parser.add_argument("--old-ref", default="main", help="git ref whose runner/work_queue.py is the old queue")
+    # the last commit of the queue that tried every file on every host (O(files x hosts) metadata requests)
+    parser.add_argument("--old-ref", default="71be216088ae25b53f4ff3cdb53be90747474343",
+                        help="git ref whose runner/work_queue.py is the old queue")
     parser.add_argument("--job-s", type=float, default=4.0,
                         help="seconds of answering per host: a file takes job_s x hosts / files (times 0.5-1.5 at "
                              "random), so the hosts overlap as on a job")
