@@ -20,7 +20,17 @@ from typing import List
 from runner import procs
 
 
+_ending = False
+
+
 def _end(code: int) -> None:
+    """Kill the session and exit, once. The parent-death SIGTERM can come more than once (the kernel sends it each
+    time this process is handed to another thread of its dying parent), and a second one re-entering here would
+    exit before the first had unlinked the session's shared memory."""
+    global _ending
+    if _ending:
+        return
+    _ending = True
     procs.kill_session(os.getsid(0))
     os._exit(code)
 
@@ -32,9 +42,8 @@ def main(argv: List[str]) -> int:
     signal.signal(signal.SIGINT, lambda *_: None)  # caught, not ignored: the server's own SIGINT stays default
     procs.arm_parent_death(signal.SIGTERM, parent)  # SIGTERM at once if the host died before this line
     server = subprocess.Popen(command, preexec_fn=procs.die_with_parent(signal.SIGKILL))
-    code = server.wait()
-    procs.kill_session(os.getsid(0))
-    return code
+    _end(server.wait())
+    return 0  # not reached
 
 
 if __name__ == "__main__":
