@@ -12,6 +12,7 @@ from typing import Dict, List
 
 from omegaconf import DictConfig
 
+from launchers.base import Launcher
 from launchers.steps import Step, job_steps
 from runner.errors import JobFailedError
 from runner.job import RunDir, run_dir_of
@@ -54,16 +55,16 @@ def render_script(cfg: DictConfig, job_file: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-class LocalLauncher:
-    def launch(self, cfg: DictConfig, job_file: Path, lock=None) -> None:
+class LocalLauncher(Launcher):
+    script_name = "job.sh"
+    hosts_share_one_machine = True
+
+    def render(self, job_file: Path) -> str:
+        return render_script(self.cfg, job_file)
+
+    def start(self, job_file: Path, run: RunDir, lock=None) -> None:
         """Run every step here; `lock` (the run's, held by this process for the whole run) needs nothing more."""
-        run = run_dir_of(job_file)
-        if cfg.dry_run:
-            script = run.root / "job.sh"
-            script.write_text(render_script(cfg, job_file))
-            log.info("dry run: wrote %s", script)
-            return
-        started = time.monotonic()
+        cfg, started = self.cfg, time.monotonic()
         os.environ.update(deadline_env(cfg.launcher.walltime_min))
         os.environ.setdefault("RUNNER_ATTEMPT", f"local-{int(time.time())}-{os.getpid()}")  # fresh work-queue claims
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the ranks are stopped too

@@ -10,10 +10,11 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
+from launchers.base import Launcher
 from launchers.steps import Step, job_steps
 from runner.errors import SubmissionError
-from runner.job import run_dir_of
-from runner.run_lock import RunLock, holder
+from runner.job import RunDir, run_dir_of
+from runner.run_lock import RunLock
 from runner.walltime import DEADLINE_VAR
 
 log = logging.getLogger(__name__)
@@ -73,19 +74,21 @@ def parse_job_id(output: str) -> str:
     return match.group(1)
 
 
-class PbsLauncher:
-    def launch(self, cfg: DictConfig, job_file: Path, lock: Optional[RunLock] = None) -> None:
-        run = run_dir_of(job_file)
-        script = run.root / "job.pbs"
-        script.write_text(render(cfg, job_file))
+class PbsLauncher(Launcher):
+    script_name = "job.pbs"
+
+    def render(self, job_file: Path) -> str:
+        return render(self.cfg, job_file)
+
+    def dry_run_hint(self, script: Path) -> str:
+        return f" (submit it with: qsub {shlex.quote(str(script))})"
+
+    def start(self, job_file: Path, run: RunDir, lock: Optional[RunLock] = None) -> None:
+        script = run.root / self.script_name
+        script.write_text(self.render(job_file))
         script.chmod(0o755)
-        if cfg.dry_run:
-            log.info("dry run: wrote %s (submit it with: qsub %s)", script, shlex.quote(str(script)))
-            return
-        job_id = self.submit(cfg.launcher.qsub, script)
-        (run.root / "pbs_job_id").write_text(job_id + "\n")
-        if lock is not None:  # the queued job holds the run from now on (a second launch asks qstat about it)
-            lock.hand_over(holder("pbs", job_id))
+        job_id = self.submit(self.cfg.launcher.qsub, script)
+        self.record_job(run, "pbs", job_id, lock)
         log.info("submitted PBS job %s; results land in %s; progress: python -m runner.progress %s; "
                  "summary: python -m runner.summary %s", job_id, run.out, run.root, job_file)
 

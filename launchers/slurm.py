@@ -13,10 +13,11 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from launchers.steps import procs_per_node
+from launchers.base import Launcher
 from runner.errors import JobFailedError
-from runner.job import load, run_dir_of
-from runner.run_lock import RunLock, holder
+from runner.job import RunDir, load, run_dir_of
+from runner.options import mode_of, staging_of
+from runner.run_lock import RunLock
 from runner.summary import describe, summarize
 from runner.walltime import DEADLINE_VAR, deadline_env
 
@@ -31,10 +32,10 @@ def run_task(job_file: str) -> str:
     cfg = load(Path(job_file))
     if DEADLINE_VAR not in os.environ:
         os.environ.update(deadline_env(cfg.launcher.walltime_min))
-    if cfg.staging.name != "none":
+    if staging_of(cfg).module:
         # Slurm's pmi2 plugin talks to each task over the inherited descriptor PMI_FD: keep it open in the child
         pmi_fd = os.environ.get("PMI_FD")
-        subprocess.run([sys.executable, "-u", "-m", "runner.staging", job_file], check=True,
+        subprocess.run([sys.executable, "-u", "-m", staging_of(cfg).module, job_file], check=True,
                        pass_fds=(int(pmi_fd),) if pmi_fd else ())
     worker.run(Path(job_file))
     return os.environ.get("SLURM_PROCID", "0")
@@ -48,33 +49,33 @@ def executor_for(cfg: DictConfig, folder: Path):
     params = dict(
         name=f"runner-{cfg.run_name}",
         nodes=cfg.nodes,
-        tasks_per_node=procs_per_node(cfg),
+        tasks_per_node=mode_of(cfg).procs_per_node(),
         timeout_min=launcher.walltime_min,
         cpus_per_task=launcher.cpus_per_task,
         slurm_setup=list(launcher.setup),
-        slurm_srun_args=["--mpi=pmi2"] if cfg.staging.name != "none" else [],
+        slurm_srun_args=["--mpi=pmi2"] if staging_of(cfg).module else [],
         slurm_additional_parameters=dict(launcher.additional_parameters),
     )
     optional = {"slurm_partition": launcher.partition, "slurm_account": launcher.account,
-                "gpus_per_node": launcher.gpus_per_node, "mem_gb": launcher.mem_gb}
+                "gpus_per_node": cfg.cluster.gpus_per_node, "mem_gb": launcher.mem_gb}
     params.update({k: v for k, v in optional.items() if v})
     executor.update_parameters(**params)
     return executor
 
 
-class SlurmLauncher:
-    def launch(self, cfg: DictConfig, job_file: Path, lock: Optional[RunLock] = None) -> None:
-        run = run_dir_of(job_file)
+class SlurmLauncher(Launcher):
+    script_name = "job.sbatch"
+
+    def render(self, job_file: Path) -> str:
+        """The sbatch script submitit would submit, rendered by submitit's own hook; no job is created."""
+        slurm = executor_for(self.cfg, run_dir_of(job_file).root / "slurm")._executor
+        return slurm._make_submission_file_text(slurm._submitit_command_str, uid="dry-run")
+
+    def start(self, job_file: Path, run: RunDir, lock: Optional[RunLock] = None) -> None:
+        cfg = self.cfg
         executor = executor_for(cfg, run.root / "slurm")
-        if cfg.dry_run:
-            script = run.root / "job.sbatch"
-            script.write_text(self._sbatch_script(executor, job_file))
-            log.info("dry run: wrote %s", script)
-            return
         job = executor.submit(run_task, str(job_file))
-        (run.root / "slurm_job_id").write_text(f"{job.job_id}\n")
-        if lock is not None:  # the queued job holds the run from now on (a second launch asks squeue about it)
-            lock.hand_over(holder("slurm", str(job.job_id)))
+        self.record_job(run, "slurm", str(job.job_id), lock)
         log.info("submitted Slurm job %s (logs in %s)", job.job_id, executor.folder)
         if cfg.launcher.wait:
             try:
@@ -85,12 +86,6 @@ class SlurmLauncher:
         else:
             log.info("progress: python -m runner.progress %s; when it ends: python -m runner.summary %s",
                      run.root, job_file)
-
-    @staticmethod
-    def _sbatch_script(executor, job_file: Path) -> str:
-        """The sbatch script submitit would submit, rendered by submitit's own hook; no job is created."""
-        slurm = executor._executor
-        return slurm._make_submission_file_text(slurm._submitit_command_str, uid="dry-run")
 
     @staticmethod
     def _wait(job, run) -> None:

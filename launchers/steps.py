@@ -7,6 +7,8 @@ from typing import List
 
 from omegaconf import DictConfig
 
+from runner.options import mode_of, staging_of
+
 
 @dataclass(frozen=True)
 class Step:
@@ -24,15 +26,12 @@ class Step:
         return nodes * self.per_node if self.per_node else 1
 
 
-def procs_per_node(cfg: DictConfig) -> int:
-    """per_tile: one rank per GPU/tile; server_per_node: one host process per node."""
-    return cfg.cluster.ranks_per_node if cfg.mode.name == "per_tile" else 1
-
-
 def job_steps(cfg: DictConfig) -> List[Step]:
+    """The staging option's step (if it has one), the mode's workers, the summary."""
     steps = []
-    if cfg.staging.name != "none":
-        steps.append(Step("stage", "runner.staging", 1))
-    steps.append(Step("run", "runner.worker", procs_per_node(cfg)))
+    stage = staging_of(cfg).module
+    if stage:
+        steps.append(Step("stage", stage, 1))
+    steps.append(Step("run", "runner.worker", mode_of(cfg).procs_per_node()))
     steps.append(Step("summarize", "runner.summary", 0))
     return steps

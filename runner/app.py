@@ -7,23 +7,12 @@ from typing import Optional, Tuple
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import inputs, job, models, preflight, rerun, run_lock, vllm_names
+from runner import engine, inputs, job, models, options, preflight, rerun, run_lock, vllm_names
 from runner.errors import ConfigError
 from runner.job import RunDir
 from runner.run_lock import RunLock
 
 log = logging.getLogger(__name__)
-
-
-def input_files(cfg: DictConfig) -> list[Path]:
-    """The input files the job will read, in order."""
-    if cfg.mode.name == "per_tile":
-        from runner.per_tile import input_paths
-
-        return input_paths(cfg, cfg.nodes * cfg.cluster.ranks_per_node)
-    from runner.work_queue import list_inputs
-
-    return list_inputs(cfg)
 
 
 def check_vllm_names(cfg: DictConfig) -> None:
@@ -33,12 +22,13 @@ def check_vllm_names(cfg: DictConfig) -> None:
     for where, keys, names in (
         ("model.engine", cfg.model.engine.keys(), known["engine"]),
         ("cluster.engine", cfg.cluster.engine.keys(), known["engine"]),
+        ("engine", cfg.engine.keys(), known["engine"]),
         ("sampling", cfg.sampling.keys(), known["sampling"]),
     ):
         unknown = sorted(set(keys) - names)
         if unknown:
             raise ConfigError(f"{where} has keys vLLM does not know: {unknown}; use vLLM's own argument names")
-    wrong = [problem for where in ("model.engine", "cluster.engine")
+    wrong = [problem for where in ("model.engine", "cluster.engine", "engine")
              for problem in vllm_names.engine_type_problems(where, OmegaConf.select(cfg, where), known["engine_types"])]
     if wrong:
         raise ConfigError(f"{'; '.join(wrong)}: fix the value (vLLM's EngineArgs types)")
@@ -55,34 +45,23 @@ def check_missing(cfg: DictConfig) -> None:
         raise ConfigError(f"{', '.join(missing)} must be set for this config: add {given} to the command line")
 
 
-def _check_server_mode(cfg: DictConfig, files: list[Path]) -> None:
-    from runner import job, prompts
-
-    mode = job.typed_mode(cfg.mode)
-    problem = prompts.check_template(mode) or prompts.check_id_columns(mode)
-    if problem:
-        raise ConfigError(problem)
-    if not files:
-        raise ConfigError(f"no file in {cfg.mode.input_dir} matches mode.input_glob={cfg.mode.input_glob}")
-
-
 def resolve(cfg: DictConfig) -> Tuple[DictConfig, Optional[preflight.Report]]:
     """A copy of cfg with absolute input paths and a loadable model path, checked against the inputs; and the
     pre-flight report of the lines too long for the model."""
     check_missing(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    cfg.mode.input_dir = str(Path(cfg.mode.input_dir).expanduser().resolve())
-    if cfg.mode.name == "server_per_node":
-        cfg.mode.scratch_dir = str(Path(cfg.mode.scratch_dir).expanduser().resolve())
+    options.launcher_of(cfg), options.staging_of(cfg)  # a class that cannot be built fails before anything is made
+    mode = options.mode_of(cfg)
+    mode.resolve()
     if cfg.nodes < 1 or cfg.cluster.ranks_per_node < 1:
         raise ConfigError(f"nodes={cfg.nodes}, cluster.ranks_per_node={cfg.cluster.ranks_per_node}: both must be >= 1")
     if not Path(cfg.mode.input_dir).is_dir():
         raise ConfigError(f"mode.input_dir={cfg.mode.input_dir} is not a folder: set mode.input_dir=PATH")
-    files = input_files(cfg)
-    if cfg.mode.name == "server_per_node":
-        _check_server_mode(cfg, files)
+    files = mode.input_files()
+    mode.check(files)
     inputs.validate(files)
     check_vllm_names(cfg)
+    cfg.engine = engine.engine_args(cfg)  # job.yaml shows the engine arguments as vLLM receives them
     cfg.model.path = models.ensure_model(cfg.model)
     cfg.model.source = "path"
     return cfg, preflight.check(cfg, files)
@@ -90,8 +69,6 @@ def resolve(cfg: DictConfig) -> Tuple[DictConfig, Optional[preflight.Report]]:
 
 def launch(cfg: DictConfig) -> None:
     """Check everything, then make the run directory: a refused config leaves no run directory behind."""
-    from launchers import launcher_for
-
     resolved, report = resolve(cfg)
     run = RunDir(Path(HydraConfig.get().runtime.output_dir)).make()
     lock = RunLock(run.root)
@@ -102,6 +79,7 @@ def launch(cfg: DictConfig) -> None:
         job_file = job.write(resolved, run)
         preflight.write_for_ranks(report, run.too_long_file)
         log.info("run directory %s", run.root)
-        launcher_for(resolved.launcher.name).launch(job.load(job_file), job_file, lock)
+        loaded = job.load(job_file)
+        options.launcher_of(loaded).launch(job_file, lock)
     finally:
         lock.release()  # a local run ended; a batch job's lock was handed to the job (nothing left here)

@@ -19,10 +19,12 @@ class Answer:
 
 
 def engine_args(cfg) -> Dict[str, Any]:
-    """The model's vLLM engine arguments, overridden by the machine's (cluster.engine)."""
+    """The vLLM engine arguments: the model's, the machine's over them (cluster.engine), the command line's over
+    both (engine). The launch stores the result in `engine`, so job.yaml shows what vLLM receives."""
     from omegaconf import OmegaConf
 
-    return {**OmegaConf.to_container(cfg.model.engine), **OmegaConf.to_container(cfg.cluster.engine)}
+    layers = [cfg.model.engine, cfg.cluster.engine, cfg.get("engine")]
+    return {k: v for layer in layers if layer is not None for k, v in OmegaConf.to_container(layer).items()}
 
 
 def build_llm(model_path: str, engine_args: Dict[str, Any]):

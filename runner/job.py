@@ -6,12 +6,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from runner import schema
-
-_SCHEMAS = {
-    "mode": {"per_tile": schema.PerTileMode, "server_per_node": schema.ServerPerNodeMode},
-    "launcher": {"local": schema.LocalLauncher, "pbs": schema.PbsLauncher, "slurm": schema.SlurmLauncher},
-    "staging": {"none": schema.NoStaging, "mpi_bcast": schema.MpiBcastStaging},
-}
+from runner.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,7 @@ def load(path: Path) -> DictConfig:
     """Read a job file back with every group typed by its schema (enums are enums again)."""
     raw = OmegaConf.load(path)
     typed = OmegaConf.structured(schema.RunnerConfig)
-    for group in _SCHEMAS:
+    for group in schema.GROUP_BASES:
         typed[group] = _schema_of(group, raw[group].name)
     merged = OmegaConf.merge(typed, raw)
     OmegaConf.set_struct(merged, True)
@@ -75,7 +70,10 @@ def load(path: Path) -> DictConfig:
 
 
 def _schema_of(group: str, option: str) -> DictConfig:
-    return OmegaConf.structured(_SCHEMAS[group][option])
+    options = schema.options_of(group)
+    if option not in options:
+        raise ConfigError(f"{group}={option} is not an option of this runner: pick one of {sorted(options)}")
+    return OmegaConf.structured(options[option])
 
 
 def typed_mode(mode: DictConfig) -> DictConfig:

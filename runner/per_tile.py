@@ -9,14 +9,15 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
 from runner import engine, inputs, preflight, rerun
-from runner.devices import DEVICE_VARS
+from runner.devices import DEVICE_VARS, device_env
 from runner.errors import JobFailedError
 from runner.job import RunDir
+from runner.mode import Mode
 from runner.record_log import RecordLog, as_jsonl, as_original_text
 from runner.schema import OnTooLong, OutputFormat
 from runner.summary import write_stats
@@ -133,3 +134,23 @@ def _answer_all(cfg, rank, todo, ledger, model_path, stats, tally: Tally) -> Non
         # record_s: the part of generate_s the rank spent on its own work between engine steps (records,
         # checkpoint, progress lines); the rest was vLLM
         stats.update(generate_s=round(time.monotonic() - t1, 3), record_s=round(record_s, 6))
+
+
+class PerTile(Mode):
+    """mode=per_tile: one rank per GPU or tile of each node, each with its own offline engine and {rank}.in."""
+
+    def procs_per_node(self) -> int:
+        return self.cfg.cluster.ranks_per_node
+
+    def input_files(self) -> List[Path]:
+        return input_paths(self.cfg, self.cfg.nodes * self.procs_per_node())
+
+    def work_items(self, run: RunDir) -> List[rerun.Item]:
+        return [rerun.Item(path, *rank_outputs(run.out, rank)) for rank, path in enumerate(self.input_files())]
+
+    def device_env(self, placement: Placement) -> Dict[str, str]:
+        c = self.cfg.cluster
+        return device_env(placement.local_rank, c.accelerator, c.gpus_per_node, c.tiles_per_gpu)
+
+    def run(self, run: RunDir, placement: Placement, model_path: str) -> None:
+        run_rank(self.cfg, run, placement, model_path)

@@ -17,13 +17,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from runner import inputs, prompts
+from runner.engine import engine_args
 from runner.errors import ConfigError
 from runner.job import typed_mode
+from runner.options import mode_of
 from runner.prompt_tokens import PromptCounter, cache_root, write_json
 from runner.schema import OnTooLong, PromptStyle
 
@@ -68,6 +69,7 @@ def check(cfg: DictConfig, files: List[Path]) -> Optional[Report]:
     """The lines that do not fit (None when the tokenizer or the context length cannot be known here);
     raises ConfigError naming them under mode.on_too_long=error."""
     limit, mode = max_model_len(cfg), typed_mode(cfg.mode)
+    prompts_of = mode_of(cfg).prompts
     counter = _counter(cfg.model.path, mode.prompt_style == PromptStyle.chat)
     if limit is None or counter is None:
         log.warning("pre-flight length check skipped: no tokenizer or max_model_len for model.path=%s",
@@ -77,7 +79,7 @@ def check(cfg: DictConfig, files: List[Path]) -> Optional[Report]:
     started, cache_file = time.monotonic(), _cache_file(mode, counter, report)
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     try:
-        report.tokenized = _scan(files, mode, counter, report, cache)
+        report.tokenized = _scan(files, prompts_of, counter, report, cache)
     except ValueError as e:  # e.g. prompt_style=chat with a tokenizer that has no chat template
         log.warning("pre-flight length check skipped: %s", e)
         return None
@@ -96,7 +98,7 @@ def check(cfg: DictConfig, files: List[Path]) -> Optional[Report]:
     return report
 
 
-def _scan(files: List[Path], mode: DictConfig, counter: PromptCounter, report: Report, cache: dict) -> int:
+def _scan(files: List[Path], prompts_of: Callable[[Path], Iterator[Tuple[int, str]]], counter: PromptCounter, report: Report, cache: dict) -> int:
     """Fill the report file by file; a file unchanged since a launch with the same settings (size and mtime, in
     `cache`) is not tokenized again. Returns how many lines were tokenized."""
     tokenized = 0
@@ -106,7 +108,7 @@ def _scan(files: List[Path], mode: DictConfig, counter: PromptCounter, report: R
         entry = cache.get(path.name)
         if entry is None or entry["stamp"] != stamp:
             before = report.lines
-            found = _too_long_in(path, mode, counter, report)
+            found = _too_long_in(path, prompts_of, counter, report)
             entry = cache[path.name] = {"stamp": stamp, "lines": report.lines - before, "too_long": found}
             tokenized += entry["lines"]
         else:
@@ -127,10 +129,10 @@ def _cache_file(mode: DictConfig, counter: PromptCounter, report: Report) -> Pat
 
 
 def max_model_len(cfg: DictConfig) -> Optional[int]:
-    """The engine's context length: engine args (cluster over model), else the model's max_position_embeddings."""
-    for engine in (cfg.cluster.engine, cfg.model.engine):
-        if engine.get("max_model_len"):
-            return int(engine.max_model_len)
+    """The engine's context length: the engine arguments', else the model's max_position_embeddings."""
+    given = engine_args(cfg).get("max_model_len")
+    if given:
+        return int(given)
     config = Path(cfg.model.path) / "config.json"
     if not config.is_file():
         return None
@@ -149,12 +151,12 @@ def _counter(model_path: str, chat: bool) -> Optional[PromptCounter]:
         return None
 
 
-def _too_long_in(path: Path, mode: DictConfig, counter: PromptCounter, report: Report) -> Dict[int, int]:
+def _too_long_in(path: Path, prompts_of: Callable[[Path], Iterator[Tuple[int, str]]], counter: PromptCounter, report: Report) -> Dict[int, int]:
     """{line number: prompt tokens} of the file's lines that do not fit; counted exactly near the limit."""
     room = report.max_model_len - report.max_tokens
     margin = 0 if counter.exact_estimates else _RECHECK_MARGIN
     found = {}
-    for batch in _batches(_prompts(path, mode)):
+    for batch in _batches(prompts_of(path)):
         report.lines += len(batch)
         for (number, prompt), tokens in zip(batch, counter.estimates([prompt for _, prompt in batch])):
             if tokens > room - margin and margin:
@@ -162,19 +164,6 @@ def _too_long_in(path: Path, mode: DictConfig, counter: PromptCounter, report: R
             if tokens > room:
                 found[number] = tokens
     return found
-
-
-def _prompts(path: Path, mode: DictConfig) -> Iterator[Tuple[int, str]]:
-    """(line number, prompt) of each line; a malformed server_per_node line is left out (it gets its own record)."""
-    if mode.name != "server_per_node":
-        yield from ((line.number, line.text) for line in inputs.iter_lines(path))
-        return
-    plain = OmegaConf.to_object(mode)  # the schema's dataclass: attribute reads per line cost nothing
-    for line in inputs.iter_lines(path):
-        try:
-            yield line.number, prompts.build(line.text, plain).prompt
-        except prompts.MalformedLine:
-            continue
 
 
 def _batches(items: Iterator, size: int = _BATCH) -> Iterator[list]:

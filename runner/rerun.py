@@ -46,14 +46,9 @@ class Item:
 
 def work_items(cfg: DictConfig, run: RunDir) -> List[Item]:
     """Every input of the job with its finished output and its ledger (per_tile: a rank's file)."""
-    if cfg.mode.name == "per_tile":
-        from runner.per_tile import input_paths, rank_outputs
+    from runner.options import mode_of
 
-        paths = input_paths(cfg, cfg.nodes * cfg.cluster.ranks_per_node)
-        return [Item(path, *rank_outputs(run.out, rank)) for rank, path in enumerate(paths)]
-    from runner.work_queue import ledger_path, list_inputs, output_path
-
-    return [Item(path, output_path(run.out, path), ledger_path(run.out, path)) for path in list_inputs(cfg)]
+    return mode_of(cfg).work_items(run)
 
 
 def _policy(cfg: DictConfig) -> RerunPolicy:

@@ -1,7 +1,9 @@
-"""Structured config: one dataclass schema per group option, registered in Hydra's ConfigStore.
+"""Structured config: one base schema per group and one subclass per option, registered in Hydra's ConfigStore.
 
-YAML files in conf/ extend these schemas (``defaults: [base_per_tile, _self_]``), so a wrong key or a
-wrong value fails when Hydra composes the config, before anything starts.
+YAML files in conf/ extend these schemas (``defaults: [base_per_tile, _self_]``) and hold only what they change,
+so a wrong key or a wrong value fails when Hydra composes the config, before anything starts. Each option's
+`_target_` names the class that does its work (runner.options builds it); a new option is a subclass here, the
+module with its class, and its YAML: it is registered by being a subclass.
 """
 
 from dataclasses import dataclass, field
@@ -67,22 +69,19 @@ class ModelConfig:
 
 
 @dataclass
-class PerTileMode:
-    name: str = "per_tile"
-    # folder holding {rank}.in files: one prompt a line, blank lines skipped
+class ModeConfig:
+    """What every mode has: where its inputs are, how prompts are sent, when to stop."""
+
+    # the runner.mode.Mode subclass that runs the job's workers
+    _target_: str = MISSING
+    name: str = MISSING
+    # folder of the input files, shared by all ranks or hosts
     input_dir: str = MISSING
-    # jsonl: one object per input line; text: the original "Prompt: ..., Generated text: ..." lines
-    output_format: OutputFormat = OutputFormat.jsonl
     # chat: apply the model's chat template; completion: the line is the raw prompt
     prompt_style: PromptStyle = PromptStyle.chat
-    # requests kept in the engine at once; each answer is checkpointed as it finishes and the engine is
-    # topped up from the file when half have finished (keep it well above vLLM's max_num_seqs)
-    max_in_flight: int = 4096
-    # seconds between fsyncs of the checkpoint (answers are flushed to the OS as they finish)
-    sync_every_s: float = 5.0
-    # seconds between progress lines in the rank's log
+    # seconds between progress lines in the rank's or host's log
     progress_every_s: float = 30.0
-    # seconds kept free at the end of the walltime: no new line is started after that
+    # seconds kept free at the end of the walltime: no new line is started after that (flushing, archiving)
     walltime_margin_s: float = 120.0
     # lines whose prompt tokens + sampling.max_tokens exceed the model's max_model_len (found by tokenizing every
     # input on the launching host before anything is submitted): error: refuse to launch, naming them; record:
@@ -93,10 +92,26 @@ class PerTileMode:
 
 
 @dataclass
-class ServerPerNodeMode:
+class PerTileConfig(ModeConfig):
+    """One offline vLLM engine per GPU or tile; rank r reads {r}.in from input_dir and writes {r}.out."""
+
+    _target_: str = "runner.per_tile.PerTile"
+    name: str = "per_tile"
+    # jsonl: one object per input line; text: the original "Prompt: ..., Generated text: ..." lines
+    output_format: OutputFormat = OutputFormat.jsonl
+    # requests kept in the engine at once; each answer is checkpointed as it finishes and the engine is
+    # topped up from the file when half have finished (keep it well above vLLM's max_num_seqs)
+    max_in_flight: int = 4096
+    # seconds between fsyncs of the checkpoint (answers are flushed to the OS as they finish)
+    sync_every_s: float = 5.0
+
+
+@dataclass
+class ServerPerNodeConfig(ModeConfig):
+    """One `vllm serve` per host; each host's async client takes input files from a shared queue."""
+
+    _target_: str = "runner.server_per_node.ServerPerNode"
     name: str = "server_per_node"
-    # folder of input files, shared by all hosts
-    input_dir: str = MISSING
     # which files of input_dir are work items
     input_glob: str = "*"
     # lines: each line is the prompt; tsv: tab-separated columns named by `columns`
@@ -107,10 +122,9 @@ class ServerPerNodeMode:
     id_columns: List[str] = field(default_factory=list)
     # str.format template over the columns ({line} is the whole line)
     prompt_template: str = "{line}"
-    # chat: /v1/chat/completions; completion: /v1/completions
-    prompt_style: PromptStyle = PromptStyle.chat
     # requests in flight per host: at least vLLM's max_num_seqs (1024 on an 80 GB GPU), or its batch runs
-    # underfull; more only wait in the server's queue
+    # underfull; more only wait in the server's queue (H100, Llama-3.1-8B shape: 1.12x raw vLLM offline at 1024,
+    # benchmarks/results)
     concurrency: int = 1024
     # attempts after the first failed one, per request
     retries: int = 3
@@ -133,39 +147,43 @@ class ServerPerNodeMode:
     stop_grace_s: float = 30.0
     # node-local folder for server logs and partial outputs
     scratch_dir: str = "/dev/shm"
-    # seconds kept free at the end of the walltime for flushing and archiving
-    walltime_margin_s: float = 120.0
-    # seconds between progress lines in the host's log
-    progress_every_s: float = 30.0
     # seconds a host's claim on a file may go untouched (the host died) before a free host takes the file
     # over; claims are touched every fifth of it; 0: never (the file waits for a rerun)
     claim_stale_after_s: float = 600.0
     # extra `vllm serve` command-line arguments
     serve_args: List[str] = field(default_factory=list)
-    # lines whose prompt tokens + sampling.max_tokens exceed the model's max_model_len (found by tokenizing every
-    # input on the launching host before anything is submitted): error: refuse to launch, naming them; record:
-    # each gets an ERROR record with the reason, the rest are answered. Default error: refusing costs seconds on
-    # the login node before any allocation is queued, and it is the one moment max_tokens or max_model_len can
-    # still be changed for every line; ERROR records found after a day on 2048 nodes cost another allocation.
-    on_too_long: OnTooLong = OnTooLong.error
 
 
 @dataclass
-class LocalLauncher:
+class LauncherConfig:
+    """What every launcher has: its class and the job's walltime."""
+
+    # the launchers.base.Launcher subclass that starts the job
+    _target_: str = MISSING
+    name: str = MISSING
+    # minutes the whole job may run (the scheduler's walltime; under launcher=local 0 is no limit)
+    walltime_min: int = 60
+
+
+@dataclass
+class LocalLauncherConfig(LauncherConfig):
+    """Ranks and servers run as processes of this machine; no scheduler."""
+
+    _target_: str = "launchers.local.LocalLauncher"
     name: str = "local"
-    # minutes the whole job may run; 0: no limit
     walltime_min: int = 0
 
 
 @dataclass
-class PbsLauncher:
+class PbsLauncherConfig(LauncherConfig):
+    """A rendered PBS script submitted with qsub; ranks start through mpiexec."""
+
+    _target_: str = "launchers.pbs.PbsLauncher"
     name: str = "pbs"
     # PBS queue (-q)
     queue: str = MISSING
     # PBS project (-A)
     account: str = MISSING
-    # minutes of walltime (-l walltime)
-    walltime_min: int = 60
     # -l filesystems=..., e.g. home:flare (Aurora) or home:eagle (Polaris)
     filesystems: str = "home"
     # -l place=...
@@ -180,16 +198,16 @@ class PbsLauncher:
 
 
 @dataclass
-class SlurmLauncher:
+class SlurmLauncherConfig(LauncherConfig):
+    """A Slurm job submitted through submitit; one task per rank (per_tile) or per host (server_per_node).
+    --gpus-per-node is cluster.gpus_per_node."""
+
+    _target_: str = "launchers.slurm.SlurmLauncher"
     name: str = "slurm"
-    # minutes of walltime (--time)
-    walltime_min: int = 60
     # --partition; empty: the cluster's default
     partition: str = ""
     # --account; empty: none
     account: str = ""
-    # GPUs per node (--gpus-per-node); 0: none requested
-    gpus_per_node: int = 0
     # CPUs per task (--cpus-per-task)
     cpus_per_task: int = 1
     # memory per node in GB (--mem); 0: the cluster's default
@@ -203,12 +221,27 @@ class SlurmLauncher:
 
 
 @dataclass
-class NoStaging:
+class StagingConfig:
+    """How the weights reach the nodes."""
+
+    # the runner.staging.Staging subclass that stages them
+    _target_: str = MISSING
+    name: str = MISSING
+
+
+@dataclass
+class NoStagingConfig(StagingConfig):
+    """Workers read the weights where model.path points."""
+
+    _target_: str = "runner.staging.NoStaging"
     name: str = "none"
 
 
 @dataclass
-class MpiBcastStaging:
+class MpiBcastStagingConfig(StagingConfig):
+    """Rank 0 reads the model folder once and MPI-broadcasts it to a node-local folder on every node."""
+
+    _target_: str = "runner.staging.MpiBcastStaging"
     name: str = "mpi_bcast"
     # node-local folder the weights are copied into, e.g. /tmp or /dev/shm
     target_dir: str = "/tmp/runner-models"
@@ -235,10 +268,10 @@ class ClusterConfig:
 
 @dataclass
 class RunnerConfig:
-    mode: Any = MISSING
+    mode: ModeConfig = MISSING
     model: ModelConfig = MISSING
-    launcher: Any = MISSING
-    staging: Any = MISSING
+    launcher: LauncherConfig = MISSING
+    staging: StagingConfig = MISSING
     cluster: ClusterConfig = MISSING
     # nodes of the allocation (hosts under launcher=local)
     nodes: int = 1
@@ -246,6 +279,9 @@ class RunnerConfig:
     run_name: str = MISSING
     # vllm.SamplingParams arguments, with vLLM's own names
     sampling: Dict[str, Any] = field(default_factory=dict)
+    # vLLM engine arguments over model.engine and cluster.engine (e.g. engine.max_num_seqs=512 on the command
+    # line); job.yaml holds the three merged, exactly as vLLM receives them
+    engine: Dict[str, Any] = field(default_factory=dict)
     # what a rerun of the same run answers again: errors | changed | all | none (runner/rerun.py); a changed
     # input or answer-shaping config (model, engine, sampling, template, columns) is refused without it
     rerun: RerunPolicy = RerunPolicy.errors
@@ -258,19 +294,26 @@ class RunnerConfig:
     force_lock: bool = False
 
 
-_GROUP_OPTIONS = {
-    "mode": {"base_per_tile": PerTileMode, "base_server_per_node": ServerPerNodeMode},
-    "model": {"base_model": ModelConfig},
-    "launcher": {"base_local": LocalLauncher, "base_pbs": PbsLauncher, "base_slurm": SlurmLauncher},
-    "staging": {"base_none": NoStaging, "base_mpi_bcast": MpiBcastStaging},
-    "cluster": {"base_cluster": ClusterConfig},
-}
+# each group's base schema; its subclasses are the group's options
+GROUP_BASES = {"mode": ModeConfig, "launcher": LauncherConfig, "staging": StagingConfig}
+
+
+def options_of(group: str) -> Dict[str, type]:
+    """The option schemas of a group with a base schema, by option name."""
+    found, todo = {}, list(GROUP_BASES[group].__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found[cls.name] = cls
+        todo += cls.__subclasses__()
+    return found
 
 
 def register_configs() -> None:
-    """Register the top-level schema and every group option's schema."""
+    """Register the top-level schema and every group option's schema (as base_<option>)."""
     cs = ConfigStore.instance()
     cs.store(name="runner_schema", node=RunnerConfig)
-    for group, options in _GROUP_OPTIONS.items():
-        for name, node in options.items():
-            cs.store(group=group, name=name, node=node)
+    cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="cluster", name="base_cluster", node=ClusterConfig)
+    for group in GROUP_BASES:
+        for name, node in options_of(group).items():
+            cs.store(group=group, name=f"base_{name}", node=node)

@@ -11,13 +11,16 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Iterator, List, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, preflight, rerun
+from runner import engine, inputs, preflight, prompts, rerun
 from runner.client import FileClient, FileResult, Supervisor, raise_open_file_limit
-from runner.errors import JobFailedError
-from runner.job import RunDir
+from runner.errors import ConfigError, JobFailedError
+from runner.job import RunDir, typed_mode
+from runner.mode import Mode
+from runner.options import launcher_of
 from runner.record_log import as_jsonl
 from runner.schema import OnTooLong
 from runner.server import VllmServer
@@ -50,7 +53,7 @@ def _clear_earlier_scratch(cfg: DictConfig, run: RunDir, rank: int, mine: Path) 
 
 def _server(cfg: DictConfig, placement: Placement, model_path: str, scratch: Path) -> VllmServer:
     port = cfg.mode.port
-    if port and cfg.launcher.name == "local":  # local hosts share a machine: each starts looking at its own port
+    if port and launcher_of(cfg).hosts_share_one_machine:  # each starts looking at a port of its own
         port += placement.rank
     env = {k: str(v) for k, v in cfg.cluster.env.items()}
     return VllmServer(model_path, cfg.model.name, port, engine.engine_args(cfg), list(cfg.mode.serve_args),
@@ -162,3 +165,41 @@ def _run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: st
         write_stats(run, f"host{placement.rank}", totals)
     if host.stopped_for_walltime:
         raise JobFailedError(f"host {placement.rank} stopped near the walltime; rerun the same command to resume")
+
+
+class ServerPerNode(Mode):
+    """mode=server_per_node: one host process per node, serving its GPUs with one `vllm serve`, taking input
+    files from a queue all hosts share."""
+
+    def procs_per_node(self) -> int:
+        return 1
+
+    def input_files(self) -> List[Path]:
+        return list_inputs(self.cfg)
+
+    def work_items(self, run: RunDir) -> List[rerun.Item]:
+        return [rerun.Item(path, output_path(run.out, path), ledger_path(run.out, path)) for path in self.input_files()]
+
+    def resolve(self) -> None:
+        super().resolve()
+        self.cfg.mode.scratch_dir = str(Path(self.cfg.mode.scratch_dir).expanduser().resolve())
+
+    def check(self, files: List[Path]) -> None:
+        mode = typed_mode(self.cfg.mode)
+        problem = prompts.check_template(mode) or prompts.check_id_columns(mode)
+        if problem:
+            raise ConfigError(problem)
+        if not files:
+            raise ConfigError(f"no file in {mode.input_dir} matches mode.input_glob={mode.input_glob}")
+
+    def prompts(self, path: Path) -> Iterator[Tuple[int, str]]:
+        """A malformed line is left out: it gets a record of its own, never a request."""
+        plain = OmegaConf.to_object(typed_mode(self.cfg.mode))  # the schema's dataclass: attribute reads cost nothing
+        for line in inputs.iter_lines(path):
+            try:
+                yield line.number, prompts.build(line.text, plain).prompt
+            except prompts.MalformedLine:
+                continue
+
+    def run(self, run: RunDir, placement: Placement, model_path: str) -> None:
+        run_host(self.cfg, run, placement, model_path)

@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 import zlib
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -32,11 +33,41 @@ def staged_path(source: str, target_dir: str) -> Path:
     return Path(target_dir) / f"{Path(source).name}-{digest}"
 
 
+class Staging(ABC):
+    """The seam of the staging group: how the weights reach the nodes before the workers start."""
+
+    # started as `python -m MODULE JOB_FILE` on one process per node before the workers; None: no stage step
+    module: Optional[str] = None
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+
+    @abstractmethod
+    def model_path_for_workers(self) -> str:
+        """The model path ranks and servers load."""
+
+
+class NoStaging(Staging):
+    """staging=none: the workers read model.path where it is."""
+
+    def model_path_for_workers(self) -> str:
+        return self.cfg.model.path
+
+
+class MpiBcastStaging(Staging):
+    """staging=mpi_bcast: a stage step broadcasts the folder to every node's staging.target_dir."""
+
+    module = "runner.staging"
+
+    def model_path_for_workers(self) -> str:
+        return str(staged_path(self.cfg.model.path, self.cfg.staging.target_dir))
+
+
 def model_path_for_workers(cfg: DictConfig) -> str:
     """The model path ranks and servers load: the node-local copy when the job stages one."""
-    if cfg.staging.name == "none":
-        return cfg.model.path
-    return str(staged_path(cfg.model.path, cfg.staging.target_dir))
+    from runner.options import staging_of
+
+    return staging_of(cfg).model_path_for_workers()
 
 
 def listing_of(folder: Path) -> Listing:

@@ -12,38 +12,29 @@ from typing import List
 
 from omegaconf import DictConfig
 
-from runner import job, staging
-from runner.devices import device_env
+from runner import job, options
 from runner.errors import RunnerError
+from runner.mode import Mode
 from runner.topology import Placement, discover
 
 log = logging.getLogger("runner.worker")
 
 
-def pin_environment(cfg: DictConfig, placement: Placement) -> None:
-    """The machine's variables and this rank's device, set before vLLM is imported."""
+def pin_environment(cfg: DictConfig, mode: Mode, placement: Placement) -> None:
+    """The machine's variables and this worker's devices, set before vLLM is imported."""
     os.environ.update({k: str(v) for k, v in cfg.cluster.env.items()})
-    if cfg.mode.name == "per_tile":
-        c = cfg.cluster
-        os.environ.update(device_env(placement.local_rank, c.accelerator, c.gpus_per_node, c.tiles_per_gpu))
+    os.environ.update(mode.device_env(placement))
 
 
 def run(job_file: Path) -> None:
     cfg = job.load(job_file)
     run_dir = job.run_dir_of(job_file)
-    placement = discover()
-    pin_environment(cfg, placement)
-    model_path = staging.model_path_for_workers(cfg)
+    placement, mode = discover(), options.mode_of(cfg)
+    pin_environment(cfg, mode, placement)
+    model_path = options.staging_of(cfg).model_path_for_workers()
     log.info("rank %d/%d local %d on %s, model %s", placement.rank, placement.world_size, placement.local_rank,
              placement.hostname, model_path)
-    if cfg.mode.name == "per_tile":
-        from runner.per_tile import run_rank
-
-        run_rank(cfg, run_dir, placement, model_path)
-    else:
-        from runner.server_per_node import run_host
-
-        run_host(cfg, run_dir, placement, model_path)
+    mode.run(run_dir, placement, model_path)
 
 
 def _exit_on_sigterm(signum, frame) -> None:

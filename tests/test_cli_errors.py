@@ -23,7 +23,7 @@ def test_unknown_model_path(tmp_path):
 def test_unknown_config_key():
     proc = run_runner(["mode.chunk_sise=10"])
     assert proc.returncode != 0
-    assert "Key 'chunk_sise' not in 'PerTileMode'" in proc.stderr
+    assert "Key 'chunk_sise' not in 'PerTileConfig'" in proc.stderr
 
 
 def test_unknown_sampling_argument_is_named(tmp_path):

@@ -10,7 +10,7 @@ from conftest import serve_foreign
 from runner.client import FileClient, FileResult, Supervisor
 from runner.inputs import Line
 from runner.record_log import RecordLog
-from runner.schema import ServerPerNodeMode
+from runner.schema import ServerPerNodeConfig
 from runner.server import VllmServer, free_port
 
 
@@ -39,7 +39,7 @@ def test_a_foreign_answer_mid_run_stops_the_host_naming_the_port_and_records_not
     """The port answers 404 (another process holds it): no line gets a record, so a rerun answers them all."""
     foreign = serve_foreign()
     port = foreign.server_address[1]
-    mode = OmegaConf.merge(OmegaConf.structured(ServerPerNodeMode),
+    mode = OmegaConf.merge(OmegaConf.structured(ServerPerNodeConfig),
                            {"input_dir": str(tmp_path), "concurrency": 2, "retries": 3, "prompt_style": "completion"})
     server = _server_on(port, tmp_path)
     server.alive = lambda: True  # the host's own process still runs; someone else answers on its port

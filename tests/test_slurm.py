@@ -13,7 +13,7 @@ def test_dry_run_writes_the_sbatch_script_submitit_would_submit(tmp_path):
     inputs = write_inputs(tmp_path / "in", {f"{r}.in": ["x"] for r in range(8)})
     run = tmp_path / "run"
     proc = run_runner(["launcher=slurm", "dry_run=true", "nodes=2", "cluster=polaris", "launcher.partition=gpu",
-                       "launcher.account=bio", "launcher.gpus_per_node=4", "launcher.walltime_min=30",
+                       "launcher.account=bio", "cluster.gpus_per_node=4", "launcher.walltime_min=30",
                        "staging=mpi_bcast", f"mode.input_dir={inputs}", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     script = (run / "job.sbatch").read_text()

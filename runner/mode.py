@@ -1,0 +1,53 @@
+"""The seam of the mode group: what a worker process of a job runs, how many run per node, which device and
+which input files each gets. A new mode is a subclass (in its own module), its schema in runner/schema.py and
+its YAML in conf/mode/; the rest of the runner asks the mode, never its name.
+"""
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, Iterator, List, Tuple
+
+from omegaconf import DictConfig
+
+from runner import inputs
+
+if TYPE_CHECKING:
+    from runner.job import RunDir
+    from runner.rerun import Item
+    from runner.topology import Placement
+
+
+class Mode(ABC):
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+
+    @abstractmethod
+    def procs_per_node(self) -> int:
+        """Worker processes the launcher starts on each node."""
+
+    @abstractmethod
+    def input_files(self) -> List[Path]:
+        """The job's input files, in order."""
+
+    @abstractmethod
+    def work_items(self, run: "RunDir") -> List["Item"]:
+        """Every input file with its finished output and its ledger."""
+
+    @abstractmethod
+    def run(self, run: "RunDir", placement: "Placement", model_path: str) -> None:
+        """One worker process's share of the job."""
+
+    def resolve(self) -> None:
+        """Make the mode's own paths absolute (the launching host's working directory is not the workers')."""
+        self.cfg.mode.input_dir = str(Path(self.cfg.mode.input_dir).expanduser().resolve())
+
+    def check(self, files: List[Path]) -> None:
+        """Refuse, with a ConfigError, a config that cannot run on these inputs."""
+
+    def device_env(self, placement: "Placement") -> Dict[str, str]:
+        """The variables that pin a worker to its devices; set before vLLM is imported."""
+        return {}
+
+    def prompts(self, path: Path) -> Iterator[Tuple[int, str]]:
+        """(line number, prompt text) of each line of an input file that will be sent (pre-flight counts them)."""
+        return ((line.number, line.text) for line in inputs.iter_lines(path))
