@@ -63,13 +63,6 @@ class MpiBcastStaging(Staging):
         return str(staged_path(self.cfg.model.path, self.cfg.staging.target_dir))
 
 
-def model_path_for_workers(cfg: DictConfig) -> str:
-    """The model path ranks and servers load: the node-local copy when the job stages one."""
-    from runner.options import staging_of
-
-    return staging_of(cfg).model_path_for_workers()
-
-
 def listing_of(folder: Path) -> Listing:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
     return [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
@@ -178,7 +171,7 @@ def stage_job(job_file: Path) -> None:
     from runner import job
 
     cfg = job.load(job_file)
-    target = Path(model_path_for_workers(cfg))
+    target = Path(MpiBcastStaging(cfg).model_path_for_workers())
     leaders = node_leaders(MPI.COMM_WORLD)
     if leaders is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
