@@ -127,6 +127,10 @@ def scan(path: Path) -> Dict[int, bool]:
 
 
 def as_jsonl(record: dict) -> str:
+    """The record in the one schema (a record an older runner left in a resumed ledger is brought up to it; this
+    runner's records are in it already, and written as they are: finalize costs no more per record)."""
+    if "response" not in record:
+        record = Record.from_json(record).to_json()
     return json.dumps(record, ensure_ascii=False)
 
 

@@ -53,10 +53,15 @@ class Record:
 
     @classmethod
     def from_json(cls, raw: Dict[str, Any]) -> "Record":
+        """A record read back; one an older runner wrote (per_tile's `text`, no `status`) is read as this one."""
+        if _LEGACY_RESPONSE in raw and "response" not in raw:
+            raw = {("response" if key == _LEGACY_RESPONSE else key): value for key, value in raw.items()}
         ids = {key: value for key, value in raw.items() if key not in _BODY and key != "input"}
         return cls(ids, **{name: raw.get(name, getattr(_EMPTY, name)) for name in _BODY}, input=raw.get("input"))
 
 
+# per_tile's name for `response` before the records were one schema: a ledger of an older runner resumed now
+_LEGACY_RESPONSE = "text"
 _BODY = tuple(f.name for f in fields(Record) if f.name not in ("ids", "input"))
 _EMPTY = Record({}, None)
 # every key a mode writes itself (ids included): an id column may not take one of these names

@@ -66,3 +66,16 @@ def test_finalize_after_a_reopen_reads_every_record_back_in_line_order(tmp_path)
     again.finalize(out, as_jsonl)
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [(r["line"], r["response"]) for r in records] == [(1, "one ünïcode"), (2, "two"), (3, "three"), (4, "four")]
+
+
+def test_a_ledger_an_older_runner_left_is_finished_in_the_one_schema(tmp_path):
+    """per_tile records of an older runner (`text`, and before that no `status`) resumed by this one."""
+    for render, name in ((as_jsonl, "0.out"), (as_original_text, "0.txt")):
+        log = RecordLog(tmp_path / f"{name}.log.jsonl")
+        log.append([{"rank": 0, "line": 1, "prompt": "p1", "text": "old", "prompt_tokens": 1, "output_tokens": 2,
+                     "finish_reason": "stop"}, Record({"rank": 0, "line": 2}, "p2", "new").to_json()])
+        log.finalize(tmp_path / name, render)
+    records = [json.loads(line) for line in (tmp_path / "0.out").read_text().splitlines()]
+    assert [(list(r), r["response"], r["status"]) for r in records] == [
+        (["rank", "line", *_BODY], "old", "SUCCESS"), (["rank", "line", *_BODY], "new", "SUCCESS")]
+    assert (tmp_path / "0.txt").read_text() == "Prompt: 'p1', Generated text: 'old'\nPrompt: 'p2', Generated text: 'new'\n"
