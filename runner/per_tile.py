@@ -16,10 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from runner import engine, inputs, preflight, rerun
 from runner.devices import DEVICE_VARS, device_env
 from runner.errors import JobFailedError
-from runner.run_dir import Item, RunDir, rank_input
 from runner.mode import Mode
 from runner.record_log import RecordLog, as_jsonl, as_original_text
 from runner.records import LINE, Record
+from runner.run_dir import Item, RunDir
 from runner.schema import OnTooLong, OutputFormat
 from runner.stats import WorkerStats
 from runner.tally import Tally
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def input_path(cfg: DictConfig, rank: int) -> Path:
-    return rank_input(Path(cfg.mode.input_dir), rank)
+    return Path(cfg.mode.input_dir) / f"{rank}.in"
 
 
 def input_paths(cfg: DictConfig, world_size: int) -> List[Path]:
@@ -49,7 +49,7 @@ def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
              stats: WorkerStats) -> WorkerStats:
     """Answer the rank's lines, filling `stats` (the worker writes them, also when this fails)."""
     rank, started = placement.rank, time.monotonic()
-    item = run.rank_item(Path(cfg.mode.input_dir), rank)
+    item = run.rank_item(input_path(cfg, rank), rank)
     lines, ledger = rerun.begin(cfg, item, cfg.mode.sync_every_s)
     todo = rerun.todo(lines, ledger, cfg) if ledger is not None else []
     done = len(lines) - len(todo)
@@ -138,8 +138,7 @@ class PerTile(Mode):
         return input_paths(self.cfg, self.cfg.nodes * self.procs_per_node())
 
     def work_items(self, run: RunDir) -> List[Item]:
-        input_dir = Path(self.cfg.mode.input_dir)
-        return [run.rank_item(input_dir, rank) for rank in range(self.cfg.nodes * self.procs_per_node())]
+        return [run.rank_item(path, rank) for rank, path in enumerate(self.input_files())]
 
     def device_env(self, placement: Placement) -> Dict[str, str]:
         c = self.cfg.cluster

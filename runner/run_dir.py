@@ -116,9 +116,9 @@ class RunDir:
         return self.stats / f"{worker}.json"
 
     # outputs
-    def rank_item(self, input_dir: Path, rank: int) -> Item:
-        """per_tile: a rank's input {rank}.in, its finished output and its resume ledger."""
-        return Item(rank_input(input_dir, rank), self.out / f"{rank}.out", self.out / f"{rank}{_LEDGER}")
+    def rank_item(self, input_file: Path, rank: int) -> Item:
+        """per_tile: a rank's input, its finished output and its resume ledger."""
+        return Item(input_file, self.out / f"{rank}.out", self.out / f"{rank}{_LEDGER}")
 
     def file_item(self, input_file: Path) -> Item:
         """server_per_node: an input file, its finished output and its resume ledger."""
@@ -135,16 +135,6 @@ class RunDir:
         for path in (self.root, self.out, self.logs, self.stats, self.claims):
             path.mkdir(parents=True, exist_ok=True)
         return self
-
-
-def rank_input(input_dir: Path, rank: int) -> Path:
-    """per_tile: the input file of a rank."""
-    return Path(input_dir) / f"{rank}.in"
-
-
-def list_inputs(cfg: DictConfig) -> List[Path]:
-    """The input files of a server_per_node job, sorted by name."""
-    return sorted(p for p in Path(cfg.mode.input_dir).glob(cfg.mode.input_glob) if p.is_file())
 
 
 def run_dir_of(job_file: Path) -> RunDir:

@@ -29,13 +29,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
-from runner.run_dir import FILE_OUTPUT_SUFFIX, file_output_name, list_inputs  # noqa: F401  (list_inputs: re-exported)
+from omegaconf import DictConfig
+
+from runner.run_dir import FILE_OUTPUT_SUFFIX, file_output_name
 from runner.walltime import near_end
 
 _ATTEMPT_VARS = ("RUNNER_ATTEMPT", "PBS_JOBID", "SLURM_JOB_ID")
 _TAKEOVER = ".takeover"
 _GENERATION = re.compile(r"^(.*)\.takeover(\d+)$")
 WATCHERS = 3  # waiting hosts that check one claim for staleness in one stale_after_s window
+
+
+def list_inputs(cfg: DictConfig) -> List[Path]:
+    """The input files of a server_per_node job, sorted by name."""
+    return sorted(p for p in Path(cfg.mode.input_dir).glob(cfg.mode.input_glob) if p.is_file())
 
 
 def attempt_id() -> str:
