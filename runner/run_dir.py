@@ -26,10 +26,6 @@ class Item:
     output: Path
     ledger: Path
 
-    @property
-    def sidecar(self) -> Path:
-        return sidecar_of(self.ledger)
-
 
 def sidecar_of(ledger: Path) -> Path:
     """The fingerprint sidecar beside a ledger (it outlives the ledger: a finished output keeps it)."""
