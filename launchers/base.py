@@ -28,7 +28,7 @@ class Launcher(ABC):
         launcher whose job outlives it hands the lock to the job (record_job)."""
         run = run_dir_of(job_file)
         if self.cfg.dry_run:
-            script = run.root / self.script_name
+            script = run.script(self.script_name)
             script.write_text(self.render(job_file))
             log.info("dry run: wrote %s%s", script, self.dry_run_hint(script))
             return
@@ -49,6 +49,6 @@ class Launcher(ABC):
     def record_job(run: RunDir, scheduler: str, job_id: str, lock: Optional[RunLock]) -> None:
         """Write <scheduler>_job_id into the run and hand the run's lock to the queued job (a second launch asks
         the scheduler about it)."""
-        (run.root / f"{scheduler}_job_id").write_text(f"{job_id}\n")
+        run.job_id_file(scheduler).write_text(f"{job_id}\n")
         if lock is not None:
             lock.hand_over(holder(scheduler, job_id))

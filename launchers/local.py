@@ -49,7 +49,7 @@ def render_script(cfg: DictConfig, job_file: Path) -> str:
     for step in job_steps(cfg):
         for i, cmd in enumerate(step_commands(step, cfg.nodes, job_file)):
             env = " ".join(f"{k}={shlex.quote(v)}" for k, v in cmd["env"].items())
-            logfile = shlex.quote(str(run.logs / f"{step.name}{i}.log"))
+            logfile = shlex.quote(str(run.step_log(step.name, i)))
             lines.append(f"{env} {shlex.join(cmd['argv'])} > {logfile} 2>&1 &")
         lines.append("wait")
     return "\n".join(lines) + "\n"
@@ -77,7 +77,7 @@ class LocalLauncher(Launcher):
     def _run_step(self, step: Step, cfg: DictConfig, job_file: Path, run: RunDir) -> None:
         procs = []
         for i, cmd in enumerate(step_commands(step, cfg.nodes, job_file)):
-            logfile = run.logs / f"{step.name}{i}.log"
+            logfile = run.step_log(step.name, i)
             with open(logfile, "ab") as out:
                 # a rank dies with this process, even when it is SIGKILLed (a host's server guard then takes its
                 # server down): no rank of a dead launch keeps writing into the run

@@ -57,7 +57,7 @@ def render(cfg: DictConfig, job_file: Path, python: str = sys.executable) -> str
         f"export {DEADLINE_VAR}=$(( $(date +%s) + {cfg.launcher.walltime_min * 60} ))",
         *cfg.launcher.setup,
         f"cd {q(str(run.root))}",
-        "exec >> logs/job.log 2>&1",
+        f"exec >> {q(str(run.job_log.relative_to(run.root)))} 2>&1",
         'echo "runner: job ${PBS_JOBID:-?} on $(sort -u "$PBS_NODEFILE" | wc -l) node(s)"',
         # the run's lock: this job's (handed over at submission, or taken now); released when the script ends
         f"trap {q(_lock_step('release', job_file, python))} EXIT",
@@ -84,7 +84,7 @@ class PbsLauncher(Launcher):
         return f" (submit it with: qsub {shlex.quote(str(script))})"
 
     def start(self, job_file: Path, run: RunDir, lock: Optional[RunLock] = None) -> None:
-        script = run.root / self.script_name
+        script = run.script(self.script_name)
         script.write_text(self.render(job_file))
         script.chmod(0o755)
         job_id = self.submit(self.cfg.launcher.qsub, script)

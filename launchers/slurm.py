@@ -68,12 +68,12 @@ class SlurmLauncher(Launcher):
 
     def render(self, job_file: Path) -> str:
         """The sbatch script submitit would submit, rendered by submitit's own hook; no job is created."""
-        slurm = executor_for(self.cfg, run_dir_of(job_file).root / "slurm")._executor
+        slurm = executor_for(self.cfg, run_dir_of(job_file).slurm_folder)._executor
         return slurm._make_submission_file_text(slurm._submitit_command_str, uid="dry-run")
 
     def start(self, job_file: Path, run: RunDir, lock: Optional[RunLock] = None) -> None:
         cfg = self.cfg
-        executor = executor_for(cfg, run.root / "slurm")
+        executor = executor_for(cfg, run.slurm_folder)
         job = executor.submit(run_task, str(job_file))
         self.record_job(run, "slurm", str(job.job_id), lock)
         log.info("submitted Slurm job %s (logs in %s)", job.job_id, executor.folder)

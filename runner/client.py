@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from runner import prompts
 from runner.inputs import Line
 from runner.record_log import RecordLog
+from runner.records import LINE, Record
 from runner.schema import PromptStyle
 from runner.server import PORT_TRIES, VllmServer
 from runner.tally import Tally
@@ -123,13 +124,12 @@ def _request_body(request: prompts.Request, mode: DictConfig, model: str, sampli
     return {"model": model, "prompt": request.prompt, **sampling}
 
 
-def _success(base: Dict, body: Dict) -> Dict:
+def _success(base: Dict, prompt: str, body: Dict) -> Dict:
     choice = body["choices"][0]
     text = choice["message"]["content"] if "message" in choice else choice["text"]
     usage = body.get("usage") or {}
-    return {**base, "response": text, "status": "SUCCESS", "error": "",
-            "prompt_tokens": usage.get("prompt_tokens", 0), "output_tokens": usage.get("completion_tokens", 0),
-            "finish_reason": choice.get("finish_reason")}
+    return Record(base, prompt, text, prompt_tokens=usage.get("prompt_tokens", 0),
+                  output_tokens=usage.get("completion_tokens", 0), finish_reason=choice.get("finish_reason")).to_json()
 
 
 def _request_at_fault(status: int) -> bool:
@@ -151,9 +151,8 @@ def _server_message(body: str) -> str:
     return body[:500]
 
 
-def _error(base: Dict, error: str) -> Dict:
-    return {**base, "response": None, "status": "ERROR", "error": error, "prompt_tokens": 0, "output_tokens": 0,
-            "finish_reason": None}
+def _error(base: Dict, prompt: Optional[str], error: str, input: Optional[str] = None) -> Dict:
+    return Record.failed(base, prompt, error, input).to_json()
 
 
 class FileClient:
@@ -171,19 +170,19 @@ class FileClient:
 
     async def answer(self, file_name: str, line: Line) -> Optional[Dict]:
         """The line's record; None when this host's server is down for good (the line is left for a rerun)."""
-        base = {"file": file_name, "line": line.number}
+        base = {"file": file_name, LINE: line.number}
         try:
             request = prompts.build(line.text, self.mode)
         except prompts.MalformedLine as e:
-            return _error({**base, **prompts.ids(line.text, self.mode), "input": line.text}, f"malformed line: {e}")
+            return _error({**base, **prompts.ids(line.text, self.mode)}, None, f"malformed line: {e}", line.text)
         base.update(request.ids)
         too_long = self.too_long.get(file_name, {}).get(line.number)
         if too_long:
-            return _error(base, too_long)
+            return _error(base, request.prompt, too_long)
         body = _request_body(request, self.mode, self.model, self.sampling)
-        return await self._send(base, body)
+        return await self._send(base, request.prompt, body)
 
-    async def _send(self, base: Dict, body: Dict) -> Optional[Dict]:
+    async def _send(self, base: Dict, prompt: str, body: Dict) -> Optional[Dict]:
         attempt, last_error = 0, ""
         while attempt <= self.mode.retries:
             await self.supervisor.ready.wait()
@@ -192,13 +191,13 @@ class FileClient:
             try:
                 async with self._session.post(self.supervisor.server.url + self.endpoint, json=body) as response:
                     if response.status == 200:
-                        return _success(base, await response.json(content_type=None))
+                        return _success(base, prompt, await response.json(content_type=None))
                     if response.status in FOREIGN_STATUS:
                         self.supervisor.foreign(response.status)
                         return None  # not the line's fault: no ERROR record, so a rerun answers it
                     last_error = f"HTTP {response.status}: {_server_message(await response.text())}"
                     if _request_at_fault(response.status):
-                        return _error(base, last_error)  # the same request would be refused again
+                        return _error(base, prompt, last_error)  # the same request would be refused again
             except aiohttp.ClientConnectionError as e:
                 if await self.supervisor.server_went_away():
                     await asyncio.sleep(0.5)
@@ -209,7 +208,7 @@ class FileClient:
             attempt += 1
             if attempt <= self.mode.retries:
                 await asyncio.sleep(self.mode.retry_backoff_s * 2 ** (attempt - 1))
-        return _error(base, f"failed after {self.mode.retries} retries: {last_error}")
+        return _error(base, prompt, f"failed after {self.mode.retries} retries: {last_error}")
 
     @asynccontextmanager
     async def connected(self):

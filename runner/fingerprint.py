@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from runner.run_dir import sidecar_of
+
 # bytes per hashed block: a change is located to within one block (a million-line file of 1 KB lines: ~1000)
 BLOCK = 1 << 20
 
@@ -118,13 +120,9 @@ class Sidecar:
     errors: Optional[List[int]] = None
 
 
-def sidecar_path(ledger: Path) -> Path:
-    return ledger.with_name(ledger.name.removesuffix(".log.jsonl") + ".fp.json")
-
-
 def read_sidecar(ledger: Path) -> Optional[Sidecar]:
     try:
-        raw = json.loads(sidecar_path(ledger).read_text())
+        raw = json.loads(sidecar_of(ledger).read_text())
     except FileNotFoundError:
         return None
     return Sidecar(**{**raw, "input": InputPrint(**raw["input"])})
@@ -132,7 +130,7 @@ def read_sidecar(ledger: Path) -> Optional[Sidecar]:
 
 def write_sidecar(ledger: Path, sidecar: Sidecar) -> None:
     """Atomically (temp file, rename): a reader sees the old sidecar or the new one."""
-    path = sidecar_path(ledger)
+    path = sidecar_of(ledger)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(asdict(sidecar)))

@@ -1,54 +1,12 @@
 """The job file: the composed config, resolved to absolute paths, that every rank and host reads back."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from runner import schema
 from runner.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class RunDir:
-    """The files of one run. Everything a rank writes lands under `root` (on the shared filesystem)."""
-
-    root: Path
-
-    @property
-    def job_file(self) -> Path:
-        return self.root / "job.yaml"
-
-    @property
-    def out(self) -> Path:
-        return self.root / "out"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def stats(self) -> Path:
-        return self.root / "stats"
-
-    @property
-    def too_long_file(self) -> Path:
-        """The input lines found too long at launch under mode.on_too_long=record (runner.preflight)."""
-        return self.root / "too_long.json"
-
-    @property
-    def claims(self) -> Path:
-        """server_per_node's work-queue claims, a folder per attempt (made here once, not by every host)."""
-        return self.root / "claims"
-
-    @property
-    def summary_file(self) -> Path:
-        return self.root / "summary.json"
-
-    def make(self) -> "RunDir":
-        for path in (self.root, self.out, self.logs, self.stats, self.claims):
-            path.mkdir(parents=True, exist_ok=True)
-        return self
+from runner.run_dir import RunDir, run_dir_of  # noqa: F401  (re-exported: RunDir lives in runner.run_dir)
 
 
 def write(cfg: DictConfig, run: RunDir) -> Path:
@@ -80,6 +38,3 @@ def typed_mode(mode: DictConfig) -> DictConfig:
     """A mode config typed by its schema (enums as enums)."""
     return OmegaConf.merge(_schema_of("mode", mode.name), mode)
 
-
-def run_dir_of(path: Path) -> RunDir:
-    return RunDir(Path(path).resolve().parent)

@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 from runner import inputs
 
 if TYPE_CHECKING:
-    from runner.job import RunDir
-    from runner.rerun import Item
+    from runner.run_dir import Item, RunDir
+    from runner.stats import WorkerStats
     from runner.topology import Placement
 
 
@@ -34,8 +34,9 @@ class Mode(ABC):
         """Every input file with its finished output and its ledger."""
 
     @abstractmethod
-    def run(self, run: "RunDir", placement: "Placement", model_path: str) -> None:
-        """One worker process's share of the job."""
+    def run(self, run: "RunDir", placement: "Placement", model_path: str, stats: "WorkerStats") -> "WorkerStats":
+        """One worker process's share of the job; fills `stats` and returns them (the worker writes them, also
+        when this raises)."""
 
     def resolve(self) -> None:
         """Make the mode's own paths absolute (the launching host's working directory is not the workers')."""

@@ -9,18 +9,19 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 from omegaconf import DictConfig, OmegaConf
 
 from runner import engine, inputs, preflight, rerun
 from runner.devices import DEVICE_VARS, device_env
 from runner.errors import JobFailedError
-from runner.job import RunDir
 from runner.mode import Mode
 from runner.record_log import RecordLog, as_jsonl, as_original_text
+from runner.records import LINE, Record
+from runner.run_dir import Item, RunDir
 from runner.schema import OnTooLong, OutputFormat
-from runner.summary import write_stats
+from runner.stats import WorkerStats
 from runner.tally import Tally
 from runner.topology import Placement
 from runner.walltime import near_end
@@ -36,43 +37,33 @@ def input_paths(cfg: DictConfig, world_size: int) -> List[Path]:
     return [input_path(cfg, rank) for rank in range(world_size)]
 
 
-def rank_outputs(out_dir: Path, rank: int) -> Tuple[Path, Path]:
-    """The rank's finished output and its resume ledger (answers so far, until the output is written)."""
-    return out_dir / f"{rank}.out", out_dir / f"{rank}.log.jsonl"
-
-
 def _record(rank: int, line: inputs.Line, answer: engine.Answer) -> dict:
-    return {
-        "rank": rank,
-        "line": line.number,
-        "prompt": line.text,
-        "text": answer.text,
-        "prompt_tokens": answer.prompt_tokens,
-        "output_tokens": answer.output_tokens,
-        "finish_reason": answer.finish_reason,
-        "status": "ERROR" if answer.error else "SUCCESS",
-        "error": answer.error,
-    }
+    ids = {"rank": rank, LINE: line.number}
+    if answer.error:
+        return Record.failed(ids, line.text, answer.error).to_json()
+    return Record(ids, line.text, answer.text, prompt_tokens=answer.prompt_tokens, output_tokens=answer.output_tokens,
+                  finish_reason=answer.finish_reason).to_json()
 
 
-def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str) -> None:
+def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str,
+             stats: WorkerStats) -> WorkerStats:
+    """Answer the rank's lines, filling `stats` (the worker writes them, also when this fails)."""
     rank, started = placement.rank, time.monotonic()
-    item = rerun.Item(input_path(cfg, rank), *rank_outputs(run.out, rank))
+    item = run.rank_item(input_path(cfg, rank), rank)
     lines, ledger = rerun.begin(cfg, item, cfg.mode.sync_every_s)
     todo = rerun.todo(lines, ledger, cfg) if ledger is not None else []
     done = len(lines) - len(todo)
     log.info("rank %d on %s: %d lines, %d answered before, %d to do", rank, placement.hostname, len(lines), done,
              len(todo))
     tally, complete = Tally(), ledger is None
-    stats = {"name": f"rank{rank}", "host": placement.hostname, "local_rank": placement.local_rank,
-             "device": {k: os.environ.get(k, "") for k in DEVICE_VARS}, "resumed": done,
-             "engine_start_s": 0.0, "generate_s": 0.0, "record_s": 0.0}
+    stats.name, stats.host, stats.local_rank = f"rank{rank}", placement.hostname, placement.local_rank
+    stats.device, stats.resumed, stats.record_s = {k: os.environ.get(k, "") for k in DEVICE_VARS}, done, 0.0
     if complete:
         log.info("rank %d: %s is complete already, nothing to do", rank, item.output)
     try:
         if not complete:
             if todo and cfg.mode.on_too_long == OnTooLong.record:
-                todo = _record_too_long(run, rank, input_path(cfg, rank).name, todo, ledger, tally)
+                todo = _record_too_long(run, rank, item.input.name, todo, ledger, tally)
             if todo:
                 _answer_all(cfg, rank, todo, ledger, model_path, stats, tally)
             render = as_jsonl if cfg.mode.output_format == OutputFormat.jsonl else as_original_text
@@ -80,12 +71,13 @@ def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
             if complete:
                 log.info("rank %d: wrote %s (%d answers)", rank, item.output, len(lines))
     finally:
-        stats.update(tally.as_dict(), prompts=done + tally.answered, wall_s=round(time.monotonic() - started, 3))
-        write_stats(run, f"rank{rank}", stats)
+        stats.count(tally)
+        stats.prompts, stats.wall_s = done + tally.answered, round(time.monotonic() - started, 3)
     if not complete:
         left = sum(ledger.needs(line.number, False) for line in lines)
         raise JobFailedError(f"rank {rank} stopped near the walltime with {left} lines left; rerun the same "
                              "command to resume")
+    return stats
 
 
 def _record_too_long(run: RunDir, rank: int, input_name: str, todo: List[inputs.Line], ledger: RecordLog,
@@ -103,7 +95,7 @@ def _record_too_long(run: RunDir, rank: int, input_name: str, todo: List[inputs.
     return [line for line in todo if line.number not in reasons]
 
 
-def _answer_all(cfg, rank, todo, ledger, model_path, stats, tally: Tally) -> None:
+def _answer_all(cfg, rank, todo, ledger, model_path, stats: WorkerStats, tally: Tally) -> None:
     margin = cfg.mode.walltime_margin_s
 
     def may_add() -> bool:
@@ -116,7 +108,7 @@ def _answer_all(cfg, rank, todo, ledger, model_path, stats, tally: Tally) -> Non
     llm = engine.build_llm(model_path, engine.engine_args(cfg))
     params = engine.sampling_params(OmegaConf.to_container(cfg.sampling))
     t1 = last_report = time.monotonic()
-    stats["engine_start_s"] = round(t1 - t0, 3)
+    stats.engine_start_s = round(t1 - t0, 3)
     every, record_s = cfg.mode.progress_every_s, 0.0
     try:
         for finished in engine.stream_answers(llm, todo, cfg.mode.prompt_style, params, cfg.mode.max_in_flight,
@@ -133,7 +125,7 @@ def _answer_all(cfg, rank, todo, ledger, model_path, stats, tally: Tally) -> Non
     finally:
         # record_s: the part of generate_s the rank spent on its own work between engine steps (records,
         # checkpoint, progress lines); the rest was vLLM
-        stats.update(generate_s=round(time.monotonic() - t1, 3), record_s=round(record_s, 6))
+        stats.generate_s, stats.record_s = round(time.monotonic() - t1, 3), round(record_s, 6)
 
 
 class PerTile(Mode):
@@ -145,12 +137,12 @@ class PerTile(Mode):
     def input_files(self) -> List[Path]:
         return input_paths(self.cfg, self.cfg.nodes * self.procs_per_node())
 
-    def work_items(self, run: RunDir) -> List[rerun.Item]:
-        return [rerun.Item(path, *rank_outputs(run.out, rank)) for rank, path in enumerate(self.input_files())]
+    def work_items(self, run: RunDir) -> List[Item]:
+        return [run.rank_item(path, rank) for rank, path in enumerate(self.input_files())]
 
     def device_env(self, placement: Placement) -> Dict[str, str]:
         c = self.cfg.cluster
         return device_env(placement.local_rank, c.accelerator, c.gpus_per_node, c.tiles_per_gpu)
 
-    def run(self, run: RunDir, placement: Placement, model_path: str) -> None:
-        run_rank(self.cfg, run, placement, model_path)
+    def run(self, run: RunDir, placement: Placement, model_path: str, stats: WorkerStats) -> WorkerStats:
+        return run_rank(self.cfg, run, placement, model_path, stats)

@@ -15,9 +15,8 @@ from omegaconf import OmegaConf
 
 from runner.fingerprint import read_sidecar, unchanged
 from runner.inputs import count_lines
-from runner.job import RunDir
 from runner.record_log import scan
-from runner.rerun import Item, work_items
+from runner.run_dir import Item, RunDir
 
 _LISTED = 20
 
@@ -49,7 +48,7 @@ def progress(run: RunDir) -> List[FileProgress]:
     """Every input file's progress: a finished output's counts come from its sidecar (one small read), a ledger's
     from its distinct lines."""
     cfg = OmegaConf.load(run.job_file)  # untyped: a job file of an older runner version is read too
-    return [_file_progress(item) for item in work_items(cfg, run)]
+    return [_file_progress(item) for item in run.items(cfg)]
 
 
 def describe(run: RunDir, files: List[FileProgress]) -> str:

@@ -6,6 +6,7 @@ from typing import Dict
 
 from omegaconf import DictConfig
 
+from runner import records
 from runner.schema import InputFormat
 
 
@@ -31,8 +32,7 @@ def check_template(mode: DictConfig) -> str:
 
 
 # the keys of an output record (both modes); an id column of one of these names would overwrite it
-RECORD_KEYS = ("file", "line", "rank", "input", "prompt", "text", "response", "status", "error", "prompt_tokens",
-               "output_tokens", "finish_reason")
+RECORD_KEYS = records.KEYS
 
 
 def check_id_columns(mode: DictConfig) -> str:

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, KeysView, Optional, Set
 
+from runner.records import Record, is_error, line_of
+
 
 class RecordLog:
     def __init__(self, path: Path, sync_every_s: Optional[float] = 0.0):
@@ -47,11 +49,12 @@ class RecordLog:
         return good
 
     def _index(self, record: dict, offset: int) -> None:
-        self._offsets[record["line"]] = offset
+        line = line_of(record)
+        self._offsets[line] = offset
         if is_error(record):
-            self._errors.add(record["line"])
+            self._errors.add(line)
         else:
-            self._errors.discard(record["line"])
+            self._errors.discard(line)
 
     def done(self) -> KeysView[int]:
         """Line numbers that have a record, ERROR or not (a live view: no copy, O(1) membership)."""
@@ -79,7 +82,7 @@ class RecordLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")
         for record in records:
-            if record["line"] in self._offsets and record["line"] not in self._errors:
+            if line_of(record) in self._offsets and line_of(record) not in self._errors:
                 continue  # answered already: never twice
             data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
             self._file.write(data)
@@ -111,10 +114,6 @@ class RecordLog:
             self.path.unlink(missing_ok=True)
 
 
-def is_error(record: dict) -> bool:
-    return record.get("status") == "ERROR"
-
-
 def scan(path: Path) -> Dict[int, bool]:
     """Read-only (a live job's ledger is not touched): line -> whether its newest record is an ERROR, over the
     whole records of a ledger or a finished JSONL output (a torn last line is skipped)."""
@@ -123,14 +122,19 @@ def scan(path: Path) -> Dict[int, bool]:
         for raw in f:
             if raw.endswith(b"\n") and raw.strip():
                 record = json.loads(raw)
-                newest[record["line"]] = is_error(record)
+                newest[line_of(record)] = is_error(record)
     return newest
 
 
 def as_jsonl(record: dict) -> str:
+    """The record in the one schema (a record an older runner left in a resumed ledger is brought up to it; this
+    runner's records are in it already, and written as they are: finalize costs no more per record)."""
+    if "response" not in record:
+        record = Record.from_json(record).to_json()
     return json.dumps(record, ensure_ascii=False)
 
 
 def as_original_text(record: dict) -> str:
-    """The original per-tile script's line format."""
-    return f"Prompt: {record['prompt']!r}, Generated text: {record['text']!r}"
+    """The original per-tile script's line format (an ERROR record's answer is written as '')."""
+    record = Record.from_json(record)
+    return f"Prompt: {record.prompt!r}, Generated text: {record.response or ''!r}"

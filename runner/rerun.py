@@ -16,7 +16,6 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
@@ -26,29 +25,13 @@ from runner import inputs
 from runner.errors import ConfigError
 from runner.fingerprint import (InputPrint, Scanner, Sidecar, changed_from, config_print, differing, read_sidecar,
                                 unchanged, write_sidecar)
-from runner.job import RunDir
+from runner.run_dir import Item, RunDir  # noqa: F401  (Item: re-exported)
 from runner.record_log import RecordLog
 from runner.schema import OutputFormat, RerunPolicy
 
 log = logging.getLogger(__name__)
 
 _LISTED = 5
-
-
-@dataclass(frozen=True)
-class Item:
-    """One input file and what the run writes for it."""
-
-    input: Path
-    output: Path
-    ledger: Path
-
-
-def work_items(cfg: DictConfig, run: RunDir) -> List[Item]:
-    """Every input of the job with its finished output and its ledger (per_tile: a rank's file)."""
-    from runner.options import mode_of
-
-    return mode_of(cfg).work_items(run)
 
 
 def _policy(cfg: DictConfig) -> RerunPolicy:
@@ -109,7 +92,7 @@ def check_launch(cfg: DictConfig, run: RunDir, previous: Optional[DictConfig]) -
     if changed or policy == RerunPolicy.all:
         return new_epoch()
     epoch = str(previous.get("rerun_epoch", ""))
-    refused = [why for item in work_items(cfg, run)
+    refused = [why for item in run.items(cfg)
                for action, why in [decide(item, read_sidecar(item.ledger), epoch, policy,
                                           lambda item=item: _last_answered(item.ledger))] if action == "refuse"]
     if refused:

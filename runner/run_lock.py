@@ -26,6 +26,7 @@ from typing import Optional, Tuple
 
 from runner import procs
 from runner.errors import ConfigError
+from runner.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def is_alive(record: dict) -> Tuple[bool, str]:
 class RunLock:
     def __init__(self, run_root: Path):
         self.root = run_root
-        self.dir = run_root / "lock"
+        self.dir = RunDir(run_root).lock
         self.generation = 0
 
     def _generations(self) -> list:

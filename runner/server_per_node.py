@@ -18,16 +18,17 @@ from omegaconf import DictConfig, OmegaConf
 from runner import engine, inputs, preflight, prompts, rerun
 from runner.client import FileClient, FileResult, Supervisor, raise_open_file_limit
 from runner.errors import ConfigError, JobFailedError
-from runner.job import RunDir, typed_mode
+from runner.job import typed_mode
+from runner.run_dir import Item, RunDir
 from runner.mode import Mode
 from runner.options import launcher_of
 from runner.record_log import as_jsonl
 from runner.schema import OnTooLong
 from runner.server import VllmServer
-from runner.summary import write_stats
+from runner.stats import WorkerStats
 from runner.topology import Placement
 from runner.walltime import near_end
-from runner.work_queue import FileQueue, attempt_id, ledger_path, list_inputs, output_path, prune_attempts
+from runner.work_queue import FileQueue, attempt_id, list_inputs, prune_attempts
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def _clear_earlier_scratch(cfg: DictConfig, run: RunDir, rank: int, mine: Path) 
     the run's lock); their server logs are kept under logs/host<rank>/earlier/."""
     for old in Path(cfg.mode.scratch_dir).glob(f"runner-{_scratch_tag(run)}-*-host{rank}"):
         if old != mine:
-            shutil.copytree(old, run.logs / f"host{rank}" / "earlier" / old.name, dirs_exist_ok=True)
+            shutil.copytree(old, run.host_logs(rank) / "earlier" / old.name, dirs_exist_ok=True)
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -60,7 +61,7 @@ def _server(cfg: DictConfig, placement: Placement, model_path: str, scratch: Pat
                       scratch / "vllm-serve.log", env)
 
 
-async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server: VllmServer, totals: dict,
+async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server: VllmServer, stats: WorkerStats,
                        host: FileResult) -> None:
     """Answer `first`, then each file the queue hands this host. The next file is started as soon as the current
     one has no line left to send, so the server's batch stays full across file ends."""
@@ -75,7 +76,7 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server:
             input_file = first
             while input_file is not None:
                 result, handed_out = FileResult(), asyncio.Event()
-                totals["files"].append(input_file.name)
+                stats.files.append(input_file.name)
                 task = asyncio.create_task(_answer_file(cfg, client, queue, input_file, run, result, handed_out,
                                                         host))
                 running.append(task)
@@ -88,7 +89,7 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server:
         watcher.cancel()
         queue.stop_waiting()  # a cancelled host does not sit out the queue's poll interval in its thread
         host.seconds = time.monotonic() - started
-    totals["restarts"] = supervisor.restarts
+    stats.restarts = supervisor.restarts
     if supervisor.failed:
         raise JobFailedError(f"host {run.root}: {supervisor.failed}; rerun the same command to resume")
 
@@ -104,7 +105,7 @@ async def _first_of(task: asyncio.Task, event: asyncio.Event) -> None:
 async def _answer_file(cfg: DictConfig, client: FileClient, queue: FileQueue, input_file: Path, run: RunDir,
                        result: FileResult, handed_out: asyncio.Event, host: FileResult) -> None:
     try:
-        item = rerun.Item(input_file, output_path(run.out, input_file), ledger_path(run.out, input_file))
+        item = run.file_item(input_file)
         lines, ledger = await asyncio.to_thread(rerun.begin, cfg, item, None)
         if ledger is None:
             result.resumed = len(lines)
@@ -124,47 +125,47 @@ async def _answer_file(cfg: DictConfig, client: FileClient, queue: FileQueue, in
         host.add(result)
 
 
-def run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str) -> None:
+def run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str,
+             stats: WorkerStats) -> WorkerStats:
+    """Answer files from the queue, filling `stats` (the worker writes them, also when this fails)."""
     started = time.monotonic()
     stale = cfg.mode.claim_stale_after_s
     if placement.rank == 0:  # finished files with lines appended or ERROR records to retry become claimable
-        rerun.reopen_finished(cfg, rerun.work_items(cfg, run))
+        rerun.reopen_finished(cfg, run.items(cfg))
     queue = FileQueue(list_inputs(cfg), run.out, run.claims, stale_after_s=stale,
                       poll_s=max(1.0, min(30.0, stale / 10)), host=placement.rank, hosts=placement.world_size)
     if placement.rank == 0:  # one host per job clears the claims of earlier attempts
         prune_attempts(run.claims, queue.claims.name, stale)
     with queue.heartbeats():
-        _run_host(cfg, run, placement, model_path, queue, started)
+        return _run_host(cfg, run, placement, model_path, queue, started, stats)
 
 
 def _run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str, queue: FileQueue,
-              started: float) -> None:
+              started: float, stats: WorkerStats) -> WorkerStats:
     first = next(queue.take(), None)
+    stats.name, stats.host, stats.files = f"host{placement.rank}", placement.hostname, []
     if first is None:
         log.info("host %d: no input file left for this host; not starting a server", placement.rank)
-        write_stats(run, f"host{placement.rank}", {"name": f"host{placement.rank}", "host": placement.hostname,
-                                                    "files": [], **FileResult().tally.as_dict(), "prompts": 0,
-                                                    "wall_s": round(time.monotonic() - started, 3)})
-        return
+        stats.wall_s = round(time.monotonic() - started, 3)
+        return stats
     scratch = _scratch(cfg, run, placement.rank)
     _clear_earlier_scratch(cfg, run, placement.rank, scratch)
     server = _server(cfg, placement, model_path, scratch)
-    totals = {"name": f"host{placement.rank}", "host": placement.hostname, "concurrency": cfg.mode.concurrency,
-              "files": []}
-    host = FileResult()
+    stats.concurrency, host = cfg.mode.concurrency, FileResult()
     try:
-        totals["engine_start_s"] = round(server.start(cfg.mode.start_timeout_s), 3)
-        asyncio.run(_serve_files(cfg, run, queue, first, server, totals, host))
+        stats.engine_start_s = round(server.start(cfg.mode.start_timeout_s), 3)
+        asyncio.run(_serve_files(cfg, run, queue, first, server, stats, host))
     finally:
         server.stop(cfg.mode.stop_grace_s)
-        shutil.copytree(scratch, run.logs / f"host{placement.rank}", dirs_exist_ok=True)
+        shutil.copytree(scratch, run.host_logs(placement.rank), dirs_exist_ok=True)
         shutil.rmtree(scratch, ignore_errors=True)
-        totals.update(host.tally.as_dict(), prompts=host.tally.answered + host.resumed, resumed=host.resumed,
-                      generate_s=round(host.seconds, 3), stopped_for_walltime=host.stopped_for_walltime,
-                      wall_s=round(time.monotonic() - started, 3))
-        write_stats(run, f"host{placement.rank}", totals)
+        stats.count(host.tally)
+        stats.prompts, stats.resumed = host.tally.answered + host.resumed, host.resumed
+        stats.generate_s, stats.stopped_for_walltime = round(host.seconds, 3), host.stopped_for_walltime
+        stats.wall_s = round(time.monotonic() - started, 3)
     if host.stopped_for_walltime:
         raise JobFailedError(f"host {placement.rank} stopped near the walltime; rerun the same command to resume")
+    return stats
 
 
 class ServerPerNode(Mode):
@@ -177,8 +178,8 @@ class ServerPerNode(Mode):
     def input_files(self) -> List[Path]:
         return list_inputs(self.cfg)
 
-    def work_items(self, run: RunDir) -> List[rerun.Item]:
-        return [rerun.Item(path, output_path(run.out, path), ledger_path(run.out, path)) for path in self.input_files()]
+    def work_items(self, run: RunDir) -> List[Item]:
+        return [run.file_item(path) for path in self.input_files()]
 
     def resolve(self) -> None:
         super().resolve()
@@ -201,5 +202,5 @@ class ServerPerNode(Mode):
             except prompts.MalformedLine:
                 continue
 
-    def run(self, run: RunDir, placement: Placement, model_path: str) -> None:
-        run_host(self.cfg, run, placement, model_path)
+    def run(self, run: RunDir, placement: Placement, model_path: str, stats: WorkerStats) -> WorkerStats:
+        return run_host(self.cfg, run, placement, model_path, stats)

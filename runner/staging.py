@@ -178,7 +178,7 @@ def stage_job(job_file: Path) -> None:
         result = broadcast_folder(leaders, Path(cfg.model.path), target, cfg.staging.chunk_mib << 20)
         if leaders.rank == 0:
             log.info("staged %s to %s on %d node(s): %s", cfg.model.path, target, leaders.size, result)
-            (job.run_dir_of(job_file).root / "staging.json").write_text(json.dumps({"nodes": leaders.size, **result}))
+            job.run_dir_of(job_file).staging_file.write_text(json.dumps({"nodes": leaders.size, **result}))
     MPI.COMM_WORLD.Barrier()
 
 

@@ -1,4 +1,5 @@
-"""Per-rank statistics and the run's summary: lines answered, this run's tokens and rates, per rank and in total.
+"""The run's summary, from the workers' stats (runner.stats) and the outputs: lines answered, this run's tokens
+and rates, per worker and in total.
 
 `prompts` counts the distinct answered lines of the outputs as they are now (runner.progress: a line answered
 twice counts once), `lines` the lines of the inputs now, `resumed` the answered lines that came from an earlier
@@ -13,40 +14,17 @@ start, loading and waiting included) is given beside it as `wall_tokens_per_s`.
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List
 
-from runner.job import RunDir, run_dir_of
+from runner.run_dir import RunDir, run_dir_of
+from runner.stats import this_attempt
 
 log = logging.getLogger(__name__)
 
 
-def write_stats(run: RunDir, name: str, stats: Dict) -> None:
-    """Record one rank's (or host's) numbers as stats/<name>.json, tagged with the job attempt that made them."""
-    from runner.work_queue import attempt_id
-
-    run.stats.mkdir(parents=True, exist_ok=True)
-    path = run.stats / f"{name}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**stats, "attempt": attempt_id(), "ended_at": time.time()}, indent=1))
-    tmp.replace(path)
-
-
 def _rate(tokens: float, seconds: float) -> float:
     return round(tokens / seconds, 1) if seconds > 0 else 0.0
-
-
-def this_attempt(run: RunDir) -> List[Dict]:
-    """The stats of the current job attempt; outside a job (a later `python -m runner.summary`), those of the
-    attempt that wrote the newest stats."""
-    from runner.work_queue import attempt_id
-
-    workers = [json.loads(p.read_text()) for p in sorted(run.stats.glob("*.json"))]
-    attempt = attempt_id()
-    if not any(w.get("attempt") == attempt for w in workers):
-        attempt = max(workers, key=lambda w: w.get("ended_at", 0.0), default={}).get("attempt")
-    return [w for w in workers if w.get("attempt") == attempt]
 
 
 def summarize(run: RunDir, wall_s: float = 0.0) -> Dict:
@@ -57,17 +35,16 @@ def summarize(run: RunDir, wall_s: float = 0.0) -> Dict:
     workers = this_attempt(run)
     files = progress(run)
     keys = ("answered", "errors", "prompt_tokens", "output_tokens")
-    total = {key: sum(w.get(key, 0) for w in workers) for key in keys}
+    total = {key: sum(getattr(w, key) for w in workers) for key in keys}
     prompts = sum(f.answered for f in files)
-    wall = wall_s or max((w.get("wall_s", 0.0) for w in workers), default=0.0)
-    per_worker = [{**w, "output_tokens_per_s": _rate(w.get("output_tokens", 0), w.get("generate_s", 0.0))}
-                  for w in workers]
+    wall = wall_s or max((w.wall_s for w in workers), default=0.0)
+    per_worker = [{**w.to_json(), "output_tokens_per_s": _rate(w.output_tokens, w.generate_s)} for w in workers]
     summary = {
         "prompts": prompts, "lines": sum(f.lines for f in files), "resumed": max(prompts - total["answered"], 0),
         "error_lines": sum(f.errors for f in files), **total,
         "workers": len(workers),
         "wall_s": round(wall, 2),
-        "generate_s": max((w.get("generate_s", 0.0) for w in workers), default=0.0),
+        "generate_s": max((w.generate_s for w in workers), default=0.0),
         "generation_tokens_per_s": round(sum(w["output_tokens_per_s"] for w in per_worker), 1),
         "wall_tokens_per_s": _rate(total["output_tokens"], wall),
         "per_worker": per_worker,

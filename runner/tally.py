@@ -2,6 +2,8 @@
 
 from dataclasses import asdict, dataclass, fields
 
+from runner.records import is_error
+
 
 @dataclass
 class Tally:
@@ -12,7 +14,7 @@ class Tally:
 
     def count(self, record: dict) -> None:
         self.answered += 1
-        self.errors += record.get("status") == "ERROR"
+        self.errors += is_error(record)
         self.prompt_tokens += record["prompt_tokens"]
         self.output_tokens += record["output_tokens"]
 

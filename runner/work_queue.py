@@ -31,6 +31,7 @@ from typing import Dict, Iterator, List, Optional
 
 from omegaconf import DictConfig
 
+from runner.run_dir import FILE_OUTPUT_SUFFIX, file_output_name
 from runner.walltime import near_end
 
 _ATTEMPT_VARS = ("RUNNER_ATTEMPT", "PBS_JOBID", "SLURM_JOB_ID")
@@ -42,15 +43,6 @@ WATCHERS = 3  # waiting hosts that check one claim for staleness in one stale_af
 def list_inputs(cfg: DictConfig) -> List[Path]:
     """The input files of a server_per_node job, sorted by name."""
     return sorted(p for p in Path(cfg.mode.input_dir).glob(cfg.mode.input_glob) if p.is_file())
-
-
-def output_path(out_dir: Path, input_file: Path) -> Path:
-    return out_dir / f"{input_file.name}.jsonl"
-
-
-def ledger_path(out_dir: Path, input_file: Path) -> Path:
-    """The file's resume ledger (answers so far), until output_path is written."""
-    return out_dir / f"{input_file.name}.log.jsonl"
 
 
 def attempt_id() -> str:
@@ -108,7 +100,7 @@ class FileQueue:
     # what this host knows: one listing of out/ or of the claims folder at a time
 
     def _list_finished(self) -> None:
-        suffix = ".jsonl"
+        suffix = FILE_OUTPUT_SUFFIX
         try:
             names = [n[:-len(suffix)] for n in _listing(self.out_dir) if n.endswith(suffix)]
         except FileNotFoundError:  # nothing written yet
@@ -245,7 +237,7 @@ class FileQueue:
             self._saw_claim(name, generation, touched)
             return None
         input_file = self.files[self._index[name]]
-        if os.path.exists(output_path(self.out_dir, input_file)):  # its host died after writing it
+        if os.path.exists(self.out_dir / file_output_name(input_file.name)):  # its host died after writing it
             self._mark_finished(name)
             return None
         return input_file if self._claim(input_file, generation + 1) else None

@@ -15,6 +15,8 @@ from omegaconf import DictConfig
 from runner import job, options
 from runner.errors import RunnerError
 from runner.mode import Mode
+from runner.stats import WorkerStats
+from runner.stats import write as write_stats
 from runner.topology import Placement, discover
 
 log = logging.getLogger("runner.worker")
@@ -34,7 +36,12 @@ def run(job_file: Path) -> None:
     model_path = options.staging_of(cfg).model_path_for_workers()
     log.info("rank %d/%d local %d on %s, model %s", placement.rank, placement.world_size, placement.local_rank,
              placement.hostname, model_path)
-    mode.run(run_dir, placement, model_path)
+    stats = WorkerStats()
+    try:
+        stats = mode.run(run_dir, placement, model_path, stats)
+    finally:  # also a failed or cancelled worker's counts so far; unnamed: it stopped before its mode began
+        if stats.name:
+            write_stats(run_dir, stats)
 
 
 def _exit_on_sigterm(signum, frame) -> None:

@@ -30,11 +30,11 @@ def test_per_tile_records_the_long_line_answers_the_rest_and_a_rerun_finishes_to
         records = read_jsonl(run / "out" / "0.out")
         assert [r["line"] for r in records] == [1, 2, 3, 4]
         bad = records[1]
-        assert bad["status"] == "ERROR" and bad["output_tokens"] == 0
+        assert bad["status"] == "ERROR" and bad["output_tokens"] == 0 and bad["response"] is None
         assert "too long" in bad["error"] and "> max_model_len=2048" in bad["error"]
         good = [records[i] for i in (0, 2, 3)]
         assert all(r["status"] == "SUCCESS" and r["error"] == "" and r["output_tokens"] > 0 for r in good)
-        assert "Paris" in good[0]["text"]
+        assert "Paris" in good[0]["response"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["prompts"] == 4
 

@@ -90,16 +90,17 @@ def test_decisions_for_a_finished_output_and_a_ledger(tmp_path):
 def test_newest_record_wins_an_error_is_retried_a_success_never_twice(tmp_path):
     path = tmp_path / "a.log.jsonl"
     log = RecordLog(path)
-    log.append([{"line": 1, "status": "ERROR", "text": "bad"}, {"line": 2, "status": "SUCCESS", "text": "ok"}])
+    log.append([{"line": 1, "status": "ERROR", "response": "bad"}, {"line": 2, "status": "SUCCESS", "response": "ok"}])
     assert log.needs(1, retry_errors=True) and not log.needs(1, retry_errors=False) and not log.needs(2, True)
-    log.append([{"line": 1, "status": "SUCCESS", "text": "fixed"}, {"line": 2, "status": "SUCCESS", "text": "dup"}])
+    log.append([{"line": 1, "status": "SUCCESS", "response": "fixed"},
+                {"line": 2, "status": "SUCCESS", "response": "dup"}])
     log.close()
     assert scan(path) == {1: False, 2: False}
     again = RecordLog(path)
     assert again.errors() == set()
     out = tmp_path / "a.out"
     again.finalize(out, json.dumps)
-    assert [json.loads(x)["text"] for x in out.read_text().splitlines()] == ["fixed", "ok"]
+    assert [json.loads(x)["response"] for x in out.read_text().splitlines()] == ["fixed", "ok"]
 
 
 def _cfg(tmp_path, **mode):
@@ -117,7 +118,7 @@ def _answer(cfg, item, statuses):
     if ledger is None:
         return []
     asked = todo(lines, ledger, cfg)
-    ledger.append([{"line": line.number, "prompt": line.text, "text": f"answer {line.number}",
+    ledger.append([{"line": line.number, "prompt": line.text, "response": f"answer {line.number}",
                     "status": statuses.get(line.number, "SUCCESS")} for line in asked])
     finish(cfg, item, lines, ledger, as_original_text if cfg.mode.output_format == "text" else json.dumps)
     return [line.number for line in asked]

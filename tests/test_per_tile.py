@@ -33,7 +33,9 @@ def test_every_line_is_answered_once_per_rank(two_rank_run):
 def test_a_chat_question_gets_a_sensible_answer(two_rank_run):
     run, _, _ = two_rank_run
     first = read_jsonl(run / "out" / "0.out")[0]
-    assert "Paris" in first["text"]
+    assert "Paris" in first["response"]
+    assert list(first) == ["rank", "line", "prompt", "response", "status", "error", "prompt_tokens", "output_tokens",
+                           "finish_reason"]
 
 
 def test_summary_counts_prompts_and_tokens(two_rank_run):

@@ -45,6 +45,9 @@ def test_two_hosts_three_files_every_line_once_and_malformed_lines_reported(tmp_
     assert bad["input"] == "G2\tonly two columns"
     good = [r for name in GENES for r in read_jsonl(run / "out" / f"{name}.jsonl") if r["status"] == "SUCCESS"]
     assert len(good) == 5 and all(r["response"] and r["output_tokens"] > 0 for r in good)
+    body = ["prompt", "response", "status", "error", "prompt_tokens", "output_tokens", "finish_reason"]
+    assert all(list(r) == ["file", "line", "genome_id", "gene_id", *body] and r["gene_id"] in r["prompt"] for r in good)
+    assert list(bad) == ["file", "line", "genome_id", "input", *body] and bad["prompt"] is None
     hosts = [json.loads((run / "stats" / f"host{h}.json").read_text()) for h in (0, 1)]
     assert sorted(f for h in hosts for f in h["files"]) == ["a.tsv", "b.tsv", "c.tsv"]
     assert all(h["files"] for h in hosts), "a host idled while work remained"

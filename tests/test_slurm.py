@@ -36,7 +36,7 @@ def test_submitit_job_runs_to_completion(tmp_path):
     job_id = (run / "slurm_job_id").read_text().strip()
     assert job_id.isdigit()
     records = read_jsonl(run / "out" / "0.out")
-    assert [r["line"] for r in records] == [1, 2] and "Paris" in records[0]["text"]
+    assert [r["line"] for r in records] == [1, 2] and "Paris" in records[0]["response"]
     assert json.loads((run / "summary.json").read_text())["prompts"] == 2
     assert list((run / "slurm").glob(f"{job_id}_0_log.out"))
 

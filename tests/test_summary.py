@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 from conftest import write_inputs
 from runner.job import RunDir
 from runner.progress import describe, progress
-from runner.summary import summarize, write_stats
+from runner.stats import WorkerStats, write
+from runner.summary import summarize
 
 
 def _run_folder(tmp_path):
@@ -36,11 +37,11 @@ def test_a_ledger_with_duplicates_reads_its_distinct_lines(tmp_path):
 def test_summary_sums_this_attempt_only_and_heads_with_the_generation_rate(tmp_path, monkeypatch):
     run = _run_folder(tmp_path)
     monkeypatch.setenv("RUNNER_ATTEMPT", "old")
-    write_stats(run, "rank2", {"name": "rank2", "answered": 50, "output_tokens": 5000, "generate_s": 1.0})
+    write(run, WorkerStats("rank2", answered=50, output_tokens=5000, generate_s=1.0))
     monkeypatch.setenv("RUNNER_ATTEMPT", "now")
     for rank, tokens in ((0, 1000), (1, 300)):
-        write_stats(run, f"rank{rank}", {"name": f"rank{rank}", "answered": 2, "output_tokens": tokens,
-                                         "generate_s": 2.0, "engine_start_s": 30.0, "wall_s": 40.0})
+        write(run, WorkerStats(f"rank{rank}", answered=2, output_tokens=tokens, generate_s=2.0, engine_start_s=30.0,
+                               wall_s=40.0))
     summary = summarize(run, wall_s=50.0)
     assert (summary["prompts"], summary["lines"], summary["answered"], summary["resumed"]) == (19, 22, 4, 15)
     assert (summary["workers"], summary["output_tokens"], summary["error_lines"]) == (2, 1300, 1)
@@ -49,3 +50,20 @@ def test_summary_sums_this_attempt_only_and_heads_with_the_generation_rate(tmp_p
     assert summary["per_worker"][0]["engine_start_s"] == 30.0
     monkeypatch.setenv("RUNNER_ATTEMPT", "manual-later")  # `python -m runner.summary` after the job: the newest
     assert summarize(run)["workers"] == 2
+
+
+def test_stats_files_hold_their_mode_s_fields_and_read_back_through_one_class(tmp_path, monkeypatch):
+    run = _run_folder(tmp_path)
+    monkeypatch.setenv("RUNNER_ATTEMPT", "now")
+    write(run, WorkerStats("rank0", "n1", answered=2, output_tokens=10, generate_s=1.0, local_rank=0,
+                           device={"CUDA_VISIBLE_DEVICES": "0"}, record_s=0.1))
+    write(run, WorkerStats("host1", "n2", answered=1, output_tokens=4, generate_s=2.0, files=["a.txt"], restarts=0))
+    rank, host = (json.loads(run.stats_file(name).read_text()) for name in ("rank0", "host1"))
+    assert {"local_rank", "device", "record_s"} <= set(rank) and not {"files", "restarts"} & set(rank)
+    assert {"files", "restarts"} <= set(host) and not {"local_rank", "device", "record_s"} & set(host)
+    assert rank["attempt"] == host["attempt"] == "now"
+    run.stats_file("rank0").write_text(json.dumps({**rank, "from_a_later_runner": 1}))  # unknown keys are skipped
+    summary = summarize(run)
+    assert [w["name"] for w in summary["per_worker"]] == ["host1", "rank0"]
+    assert (summary["answered"], summary["output_tokens"], summary["generation_tokens_per_s"]) == (3, 14, 12.0)
+    assert summary["per_worker"][0]["files"] == ["a.txt"] and "from_a_later_runner" not in summary["per_worker"][1]

@@ -10,7 +10,8 @@ from collections import Counter
 
 from conftest import ROOT
 
-from runner.work_queue import FileQueue, output_path, prune_attempts
+from runner.run_dir import RunDir
+from runner.work_queue import FileQueue, prune_attempts
 
 
 def _files(tmp_path, names):
@@ -22,7 +23,7 @@ def _files(tmp_path, names):
 
 
 def _finish(out, input_file):
-    output_path(out, input_file).write_text("{}\n")
+    RunDir(out.parent).file_item(input_file).output.write_text("{}\n")
 
 
 def test_two_hosts_never_take_the_same_file(tmp_path):
@@ -162,7 +163,8 @@ _HOST = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from runner.work_queue import FileQueue, output_path
+from runner.run_dir import RunDir
+from runner.work_queue import FileQueue
 tmp, host, hosts, hold = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 files = sorted((tmp / "in").iterdir())
 queue = FileQueue(files, tmp / "out", tmp / "claims", attempt="job1", stale_after_s=1.0, poll_s=0.05,
@@ -173,7 +175,7 @@ with queue.heartbeats(), open(tmp / f"taken{{host}}", "a") as log:
         if f.name == hold:
             time.sleep(3600)  # holds its claim, touched by the heartbeats, until it is killed
         time.sleep(0.01)
-        output_path(tmp / "out", f).write_text("{{}}\\n")
+        RunDir(tmp).file_item(f).output.write_text("{{}}\\n")
         queue.finished(f)
 """
 

@@ -1,0 +1,137 @@
+"""The files of one run: every path under a run directory is named here, and only here.
+
+    job.yaml  job.pbs | job.sh | job.sbatch  pbs_job_id | slurm_job_id  slurm/  summary.json  too_long.json
+    staging.json  lock/  claims/<attempt>/  stats/<worker>.json  logs/<step><i>.log  logs/job.log  logs/host<i>/
+    out/{rank}.out | out/<input>.jsonl  out/<key>.log.jsonl (ledger)  out/<key>.fp.json (sidecar)
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+from omegaconf import DictConfig
+
+# the ledger's suffix; the sidecar replaces it with _SIDECAR
+_LEDGER = ".log.jsonl"
+_SIDECAR = ".fp.json"
+# a server_per_node output: out/<input file name> + this (its ledger ends in .log.jsonl, so this too)
+FILE_OUTPUT_SUFFIX = ".jsonl"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input file and what the run writes for it."""
+
+    input: Path
+    output: Path
+    ledger: Path
+
+
+def sidecar_of(ledger: Path) -> Path:
+    """The fingerprint sidecar beside a ledger (it outlives the ledger: a finished output keeps it)."""
+    return ledger.with_name(ledger.name.removesuffix(_LEDGER) + _SIDECAR)
+
+
+def file_output_name(input_name: str) -> str:
+    return input_name + FILE_OUTPUT_SUFFIX
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run. Everything a rank writes lands under `root` (on the shared filesystem)."""
+
+    root: Path
+
+    @property
+    def job_file(self) -> Path:
+        return self.root / "job.yaml"
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats"
+
+    @property
+    def too_long_file(self) -> Path:
+        """The input lines found too long at launch under mode.on_too_long=record (runner.preflight)."""
+        return self.root / "too_long.json"
+
+    @property
+    def claims(self) -> Path:
+        """server_per_node's work-queue claims, a folder per attempt (made here once, not by every host)."""
+        return self.root / "claims"
+
+    @property
+    def summary_file(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def staging_file(self) -> Path:
+        """What staging=mpi_bcast copied, to how many nodes, how fast."""
+        return self.root / "staging.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "lock"
+
+    # what the launchers write
+    def script(self, name: str) -> Path:
+        """The script a launcher runs or submits (its `script_name`: job.sh, job.pbs, job.sbatch)."""
+        return self.root / name
+
+    def job_id_file(self, scheduler: str) -> Path:
+        """pbs_job_id, slurm_job_id: the id of the job submitted for this run."""
+        return self.root / f"{scheduler}_job_id"
+
+    @property
+    def slurm_folder(self) -> Path:
+        """submitit's folder: its pickles and the Slurm job's logs."""
+        return self.root / "slurm"
+
+    @property
+    def job_log(self) -> Path:
+        """A batch job's own log (the PBS script's output)."""
+        return self.logs / "job.log"
+
+    def step_log(self, step: str, index: int) -> Path:
+        """The log of process `index` of a step started by the local launcher (rank0.log, stage0.log, ...)."""
+        return self.logs / f"{step}{index}.log"
+
+    def host_logs(self, rank: int) -> Path:
+        """A server_per_node host's server logs, copied from node-local scratch."""
+        return self.logs / f"host{rank}"
+
+    def stats_file(self, worker: str) -> Path:
+        return self.stats / f"{worker}.json"
+
+    # outputs
+    def rank_item(self, input_file: Path, rank: int) -> Item:
+        """per_tile: a rank's input, its finished output and its resume ledger."""
+        return Item(input_file, self.out / f"{rank}.out", self.out / f"{rank}{_LEDGER}")
+
+    def file_item(self, input_file: Path) -> Item:
+        """server_per_node: an input file, its finished output and its resume ledger."""
+        name = input_file.name
+        return Item(input_file, self.out / file_output_name(name), self.out / f"{name}{_LEDGER}")
+
+    def items(self, cfg: DictConfig) -> List[Item]:
+        """Every input of the job with its finished output and its ledger (the mode says which inputs)."""
+        from runner.options import mode_of
+
+        return mode_of(cfg).work_items(self)
+
+    def make(self) -> "RunDir":
+        for path in (self.root, self.out, self.logs, self.stats, self.claims):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def run_dir_of(job_file: Path) -> RunDir:
+    return RunDir(Path(job_file).resolve().parent)
