@@ -5,7 +5,8 @@ import socket
 
 import pytest
 
-from conftest import read_jsonl, run_runner, write_inputs
+from helpers.cli import run_runner
+from helpers.inputs import read_jsonl, write_inputs
 
 pytestmark = pytest.mark.engine
 

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
-from conftest import ROOT
+from helpers.cli import ROOT
 from runner.models import build_smollm2
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT, read_jsonl, run_runner, write_inputs
+from helpers.cli import ROOT, run_runner
+from helpers.inputs import read_jsonl, write_inputs
 from launchers.pbs import PbsLauncher, parse_job_id, render
 from runner.errors import SubmissionError
 

@@ -9,8 +9,10 @@ import uuid
 
 import pytest
 
-from conftest import (ROOT, read_jsonl, run_processes, run_runner, serve_foreign, shm_files, tagged_env, wait_for,
-                      write_inputs)
+from helpers.cli import ROOT, run_runner
+from helpers.foreign import serve_foreign
+from helpers.inputs import read_jsonl, write_inputs
+from helpers.processes import run_processes, shm_files, tagged_env, wait_for
 
 pytestmark = pytest.mark.engine
 

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from conftest import ROOT, read_jsonl, run_runner, write_inputs
+from helpers.cli import ROOT, run_runner
+from helpers.inputs import read_jsonl, write_inputs
 
 pytestmark = pytest.mark.engine
 

@@ -12,7 +12,9 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, read_jsonl, run_processes, run_runner, tagged_env, wait_for, write_inputs
+from helpers.cli import ROOT, run_runner
+from helpers.inputs import read_jsonl, write_inputs
+from helpers.processes import run_processes, tagged_env, wait_for
 
 pytestmark = pytest.mark.engine
 

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from conftest import read_jsonl, run_runner, write_inputs
+from helpers.cli import run_runner
+from helpers.inputs import read_jsonl, write_inputs
 
 
 def test_dry_run_writes_the_sbatch_script_submitit_would_submit(tmp_path):
