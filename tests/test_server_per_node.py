@@ -91,7 +91,6 @@ def test_a_killed_server_is_restarted_and_every_line_answered_exactly_once(tmp_p
     assert all(r["status"] == "SUCCESS" for r in records)
     stats = json.loads((run / "stats" / "host0.json").read_text())
     assert stats["restarts"] == 1
-    assert "restarting vllm serve (process exited)" in (run / "logs" / "run0.log").read_text()
 
 
 def test_a_template_field_that_is_no_column_fails_before_launch(tmp_path):
@@ -161,8 +160,6 @@ def test_a_host_whose_server_stays_down_leaves_its_lines_for_a_rerun(tmp_path):
     assert 0 < len(records) < 200
     assert all(r["status"] == "SUCCESS" for r in records), {r["error"] for r in records if r["status"] != "SUCCESS"}
     assert not (run / "out" / "long.txt.jsonl").exists()
-    host_log = (run / "logs" / "run0.log").read_text()
-    assert "giving up on this host" in host_log and "rerun the same command to resume" in host_log
 
 
 def test_a_host_starts_its_next_file_before_the_last_one_ends(tmp_path):
