@@ -10,6 +10,7 @@ import pytest
 from helpers.cli import run_runner, start_runner
 from helpers.inputs import read_jsonl, write_inputs
 from helpers.launcher_suite import Job, LauncherSuite
+from helpers.processes import run_processes
 
 
 def test_dry_run_writes_the_sbatch_script_submitit_would_submit(tmp_path):
@@ -45,6 +46,10 @@ class TestSlurmLauncher(LauncherSuite):
         run = Path(next(a for a in args if a.startswith("hydra.run.dir=")).split("=", 1)[1])
         process = start_runner([*args, "launcher.wait=true"], tmp / "launch.err", env)
         return Job(process, lambda: ("slurm", (run / "slurm_job_id").read_text().strip()))
+
+    def job_runs(self, tag):
+        """A Slurm task runs the worker inside submitit's own process."""
+        return any("submitit.core._submit" in " ".join(argv) for argv in run_processes(tag).values())
 
     def nothing_submitted(self, tmp, run):
         return not (run / "slurm_job_id").exists() and not list((run / "slurm").glob("*_log.*"))

@@ -12,7 +12,10 @@ launcher=NAME ...`, so the suite depends on no class of the runner but the run l
   nothing (no engine, no answer) and the job fails, telling to rerun.
 """
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -98,9 +101,17 @@ class LauncherSuite:
         return [f"launcher={self.launcher}", *self.launcher_args(tmp), f"mode.input_dir={inputs}",
                 f"hydra.run.dir={run}", "sampling.max_tokens=8", *extra]
 
+    def job_runs(self, tag: str) -> bool:
+        """The job's work has begun: a process of it answers lines."""
+        return any("runner.worker" in argv for argv in run_processes(tag).values())
+
     @pytest.fixture(scope="class")
-    def real_run(self, tmp_path_factory) -> Outcome:
+    @classmethod
+    def real_run(cls, tmp_path_factory) -> Outcome:
         """One real job, to its end; the lock is looked at (and a second launch tried) while a worker runs."""
+        return cls()._real_run(tmp_path_factory)
+
+    def _real_run(self, tmp_path_factory) -> Outcome:
         if self.skip_reason():
             pytest.skip(self.skip_reason())
         tmp = tmp_path_factory.mktemp(self.launcher)
@@ -109,7 +120,7 @@ class LauncherSuite:
         job = self.start(args, tmp, {**self.env(tmp), **tagged_env(tag)})
         outcome = Outcome(run, args, returncode=-1)
         try:
-            if wait_for(lambda: job.process.poll() is not None or _worker_runs(tag), JOB_S, 0.5) is True:
+            if wait_for(lambda: job.process.poll() is not None or self.job_runs(tag), JOB_S, 0.5) is True:
                 self._look_while_running(job, tmp, outcome)
             outcome.returncode = job.wait()
         finally:
@@ -117,6 +128,9 @@ class LauncherSuite:
                 job.process.kill()
         wait_for(lambda: not run_processes(tag), 60)
         outcome.left_behind = run_processes(tag)
+        for pid in outcome.left_behind:  # reported by the test; none may outlive it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         return outcome
 
     def _look_while_running(self, job: Job, tmp: Path, outcome: Outcome) -> None:
@@ -177,10 +191,6 @@ class LauncherSuite:
         assert (stats["answered"], stats["engine_start_s"]) == (0, 0.0)
         assert not (run / "out" / "0.out").exists()
         assert lock_holder(run) is None
-
-
-def _worker_runs(tag: str) -> bool:
-    return any("runner.worker" in argv for argv in run_processes(tag).values())
 
 
 def _tail(run: Path) -> str:

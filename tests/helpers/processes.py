@@ -54,3 +54,27 @@ def wait_for(condition, seconds: float, step: float = 0.2):
     while not (value := condition()) and time.time() < deadline:
         time.sleep(step)
     return value
+
+
+
+def run_shm_files(tag: str) -> set:
+    """The semaphores and shared memory segments in /dev/shm that the processes of one test's run map now (a
+    leak check over these alone holds while other runs make and remove their own beside it). Matched by inode:
+    glibc maps a semaphore under a temporary name, then links it to its own."""
+    inodes = set()
+    for pid in run_processes(tag):
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        for fields in (line.split(maxsplit=5) for line in maps.splitlines()):
+            if len(fields) == 6 and fields[5].startswith("/dev/shm/"):
+                inodes.add(int(fields[4]))
+    names = set()
+    for name in shm_files():
+        try:
+            if os.stat(f"/dev/shm/{name}").st_ino in inodes:
+                names.add(name)
+        except OSError:
+            continue
+    return names
