@@ -1,7 +1,7 @@
 """The behaviours every launcher must show (as Hydra's LauncherTestSuite): one base class whose tests each
 launcher's subclass inherits; the subclass names the launcher and fills the hooks (how a job is started and
 waited for where a scheduler is faked or real). Everything goes through the CLI, `python -m runner
-launcher=NAME ...`, so the suite depends on no class of the runner but the run lock's files.
+launcher=NAME ...`, so the suite depends on nothing of the runner but RunLock reading the lock's files.
 
 - a dry run writes the job's script and starts nothing: no record, no stats, no process, no submission;
 - a real run (or a submitted job run to its end) answers every line once and writes summary.json, and no
@@ -9,7 +9,7 @@ launcher=NAME ...`, so the suite depends on no class of the runner but the run l
 - the run's lock is held while the job runs (a second launch of the same run is refused, job.yaml untouched)
   and released after, also after a failed job;
 - the walltime deadline reaches the workers: with less time left than mode.walltime_margin_s a rank starts
-  nothing (no engine, no answer) and the job fails, telling to rerun.
+  nothing (no engine, no answer) and the job fails.
 """
 
 import contextlib
@@ -142,8 +142,8 @@ class LauncherSuite:
         outcome.second_launch = run_runner([*outcome.args, "dry_run=true"], env=self.env(tmp), timeout=300)
         outcome.job_yaml_untouched = (outcome.run / "job.yaml").read_bytes() == job_yaml
 
-    def test_dry_run_writes_a_script_and_starts_nothing(self, tmp_path):
-        inputs, run, tag = write_inputs(tmp_path / "in", self.inputs), tmp_path / "run", uuid.uuid4().hex
+    def test_dry_run_writes_a_script_and_starts_nothing(self, tmp_path, tag):
+        inputs, run = write_inputs(tmp_path / "in", self.inputs), tmp_path / "run"
         proc = run_runner([*self.args(tmp_path, inputs, run, *self.run_overrides), "dry_run=true"],
                           env={**self.env(tmp_path), **tagged_env(tag)}, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
