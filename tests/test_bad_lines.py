@@ -1,22 +1,17 @@
 """One bad line never blocks the others, for real: a line too long for SmolLM2's context among good ones."""
 
 import json
-import socket
 
 import pytest
 
-from conftest import read_jsonl, run_runner, write_inputs
+from helpers.cli import run_runner
+from helpers.inputs import read_jsonl, write_inputs
 
 pytestmark = pytest.mark.engine
 
 LONG = " ".join(["word"] * 3000)  # about 3000 tokens, over SmolLM2's max_model_len of 2048
 LINES = ["What is the capital of France?", LONG, "Say hello.", "Name a planet."]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_per_tile_records_the_long_line_answers_the_rest_and_a_rerun_finishes_too(tmp_path):
@@ -50,7 +45,7 @@ def test_server_per_node_records_refused_lines_at_once_and_answers_the_rest(tmp_
     run = tmp_path / "run"
     proc = run_runner(["mode=server_per_node", f"mode.input_dir={inputs}", "mode.input_glob=*.txt",
                        "mode.input_format=lines", "mode.id_columns=[]", "mode.prompt_template='{line}'",
-                       f"mode.port={_free_port()}", "mode.concurrency=4", "mode.retries=3", "mode.retry_backoff_s=60",
+                       "mode.port=0", "mode.concurrency=4", "mode.retries=3", "mode.retry_backoff_s=60",
                        "mode.serve_args=[--max-model-len,'512']", "mode.on_too_long=record",
                        "sampling.max_tokens=16", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
-from conftest import ROOT
+from helpers.cli import ROOT
 from runner.models import build_smollm2
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -52,8 +52,13 @@ def test_raw_and_per_tile_legs_generate_the_same_tokens_and_take_turns_to_go_fir
     order = [(leg["round"], leg["leg"]) for leg in result["legs"]]
     assert order == [(0, "raw"), (0, "per_tile"), (1, "per_tile"), (1, "raw")], result["legs"]
     assert {leg["output_tokens"] for leg in result["legs"]} == {6 * 4}
-    assert len(result["ratios"]["per_tile"]["per_round"]) == 2 and result["ratios"]["per_tile"]["mean"] > 0
-    assert result["ratios"]["raw_spread"] >= 1
+    # the ratios are those of the legs written beside them: each runner leg over its own round's raw leg
+    rate = {(leg["round"], leg["leg"]): leg["output_tokens_per_s"] for leg in result["legs"]}
+    per_round = [round(rate[(r, "per_tile")] / rate[(r, "raw")], 4) for r in (0, 1)]
+    assert result["ratios"]["per_tile"]["per_round"] == per_round
+    assert result["ratios"]["per_tile"]["mean"] == round(sum(per_round) / 2, 4)
+    raw = [rate[(r, "raw")] for r in (0, 1)]
+    assert result["ratios"]["raw_spread"] == round(max(raw) / min(raw), 4)
     assert all(0 < leg["record_s"] < leg["generate_s"] for leg in result["legs"] if leg["leg"] == "per_tile")
     jobs = [OmegaConf.load(f) for f in (tmp_path / "work").glob("per_tile-*/job.yaml")]
     assert [job.mode.max_in_flight for job in jobs] == [3, 3]  # --override reached both runner legs

@@ -1,6 +1,7 @@
 """Bad input gives a clear message and a non-zero exit, before any rank starts."""
 
-from conftest import run_runner, write_inputs
+from helpers.cli import run_runner
+from helpers.inputs import write_inputs
 
 
 def test_missing_rank_input_names_the_file(tmp_path):

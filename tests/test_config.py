@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigAttributeError, MissingMandatoryValue, ValidationError
 
 from runner.schema import register_configs
 
@@ -32,7 +32,7 @@ def test_every_option_composes_and_resolves(option):
     cfg = _compose([option, *REQUIRED.get(option, [])])
     group, name = option.split("=")
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert container[group]["name"] == name or group == "model"
+    assert container[group]["name"] == name  # the option's YAML names itself (run directories use the name)
     assert container["run_name"]
 
 
@@ -57,7 +57,7 @@ def test_wrong_enum_value_names_the_valid_ones():
 def test_unknown_key_fails_at_compose_time():
     with pytest.raises(ConfigCompositionException) as err:
         _compose(["mode.chunksize=4"])
-    assert "chunksize" in str(err.value)
+    assert isinstance(err.value.__cause__, ConfigAttributeError) and err.value.__cause__.full_key == "mode.chunksize"
 
 
 def test_wrong_type_fails_at_compose_time():
@@ -66,8 +66,11 @@ def test_wrong_type_fails_at_compose_time():
     assert isinstance(err.value.__cause__, ValidationError)
 
 
-def test_pbs_without_queue_is_missing_a_value():
+def test_pbs_without_queue_and_account_is_missing_both_values():
     cfg = _compose(["launcher=pbs"])
-    with pytest.raises(Exception) as err:
+    assert sorted(OmegaConf.missing_keys(cfg)) == ["launcher.account", "launcher.queue"]
+    with pytest.raises(MissingMandatoryValue) as err:
         OmegaConf.to_container(cfg.launcher, throw_on_missing=True)
-    assert "queue" in str(err.value)
+    assert err.value.full_key == "launcher.queue"
+    given = _compose(["launcher=pbs", "launcher.queue=q", "launcher.account=a"])
+    assert not OmegaConf.missing_keys(given)

@@ -5,7 +5,7 @@ import socket
 
 from omegaconf import OmegaConf
 
-from conftest import serve_foreign
+from helpers.foreign import serve_foreign
 
 from runner.client import FileClient, FileResult, Supervisor
 from runner.inputs import Line

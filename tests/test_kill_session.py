@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from helpers.processes import wait_for
 from runner import procs
 
 HOLDER = """
@@ -24,10 +25,18 @@ def test_a_killed_session_leaves_no_semaphore_even_when_its_tracker_dies_at_once
     try:
         assert os.path.exists(path)
         sid = os.getsid(holder.pid)
-        assert any(b"resource_tracker" in open(f"/proc/{p}/cmdline", "rb").read() for p in procs.session_members(sid))
+        # the tracker is forked, then execs: its command line names it only once the exec is done
+        assert wait_for(lambda: any(b"resource_tracker" in _cmdline(p) for p in procs.session_members(sid)), 10)
         procs.kill_session(sid, tracker_grace_s=0.0)  # no time for the tracker: it is killed with the rest
         holder.wait(timeout=10)
         assert not procs.session_members(sid)
         assert not os.path.exists(path), glob.glob("/dev/shm/sem.mp-*")
     finally:
         holder.kill()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return b""

@@ -2,7 +2,8 @@
 
 import pytest
 
-from conftest import run_runner, write_inputs
+from helpers.cli import run_runner
+from helpers.inputs import write_inputs
 
 pytestmark = pytest.mark.engine
 

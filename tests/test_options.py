@@ -2,17 +2,16 @@
 change; job.yaml holds the engine arguments as vLLM receives them."""
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import run_runner, write_inputs
+from helpers.cli import ROOT, run_runner
+from helpers.inputs import write_inputs
 from runner import options, schema
 from runner.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SINGLE_SCHEMA = {"model": schema.ModelConfig, "cluster": schema.ClusterConfig}
 SEAMS = {"mode": "runner.mode.Mode", "launcher": "launchers.base.Launcher", "staging": "runner.staging.Staging"}

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT, read_jsonl, run_runner, write_inputs
+from helpers.cli import run_runner
+from helpers.launcher_suite import Job, LauncherSuite
 from launchers.pbs import PbsLauncher, parse_job_id, render
 from runner.errors import SubmissionError
 
@@ -66,28 +67,57 @@ def test_job_id_forms():
     assert parse_job_id("77[].pbs01\n") == "77[].pbs01"
 
 
-@pytest.mark.engine
-def test_rendered_script_runs_four_ranks_under_pbs_environment_with_mpiexec(tmp_path):
-    lines = {f"{r}.in": [f"What is {r} + {r}?", f"Name the number {r}."] for r in range(4)}
-    inputs = write_inputs(tmp_path / "in", lines)
-    run = tmp_path / "run dir"
-    proc = run_runner(["launcher=pbs", "launcher.queue=debug", "launcher.account=proj", "dry_run=true",
-                       "cluster.accelerator=intel", "cluster.gpus_per_node=2", "cluster.tiles_per_gpu=2",
-                       "cluster.ranks_per_node=4", f"mode.input_dir={inputs}", "sampling.max_tokens=8",
-                       f"hydra.run.dir={run}"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    script = run / "job.pbs"
-    assert "mpiexec -n 4 -ppn 4" in script.read_text()
-    (tmp_path / "nodefile").write_text("localhost\n")
-    env = {**os.environ, "PBS_NODEFILE": str(tmp_path / "nodefile"), "PBS_JOBID": "1.test-pbs"}
-    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=900)
-    log = (run / "logs" / "job.log").read_text()
-    assert done.returncode == 0, log[-4000:]
-    assert "runner: job 1.test-pbs on 1 node(s)" in log
-    for rank in range(4):
-        records = read_jsonl(run / "out" / f"{rank}.out")
-        assert [r["prompt"] for r in records] == lines[f"{rank}.in"]
-        stats = json.loads((run / "stats" / f"rank{rank}.json").read_text())
-        assert stats["local_rank"] == rank
-        assert stats["device"]["ZE_AFFINITY_MASK"] == f"{rank // 2}.{rank % 2}"
-    assert json.loads((run / "summary.json").read_text())["prompts"] == 8
+JOB_ID = "4242.fake-pbs"
+
+
+class TestPbsLauncher(LauncherSuite):
+    """qsub and qstat are faked (qsub hands out JOB_ID, qstat lists it); the submitted script then runs for real
+    under a PBS-shaped environment (PBS_NODEFILE, PBS_JOBID) with MPICH's mpiexec, as the job would."""
+    launcher = "pbs"
+    script = "job.pbs"
+    inputs = {f"{r}.in": [f"What is {r} + {r}?", f"Name the number {r}."] for r in range(4)}
+    run_overrides = ("cluster.accelerator=intel", "cluster.gpus_per_node=2", "cluster.tiles_per_gpu=2",
+                     "cluster.ranks_per_node=4")
+
+    def launcher_args(self, tmp):
+        return ["launcher.queue=debug", "launcher.account=proj", f"launcher.qsub={tmp / 'bin' / 'qsub'}"]
+
+    def env(self, tmp):
+        bin_dir = tmp / "bin"
+        if not bin_dir.is_dir():
+            bin_dir.mkdir()
+            _fake(bin_dir / "qsub", f'echo "$@" > {tmp}/qsub.args; echo {JOB_ID}')
+            _fake(bin_dir / "qstat", f'echo "{JOB_ID} runner-x user 0 R debug"')
+        return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    def start(self, args, tmp, env):
+        submitted = run_runner(args, env=env)
+        assert submitted.returncode == 0, submitted.stderr[-3000:]
+        assert (tmp / "qsub.args").read_text().split() == [str(_run_of(args) / "job.pbs")]
+        (tmp / "nodefile").write_text("localhost\n")
+        job_env = {**os.environ, **env, "PBS_NODEFILE": str(tmp / "nodefile"), "PBS_JOBID": JOB_ID}
+        process = subprocess.Popen(["bash", str(_run_of(args) / "job.pbs")], env=job_env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        return Job(process, lambda: ("pbs", JOB_ID))
+
+    def nothing_submitted(self, tmp, run):
+        return not (tmp / "qsub.args").exists() and not (run / "pbs_job_id").exists()
+
+    @pytest.mark.engine
+    def test_mpiexec_places_four_ranks_each_on_its_own_tile(self, real_run):
+        run = real_run.run
+        assert "mpiexec -n 4 -ppn 4" in (run / "job.pbs").read_text()
+        assert (run / "pbs_job_id").read_text().strip() == JOB_ID
+        for rank in range(4):
+            stats = json.loads((run / "stats" / f"rank{rank}.json").read_text())
+            assert stats["local_rank"] == rank
+            assert stats["device"]["ZE_AFFINITY_MASK"] == f"{rank // 2}.{rank % 2}"
+
+
+def _fake(path: Path, body: str) -> None:
+    path.write_text(f"#!/bin/bash\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+def _run_of(args) -> Path:
+    return Path(next(a for a in args if a.startswith("hydra.run.dir=")).split("=", 1)[1])

@@ -9,8 +9,10 @@ import uuid
 
 import pytest
 
-from conftest import (ROOT, read_jsonl, run_processes, run_runner, serve_foreign, shm_files, tagged_env, wait_for,
-                      write_inputs)
+from helpers.cli import ROOT, run_runner
+from helpers.foreign import serve_foreign
+from helpers.inputs import read_jsonl, write_inputs
+from helpers.processes import run_processes, run_shm_files, shm_files, tagged_env, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -52,7 +54,7 @@ def test_kill_9_of_each_process_leaves_nothing_and_a_foreign_port_is_never_used(
     foreign = serve_foreign()
     port = foreign.server_address[1]
     inputs = write_inputs(tmp_path / "in", {"long.txt": LINES})
-    run, tag, shm_before = tmp_path / "run", uuid.uuid4().hex, shm_files()
+    run, tag, shared = tmp_path / "run", uuid.uuid4().hex, set()  # shared: the run's own /dev/shm files seen
     args = ["mode=server_per_node", f"mode.input_dir={inputs}", f"mode.port={port}", "mode.input_format=lines",
             "mode.input_glob=*.txt", "mode.id_columns=[]", "mode.prompt_template='{line}'", "mode.concurrency=4",
             "mode.health_interval_s=1", "mode.max_restarts=3", "mode.stop_grace_s=5", "sampling.max_tokens=48",
@@ -60,7 +62,7 @@ def test_kill_9_of_each_process_leaves_nothing_and_a_foreign_port_is_never_used(
     job = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                            stderr=open(tmp_path / "job.err", "wb"), env={**os.environ, **tagged_env(tag)})
     try:
-        _kill_each_in_turn(job, run, tag, port, args)
+        _kill_each_in_turn(job, run, tag, port, args, shared)
     except BaseException:
         _kill_all(tag)
         raise
@@ -71,7 +73,8 @@ def test_kill_9_of_each_process_leaves_nothing_and_a_foreign_port_is_never_used(
     gone, left = wait_for(lambda: not run_processes(tag), 60), run_processes(tag)
     _kill_all(tag)
     assert gone, left
-    leaked = wait_for(lambda: not shm_files() - shm_before, 10) or shm_files() - shm_before
+    assert shared, "the run's engines shared no semaphore: the leak check below would check nothing"
+    leaked = wait_for(lambda: not shared & shm_files(), 10) or shared & shm_files()
     assert foreign.seen == [], "the runner talked to the foreign server"
     records = read_jsonl(run / "out" / "long.txt.log.jsonl")
     assert all(r["status"] == "SUCCESS" for r in records), {r["error"] for r in records if r["status"] != "SUCCESS"}
@@ -85,7 +88,7 @@ def test_kill_9_of_each_process_leaves_nothing_and_a_foreign_port_is_never_used(
     assert leaked is True, f"left in /dev/shm: {leaked}"
 
 
-def _kill_each_in_turn(job, run, tag, port, args):
+def _kill_each_in_turn(job, run, tag, port, args, shared):
     guard, api, core = _server_tree(job, tag)
     argv = run_processes(tag)[api]
     assert argv[argv.index("--port") + 1] != str(port), "the server was started on the foreign server's port"
@@ -97,6 +100,7 @@ def _kill_each_in_turn(job, run, tag, port, args):
 
     for victim in ("api", "core", "guard"):
         killed = {"api": api, "core": core, "guard": guard}[victim]
+        shared |= run_shm_files(tag)
         os.kill(killed, signal.SIGKILL)
         before = _answered(run)
         # the job restarts its server; the killed server's other processes are gone, not left beside it
@@ -105,4 +109,5 @@ def _kill_each_in_turn(job, run, tag, port, args):
         guard, api, core = new
         assert wait_for(lambda: _answered(run) > before, 300), f"no answer after the {victim} was killed"
     assert job.poll() is None
+    shared |= run_shm_files(tag)
     os.kill(job.pid, signal.SIGKILL)  # the top-level `python -m runner`: its host worker, then the server go

@@ -9,14 +9,14 @@ finished file's appended line answered, a changed template refused and then answ
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import ROOT, read_jsonl, run_runner, write_inputs
+from helpers.cli import ROOT, run_runner
+from helpers.inputs import read_jsonl, write_inputs
 
 pytestmark = pytest.mark.engine
 
@@ -110,17 +110,12 @@ def test_per_tile_rerun_after_a_kill_an_edit_an_append_and_a_config_change(tmp_p
     assert (run / "job.yaml").read_bytes() == job_yaml
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_server_per_node_retries_errors_answers_appends_and_reanswers_all_on_a_new_template(tmp_path):
     files = {"a.txt": ["Name a color.", "Name a fruit.", "Name a color."], "b.txt": ["Say hi.", "Say bye."]}
     inputs = write_inputs(tmp_path / "in", files)
     run = tmp_path / "run"
-    args = ["mode=server_per_node", f"mode.input_dir={inputs}", f"mode.port={_free_port()}", "mode.concurrency=4",
+    args = ["mode=server_per_node", f"mode.input_dir={inputs}", "mode.port=0", "mode.concurrency=4",
             "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]", "mode.prompt_template='{line}'",
             "sampling.max_tokens=16", f"hydra.run.dir={run}"]
     # every request times out: each line gets an ERROR record, and the files are finished with them

@@ -12,7 +12,9 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, read_jsonl, run_processes, run_runner, tagged_env, wait_for, write_inputs
+from helpers.cli import ROOT, run_runner
+from helpers.inputs import read_jsonl, write_inputs
+from helpers.processes import run_processes, tagged_env, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -67,14 +69,3 @@ def _progress(run) -> str:
                           text=True, check=True)
     return proc.stdout
 
-
-def test_a_rank_near_its_walltime_starts_nothing_and_says_rerun(tmp_path):
-    inputs = write_inputs(tmp_path / "in", {"0.in": ["Say yes."], "1.in": ["Say no."]})
-    run = tmp_path / "run"
-    # a 1-minute walltime with a 2-minute margin: no time to start a line
-    proc = run_runner([f"mode.input_dir={inputs}", f"hydra.run.dir={run}", "launcher.walltime_min=1",
-                       "mode.walltime_margin_s=120"])
-    assert proc.returncode != 0
-    assert "stopped near the walltime with 1 lines left; rerun the same command to resume" in proc.stderr
-    assert not (run / "out" / "0.out").exists()
-    assert json.loads((run / "stats" / "rank0.json").read_text())["answered"] == 0

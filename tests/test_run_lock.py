@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, run_runner, write_inputs
+from helpers.cli import ROOT, run_runner
+from helpers.inputs import write_inputs
 from runner.run_lock import RunLock, holder
 
 HOLD = "import sys, time; from pathlib import Path; from runner.run_lock import RunLock, holder; " \

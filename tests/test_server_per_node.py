@@ -12,7 +12,9 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, read_jsonl, run_processes, run_runner, shm_files, tagged_env, wait_for, write_inputs
+from helpers.cli import ROOT, run_runner
+from helpers.inputs import read_jsonl, write_inputs
+from helpers.processes import run_processes, run_shm_files, shm_files, tagged_env, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -92,7 +94,6 @@ def test_a_killed_server_is_restarted_and_every_line_answered_exactly_once(tmp_p
     assert all(r["status"] == "SUCCESS" for r in records)
     stats = json.loads((run / "stats" / "host0.json").read_text())
     assert stats["restarts"] == 1
-    assert "restarting vllm serve (process exited)" in (run / "logs" / "run0.log").read_text()
 
 
 def test_a_template_field_that_is_no_column_fails_before_launch(tmp_path):
@@ -142,14 +143,15 @@ def test_a_cancelled_job_stops_its_server(tmp_path):
 
 def test_a_host_killed_outright_takes_its_server_down(tmp_path):
     """SIGKILL of a host's worker (no clean-up can run): its server guard takes the server's group down."""
-    shm_before = shm_files()
     job, run, tag = _start_a_long_job(tmp_path)
     workers = _server_pids(tag, "runner.worker")
     assert len(workers) == 1, run_processes(tag)
+    shared = run_shm_files(tag)  # this run's own: other runs beside it may make and remove theirs meanwhile
+    assert shared, "the run's engine shares no semaphore: the leak check below would check nothing"
     os.kill(workers[0], signal.SIGKILL)
     assert job.wait(timeout=60) != 0
     assert wait_for(lambda: not run_processes(tag), 30), f"outlived its killed host: {run_processes(tag)}"
-    assert wait_for(lambda: not shm_files() - shm_before, 10), f"leaked in /dev/shm: {shm_files() - shm_before}"
+    assert wait_for(lambda: not shared & shm_files(), 10), f"leaked in /dev/shm: {shared & shm_files()}"
 
 
 def test_a_host_whose_server_stays_down_leaves_its_lines_for_a_rerun(tmp_path):
@@ -162,8 +164,6 @@ def test_a_host_whose_server_stays_down_leaves_its_lines_for_a_rerun(tmp_path):
     assert 0 < len(records) < 200
     assert all(r["status"] == "SUCCESS" for r in records), {r["error"] for r in records if r["status"] != "SUCCESS"}
     assert not (run / "out" / "long.txt.jsonl").exists()
-    host_log = (run / "logs" / "run0.log").read_text()
-    assert "giving up on this host" in host_log and "rerun the same command to resume" in host_log
 
 
 def test_a_host_starts_its_next_file_before_the_last_one_ends(tmp_path):

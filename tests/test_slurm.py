@@ -3,10 +3,14 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
-from conftest import read_jsonl, run_runner, write_inputs
+from helpers.cli import run_runner, start_runner
+from helpers.inputs import read_jsonl, write_inputs
+from helpers.launcher_suite import Job, LauncherSuite
+from helpers.processes import run_processes
 
 
 def test_dry_run_writes_the_sbatch_script_submitit_would_submit(tmp_path):
@@ -24,21 +28,38 @@ def test_dry_run_writes_the_sbatch_script_submitit_would_submit(tmp_path):
     assert not (run / "slurm_job_id").exists()
 
 
-@pytest.mark.engine
+NO_SLURM = "needs Slurm: run the tests through scripts/test.sh" if shutil.which("sbatch") is None else ""
+
+
 @pytest.mark.slurm
-@pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs Slurm: run the tests through scripts/test.sh")
-def test_submitit_job_runs_to_completion(tmp_path):
-    inputs = write_inputs(tmp_path / "in", {"0.in": ["What is the capital of France?", "Name a fruit."]})
-    run = tmp_path / "run"
-    proc = run_runner(["launcher=slurm", "launcher.wait=true", "launcher.walltime_min=20", "cluster.ranks_per_node=1",
-                       f"mode.input_dir={inputs}", "sampling.max_tokens=16", f"hydra.run.dir={run}"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    job_id = (run / "slurm_job_id").read_text().strip()
-    assert job_id.isdigit()
-    records = read_jsonl(run / "out" / "0.out")
-    assert [r["line"] for r in records] == [1, 2] and "Paris" in records[0]["response"]
-    assert json.loads((run / "summary.json").read_text())["prompts"] == 2
-    assert list((run / "slurm").glob(f"{job_id}_0_log.out"))
+class TestSlurmLauncher(LauncherSuite):
+    """The job goes through submitit to the one-node Slurm cluster; `launcher.wait=true` keeps the CLI until it
+    ends (and the CLI then releases the lock the job held)."""
+    launcher = "slurm"
+    script = "job.sbatch"
+    run_overrides = ("launcher.walltime_min=20", "cluster.ranks_per_node=1")
+
+    def skip_reason(self):
+        return NO_SLURM
+
+    def start(self, args, tmp, env):
+        run = Path(next(a for a in args if a.startswith("hydra.run.dir=")).split("=", 1)[1])
+        process = start_runner([*args, "launcher.wait=true"], tmp / "launch.err", env)
+        return Job(process, lambda: ("slurm", (run / "slurm_job_id").read_text().strip()))
+
+    def job_runs(self, tag):
+        """A Slurm task runs the worker inside submitit's own process."""
+        return any("submitit.core._submit" in " ".join(argv) for argv in run_processes(tag).values())
+
+    def nothing_submitted(self, tmp, run):
+        return not (run / "slurm_job_id").exists() and not list((run / "slurm").glob("*_log.*"))
+
+    @pytest.mark.engine
+    def test_the_job_is_slurms_and_answers_sensibly(self, real_run):
+        run = real_run.run
+        job_id = (run / "slurm_job_id").read_text().strip()
+        assert job_id.isdigit() and list((run / "slurm").glob(f"{job_id}_0_log.out"))
+        assert "Paris" in read_jsonl(run / "out" / "0.out")[0]["response"]
 
 
 @pytest.mark.engine

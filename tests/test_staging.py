@@ -7,8 +7,6 @@ import sys
 import zlib
 from pathlib import Path
 
-import pytest
-
 from runner.staging import MANIFEST, crc_of, staged_path
 
 

@@ -5,7 +5,7 @@ import json
 
 from omegaconf import OmegaConf
 
-from conftest import write_inputs
+from helpers.inputs import write_inputs
 from runner.job import RunDir
 from runner.progress import describe, progress
 from runner.stats import WorkerStats, write

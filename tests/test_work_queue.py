@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 
-from conftest import ROOT
+from helpers.cli import ROOT
 
 from runner.run_dir import RunDir
 from runner.work_queue import FileQueue, prune_attempts
