@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from runner import atomic
+
 # bytes per hashed block: a change is located to within one block (a million-line file of 1 KB lines: ~1000)
 BLOCK = 1 << 20
 
@@ -132,8 +134,4 @@ def read_sidecar(ledger: Path) -> Optional[Sidecar]:
 
 def write_sidecar(ledger: Path, sidecar: Sidecar) -> None:
     """Atomically (temp file, rename): a reader sees the old sidecar or the new one."""
-    path = sidecar_path(ledger)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(asdict(sidecar)))
-    os.replace(tmp, path)
+    atomic.write_json(sidecar_path(ledger), asdict(sidecar))

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from runner import atomic
 from runner.job import RunDir, run_dir_of
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,8 @@ def write_stats(run: RunDir, name: str, stats: Dict) -> None:
     """Record one rank's (or host's) numbers as stats/<name>.json, tagged with the job attempt that made them."""
     from runner.work_queue import attempt_id
 
-    run.stats.mkdir(parents=True, exist_ok=True)
-    path = run.stats / f"{name}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**stats, "attempt": attempt_id(), "ended_at": time.time()}, indent=1))
-    tmp.replace(path)
+    atomic.write_json(run.stats / f"{name}.json", {**stats, "attempt": attempt_id(), "ended_at": time.time()},
+                      indent=1)
 
 
 def _rate(tokens: float, seconds: float) -> float:
@@ -72,7 +70,7 @@ def summarize(run: RunDir, wall_s: float = 0.0) -> Dict:
         "wall_tokens_per_s": _rate(total["output_tokens"], wall),
         "per_worker": per_worker,
     }
-    run.summary_file.write_text(json.dumps(summary, indent=1))
+    atomic.write_json(run.summary_file, summary, indent=1)
     return summary
 
 
