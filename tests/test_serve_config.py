@@ -2,7 +2,6 @@
 value vLLM refuses ends the host at once with one line that says why."""
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -81,7 +80,8 @@ def test_a_value_only_in_the_yaml_reaches_the_server(tmp_path):
                         tmp_path / "vllm-serve.log", {**CPU_ENV, **tagged_env(tag)})
     try:
         server.start(600)
-        written = yaml.safe_load((tmp_path / "vllm-serve.yaml").read_text())
+        text = (tmp_path / "vllm-serve.yaml").read_text()
+        written = yaml.safe_load(text)
         request = urllib.request.Request(f"{server.url}/v1/models", headers=server.auth)
         with urllib.request.urlopen(request, timeout=10) as response:
             models = json.load(response)["data"]
@@ -90,6 +90,7 @@ def test_a_value_only_in_the_yaml_reaches_the_server(tmp_path):
     assert "--max-model-len" not in server.argv and "777" not in server.argv
     assert [(m["id"], m["max_model_len"]) for m in models] == [("smol-served", 777)]
     assert written["port"] == server.port and written["max-model-len"] == 777 and written["model"] == MODEL
+    assert server.api_key not in text  # the key stays in the environment: the file is kept in the run's logs
     assert wait_for(lambda: not run_processes(tag), 10)
 
 
