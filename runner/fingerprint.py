@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from runner import atomic
 from runner.run_dir import sidecar_of
 
 # bytes per hashed block: a change is located to within one block (a million-line file of 1 KB lines: ~1000)
@@ -132,6 +133,4 @@ def write_sidecar(ledger: Path, sidecar: Sidecar) -> None:
     """Atomically (temp file, rename): a reader sees the old sidecar or the new one."""
     path = sidecar_of(ledger)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(asdict(sidecar)))
-    os.replace(tmp, path)
+    atomic.write_json(path, asdict(sidecar))

@@ -21,11 +21,12 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
+from runner import atomic
 from runner.engine import engine_args
 from runner.errors import ConfigError
 from runner.job import typed_mode
 from runner.options import mode_of
-from runner.prompt_tokens import PromptCounter, cache_root, write_json
+from runner.prompt_tokens import PromptCounter, cache_root
 from runner.schema import OnTooLong, PromptStyle
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def check(cfg: DictConfig, files: List[Path]) -> Optional[Report]:
         return None
     report.seconds = time.monotonic() - started
     if report.tokenized:
-        write_json(cache_file, cache)
+        atomic.write_json(cache_file, cache)
     log.info("pre-flight: %d lines checked in %.1f s, %d tokenized (%.0f lines/s), the rest unchanged since an "
              "earlier check", report.lines, report.seconds, report.tokenized,
              report.tokenized / max(report.seconds, 1e-9))
@@ -177,7 +178,7 @@ def write_for_ranks(report: Optional[Report], path: Path) -> None:
         path.unlink(missing_ok=True)  # a rerun whose lines now all fit: no stale list
         return
     reasons = {name: {str(n): report.reason(t) for n, t in found.items()} for name, found in report.too_long.items()}
-    path.write_text(json.dumps(reasons))
+    atomic.write_json(path, reasons)  # every host reads it: whole or not at all
 
 
 def read_all(path: Path) -> Dict[str, Dict[int, str]]:

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from runner import atomic
+
 # a message with blanks at both ends: a template that trims or rewrites messages does not keep it as it is
 _SLOT = " \x00runner-prompt-slot\x00 "
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
@@ -122,7 +124,7 @@ def _cached_seams(model_path: Path) -> dict:
     if cache.is_file():
         return json.loads(cache.read_text())
     seams = _seams_in_child(model_path)
-    write_json(cache, seams)
+    atomic.write_json(cache, seams)  # concurrent launches read a whole entry or none
     return seams
 
 
@@ -134,14 +136,6 @@ def _seams_in_child(model_path: Path) -> dict:
     if proc.returncode != 0:
         raise RuntimeError((proc.stderr.strip().splitlines() or ["no output"])[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def write_json(path: Path, value) -> None:
-    """Write a cache entry atomically (concurrent launches read a whole entry or none)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value))
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

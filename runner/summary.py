@@ -11,12 +11,12 @@ the workers (they generate side by side, so the job's rate is the sum of theirs)
 start, loading and waiting included) is given beside it as `wall_tokens_per_s`.
 """
 
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Dict, List
 
+from runner import atomic
 from runner.run_dir import RunDir, run_dir_of
 from runner.stats import this_attempt
 
@@ -49,7 +49,7 @@ def summarize(run: RunDir, wall_s: float = 0.0) -> Dict:
         "wall_tokens_per_s": _rate(total["output_tokens"], wall),
         "per_worker": per_worker,
     }
-    run.summary_file.write_text(json.dumps(summary, indent=1))
+    atomic.write_json(run.summary_file, summary, indent=1)
     return summary
 
 

@@ -25,6 +25,7 @@ import typing
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from runner import atomic
 from runner.errors import ConfigError
 
 _DEFINING_FILES = ("engine/arg_utils.py", "sampling_params.py")
@@ -139,11 +140,8 @@ def _cached(folder: str, key: str, compute) -> Dict[str, Any]:
     if cache is not None and cache.is_file():
         return json.loads(cache.read_text())
     value = compute()
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(value))
-        tmp.replace(cache)
+    if cache is not None:  # concurrent launches read a whole entry or none
+        atomic.write_json(cache, value)
     return value
 
 

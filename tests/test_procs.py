@@ -6,8 +6,10 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers.cli import ROOT, run_runner
 from helpers.foreign import serve_foreign
@@ -91,7 +93,8 @@ def test_kill_9_of_each_process_leaves_nothing_and_a_foreign_port_is_never_used(
 def _kill_each_in_turn(job, run, tag, port, args, shared):
     guard, api, core = _server_tree(job, tag)
     argv = run_processes(tag)[api]
-    assert argv[argv.index("--port") + 1] != str(port), "the server was started on the foreign server's port"
+    given = yaml.safe_load(Path(argv[argv.index("--config") + 1]).read_text())  # vllm serve --config FILE
+    assert given["port"] != port, "the server was started on the foreign server's port"
     assert "--api-key" not in argv and not any("Bearer" in a for a in argv)  # the key stays out of `ps`
     assert wait_for(lambda: _answered(run), 300)
 
