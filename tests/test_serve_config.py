@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, run_processes, run_runner, tagged_env, wait_for, write_inputs
+from helpers.cli import ROOT, run_runner
+from helpers.inputs import write_inputs
+from helpers.processes import run_processes, tagged_env, wait_for
 
 from runner.server import VllmServer, failure_reason, serve_config, write_serve_config
 
