@@ -7,7 +7,9 @@ CPU: cluster.ranks_per_node); a node holds as many such engines as divide its de
 one GPU first). Engines larger than a node (Ray) are not built yet and are refused.
 """
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from omegaconf import DictConfig
@@ -61,7 +63,8 @@ def devices_of(cluster: DictConfig) -> Tuple[int, str]:
 def parallelism(cfg: DictConfig) -> Tuple[int, int]:
     """(tensor_parallel_size, pipeline_parallel_size) of the job's merged engine arguments."""
     args = engine_args(cfg)
-    tp, pp = int(args.get("tensor_parallel_size") or 1), int(args.get("pipeline_parallel_size") or 1)
+    tp, pp = (int(1 if args.get(key) is None else args[key]) for key in ("tensor_parallel_size",
+                                                                          "pipeline_parallel_size"))
     if tp < 1 or pp < 1:
         raise ConfigError(f"tensor_parallel_size={tp}, pipeline_parallel_size={pp}: both must be >= 1")
     return tp, pp
@@ -112,6 +115,21 @@ def _listed_sizes(listed: List[int], pp: int, devices: int, unit: str, cluster: 
     return listed
 
 
+def check_heads(cfg: DictConfig, laid_out: Layout) -> None:
+    """vLLM splits the attention heads over tensor_parallel_size: refuse, at launch, a size that does not divide
+    them (read from a local model folder's config.json; a hub id is left to vLLM)."""
+    config = Path(str(cfg.model.path)) / "config.json"
+    if not config.is_file():
+        return
+    hf = json.loads(config.read_text())
+    heads = hf.get("num_attention_heads") or (hf.get("text_config") or {}).get("num_attention_heads")
+    bad = sorted({e.tensor_parallel_size for e in laid_out.engines if heads and heads % e.tensor_parallel_size})
+    if bad:
+        fits = [n for n in range(1, heads + 1) if heads % n == 0]
+        raise ConfigError(f"tensor_parallel_size={bad[0]} does not divide the {heads} attention heads of "
+                          f"model={cfg.model.name}: use one of {', '.join(map(str, fits))}")
+
+
 def _hydra_list(sizes: List[int]) -> str:
     """A list as a command-line override writes it (no spaces: one shell word)."""
     return f"[{','.join(map(str, sizes))}]"
@@ -131,7 +149,7 @@ def engine_overrides(cfg: DictConfig, engine: Engine) -> Dict[str, Any]:
     entry), and the multiprocessing executor when it spans several devices and the job's executor is none or
     the one-process "uni"."""
     args, overrides = engine_args(cfg), {}
-    if int(args.get("tensor_parallel_size") or 1) != engine.tensor_parallel_size:
+    if int(args.get("tensor_parallel_size") or 1) != engine.tensor_parallel_size:  # (0 was refused by layout_of)
         overrides["tensor_parallel_size"] = engine.tensor_parallel_size
     if len(engine.devices) > 1 and args.get("distributed_executor_backend") in (None, "uni"):
         overrides["distributed_executor_backend"] = MULTI_DEVICE_EXECUTOR

@@ -155,6 +155,7 @@ class PerTile(Mode):
     def check(self, files: List[Path]) -> None:
         """Print the layout at launch; idle devices are named, not left idle silently."""
         laid_out = self.node_layout()
+        layout.check_heads(self.cfg, laid_out)
         log.info("%s", layout.describe(self.cfg, laid_out))
         if laid_out.idle:
             log.warning("%d of %d %s of each node run no engine: cluster.engines=%s leaves them idle",
