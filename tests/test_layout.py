@@ -4,13 +4,14 @@
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import run_runner, write_inputs
+from conftest import read_jsonl, run_processes, run_runner, tagged_env, write_inputs
 from runner import job, layout, options
 from runner.errors import ConfigError
 from runner.schema import register_configs
@@ -142,3 +143,35 @@ def test_a_tensor_parallel_size_that_does_not_split_the_models_attention_heads_i
                                           r"model=smollm2_135m: use one of 1, 3, 9$"):
         mode.check([])
     options.mode_of(_cfg("cluster=local_cpu", "cluster.ranks_per_node=3", "+engine.tensor_parallel_size=3")).check([])
+
+
+@pytest.mark.engine
+def test_a_tp3_engine_on_three_cpu_slots_answers_every_line_once_on_three_workers_and_leaves_nothing(tmp_path):
+    # SmolLM2's 9 heads split over TP 3 (not 2); local_cpu's 3 slots hold one engine: one rank reads 0.in
+    lines = ["What is the capital of France?", "Name a primary color.", "What is 2 + 2?", "Say hello."]
+    inputs = write_inputs(tmp_path / "in", {"0.in": lines, "1.in": ["not read: the layout has one rank"]})
+    run, tag = tmp_path / "run", f"layout-{tmp_path.name}"
+    seen, done = {}, threading.Event()
+
+    def watch():  # every process of the run, as it comes and goes
+        while not done.wait(0.5):
+            seen.update(run_processes(tag))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        proc = run_runner([f"mode.input_dir={inputs}", f"hydra.run.dir={run}", "cluster.ranks_per_node=3",
+                           "+engine.tensor_parallel_size=3", "sampling.max_tokens=12"], env=tagged_env(tag))
+    finally:
+        done.set()
+        watcher.join()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_jsonl(run / "out" / "0.out")
+    assert [(r["line"], r["prompt"], r["status"]) for r in records] == [
+        (n, text, "SUCCESS") for n, text in enumerate(lines, start=1)]
+    assert "Paris" in records[0]["text"]
+    assert not (run / "out" / "1.out").exists() and not (run / "out" / "1.log.jsonl").exists()
+    # the rank ran its engine on vLLM's multiprocessing executor: one spawned worker per slot, all gone after
+    workers = [argv for argv in seen.values() if any("multiprocessing" in a or "VLLM" in a for a in argv)]
+    assert len(workers) >= 3, seen
+    assert run_processes(tag) == {}
