@@ -7,12 +7,13 @@ CPU: cluster.ranks_per_node); a node holds as many such engines as divide its de
 one GPU first). Engines larger than a node (Ray) are not built yet and are refused.
 """
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from runner.devices import device_env
 from runner.engine import engine_args
@@ -154,6 +155,14 @@ def engine_overrides(cfg: DictConfig, engine: Engine) -> Dict[str, Any]:
     if len(engine.devices) > 1 and args.get("distributed_executor_backend") in (None, "uni"):
         overrides["distributed_executor_backend"] = MULTI_DEVICE_EXECUTOR
     return overrides
+
+
+def with_engine_overrides(cfg: DictConfig, engine: Engine) -> DictConfig:
+    """A copy of the job's config whose engine arguments are this engine's."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.engine.update(engine_overrides(cfg, engine))
+    return cfg
 
 
 def describe(cfg: DictConfig, layout: Layout) -> str:

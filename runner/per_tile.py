@@ -165,11 +165,11 @@ class PerTile(Mode):
         return layout.engine_env(self.cfg, self._engine(placement))
 
     def run(self, run: RunDir, placement: Placement, model_path: str) -> None:
-        engine_of_rank = self._engine(placement)
-        overrides = layout.engine_overrides(self.cfg, engine_of_rank)
-        log.info("rank %d: engine of %d device(s) %s%s", placement.rank, len(engine_of_rank.devices),
-                 self.device_env(placement) or "(no device mask)", f", engine arguments {overrides}" if overrides else "")
-        run_rank(OmegaConf.merge(self.cfg, {"engine": overrides}), run, placement, model_path)
+        devices = self._engine(placement).devices
+        cfg = layout.with_engine_overrides(self.cfg, self._engine(placement))
+        log.info("rank %d: engine on %d device(s) %s, engine arguments %s", placement.rank, len(devices),
+                 self.device_env(placement) or "(no device mask)", engine.engine_args(cfg))
+        run_rank(cfg, run, placement, model_path)
 
     def _engine(self, placement: Placement) -> layout.Engine:
         engines = self.node_layout().engines

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from conftest import read_jsonl, run_processes, run_runner, tagged_env, write_inputs
 from runner import job, layout, options
+from runner.engine import engine_args
 from runner.errors import ConfigError
 from runner.schema import register_configs
 from runner.topology import Placement
@@ -30,6 +31,12 @@ def _cfg(*overrides: str):
 def _shape(cfg):
     laid_out = layout.layout_of(cfg)
     return [(e.devices, e.tensor_parallel_size) for e in laid_out.engines], laid_out.idle
+
+
+def _job_file(cfg, folder: Path) -> Path:
+    path = folder / "job.yaml"
+    OmegaConf.save(cfg, path, resolve=True)
+    return path
 
 
 def _masks(cfg):
@@ -55,12 +62,16 @@ def test_masks_list_every_device_of_the_engine_in_the_clusters_hierarchy():
     assert _masks(_cfg("cluster=local_cpu", "+engine.tensor_parallel_size=2")) == [{}]
 
 
-def test_a_mixed_list_gives_each_engine_its_own_tensor_parallel_size_and_names_idle_tiles():
+def test_a_mixed_list_gives_each_engine_its_own_tensor_parallel_size_and_names_idle_tiles(tmp_path):
     mixed = _cfg("cluster=aurora", "model=gpt_oss_120b", "cluster.engines=[8,4]")
     assert _shape(mixed) == ([(tuple(range(8)), 8), ((8, 9, 10, 11), 4)], ())
     first, second = layout.layout_of(mixed).engines
     assert layout.engine_overrides(mixed, first) == {"tensor_parallel_size": 8, "distributed_executor_backend": "mp"}
     assert layout.engine_overrides(mixed, second) == {"distributed_executor_backend": "mp"}
+    loaded = job.load(_job_file(mixed, tmp_path))  # the worker's view: job.yaml read back, struct and typed
+    assert engine_args(layout.with_engine_overrides(loaded, first)) == {
+        **engine_args(loaded), "tensor_parallel_size": 8, "distributed_executor_backend": "mp"}
+    assert engine_args(loaded)["tensor_parallel_size"] == 4  # the job's own config is left as it was
     assert _shape(_cfg("cluster=aurora", "model=llama3_70b", "cluster.engines=[8]")) == (
         [(tuple(range(8)), 8)], (8, 9, 10, 11))
 
@@ -71,7 +82,8 @@ def test_cpu_slots_hold_a_tp2_engine_on_the_multiprocessing_executor_and_tp1_kee
     assert only.devices == (0, 1) and layout.engine_overrides(cpu, only) == {"distributed_executor_backend": "mp"}
     tp1 = _cfg("cluster=local_cpu")
     assert [layout.engine_overrides(tp1, e) for e in layout.layout_of(tp1).engines] == [{}, {}]
-    ray = _cfg("cluster=local_cpu", "+engine.tensor_parallel_size=2", "cluster.engine.distributed_executor_backend=ray")
+    ray = _cfg("cluster=local_cpu", "+engine.tensor_parallel_size=2",
+               "cluster.engine.distributed_executor_backend=ray")
     assert layout.engine_overrides(ray, layout.layout_of(ray).engines[0]) == {}  # the user's choice stays
 
 
