@@ -104,6 +104,16 @@ def test_layouts_that_do_not_fit_a_node_are_refused_naming_the_fix(overrides, me
         layout.layout_of(_cfg("cluster=aurora", *overrides))
 
 
+def test_a_launch_that_does_not_fit_exits_2_in_one_line_and_makes_no_run_directory(tmp_path):
+    inputs = write_inputs(tmp_path / "in", {f"{r}.in": ["Hi?"] for r in range(12)})
+    run = tmp_path / "run"
+    proc = run_runner(["cluster=aurora", "model=llama3_70b", "dry_run=true", f"mode.input_dir={inputs}",
+                       f"hydra.run.dir={run}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "tensor_parallel_size=8 does not divide the 12 tiles of cluster=aurora" in proc.stderr
+    assert not run.exists()
+
+
 def test_a_cpu_cluster_lays_engines_on_its_slots():
     with pytest.raises(ConfigError, match=r"tensor_parallel_size=3 does not divide the 4 CPU slots of cluster=local_cpu"):
         layout.layout_of(_cfg("cluster=local_cpu", "cluster.ranks_per_node=4", "+engine.tensor_parallel_size=3"))
