@@ -23,6 +23,7 @@ from runner.schema import Accelerator
 # the executor of an engine over several devices of one node: vLLM's multiprocessing workers ("uni", the
 # one-process executor, cannot run more than one device)
 MULTI_DEVICE_EXECUTOR = "mp"
+_CPU_BIND = "VLLM_CPU_OMP_THREADS_BIND"
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,15 @@ def _hydra_list(sizes: List[int]) -> str:
 
 def engine_env(cfg: DictConfig, engine: Engine) -> Dict[str, str]:
     """The variable that shows the engine its devices; the mask form follows cluster.env's
-    ZE_FLAT_DEVICE_HIERARCHY (FLAT or COMBINED: tile numbers; COMPOSITE or unset: gpu.tile)."""
-    cluster = cfg.cluster
-    flat = str((cluster.get("env") or {}).get("ZE_FLAT_DEVICE_HIERARCHY", "")).upper() in ("FLAT", "COMBINED")
+    ZE_FLAT_DEVICE_HIERARCHY (FLAT or COMBINED: tile numbers; COMPOSITE or unset: gpu.tile).
+
+    A CPU engine of several slots gets VLLM_CPU_OMP_THREADS_BIND=nobind (unless cluster.env sets it): vLLM-CPU's
+    default binding puts each TP worker on a NUMA node of its own and refuses more workers than NUMA nodes."""
+    cluster, env = cfg.cluster, cfg.cluster.get("env") or {}
+    if devices_of(cluster)[1] == "CPU slots":
+        wants_bind = len(engine.devices) > 1 and _CPU_BIND not in env
+        return {_CPU_BIND: "nobind"} if wants_bind else {}
+    flat = str(env.get("ZE_FLAT_DEVICE_HIERARCHY", "")).upper() in ("FLAT", "COMBINED")
     return device_env(engine.devices, accelerator_of(cluster), int(cluster.get("gpus_per_node", 0)),
                       int(cluster.get("tiles_per_gpu", 1)), flat)
 

@@ -59,7 +59,10 @@ def test_masks_list_every_device_of_the_engine_in_the_clusters_hierarchy():
     assert _masks(composite)[1] == {"ZE_AFFINITY_MASK": "2.0,2.1,3.0,3.1"}
     assert _masks(_cfg("cluster=polaris", "+engine.tensor_parallel_size=2")) == [
         {"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}]
-    assert _masks(_cfg("cluster=local_cpu", "+engine.tensor_parallel_size=2")) == [{}]
+    # CPU: no mask; an engine of several slots lets the OS place its workers (vLLM-CPU binds one per NUMA node)
+    assert _masks(_cfg("cluster=local_cpu", "+engine.tensor_parallel_size=2")) == [
+        {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}]
+    assert _masks(_cfg("cluster=local_cpu")) == [{}, {}]
 
 
 def test_a_mixed_list_gives_each_engine_its_own_tensor_parallel_size_and_names_idle_tiles(tmp_path):
