@@ -23,7 +23,7 @@ def engine_args(cfg) -> Dict[str, Any]:
     both (engine). The launch stores the result in `engine`, so job.yaml shows what vLLM receives."""
     from omegaconf import OmegaConf
 
-    layers = [cfg.model.engine, cfg.cluster.engine, cfg.get("engine")]
+    layers = [OmegaConf.select(cfg, key) for key in ("model.engine", "cluster.engine", "engine")]
     return {k: v for layer in layers if layer is not None for k, v in OmegaConf.to_container(layer).items()}
 
 

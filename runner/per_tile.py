@@ -13,8 +13,8 @@ from typing import Dict, List
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, inputs, preflight, rerun
-from runner.devices import DEVICE_VARS, device_env
+from runner import engine, inputs, layout, preflight, rerun
+from runner.devices import DEVICE_VARS
 from runner.errors import JobFailedError
 from runner.mode import Mode
 from runner.record_log import RecordLog, as_jsonl, as_original_text
@@ -129,10 +129,14 @@ def _answer_all(cfg, rank, todo, ledger, model_path, stats: WorkerStats, tally: 
 
 
 class PerTile(Mode):
-    """mode=per_tile: one rank per GPU or tile of each node, each with its own offline engine and {rank}.in."""
+    """mode=per_tile: one rank per engine of each node (runner/layout.py: one GPU or tile each, or several for
+    tensor_parallel_size > 1), each with its own offline engine and {rank}.in."""
+
+    def node_layout(self) -> layout.Layout:
+        return layout.layout_of(self.cfg)
 
     def procs_per_node(self) -> int:
-        return self.cfg.cluster.ranks_per_node
+        return len(self.node_layout().engines)
 
     def input_files(self) -> List[Path]:
         return input_paths(self.cfg, self.cfg.nodes * self.procs_per_node())
@@ -140,9 +144,28 @@ class PerTile(Mode):
     def work_items(self, run: RunDir) -> List[Item]:
         return [run.rank_item(path, rank) for rank, path in enumerate(self.input_files())]
 
+    def check(self, files: List[Path]) -> None:
+        """Print the layout at launch; idle devices are named, not left idle silently."""
+        laid_out = self.node_layout()
+        layout.check_heads(self.cfg, laid_out)
+        log.info("%s", layout.describe(self.cfg, laid_out))
+        if laid_out.idle:
+            log.warning("%d of %d %s of each node run no engine: cluster.engines=%s leaves them idle",
+                        len(laid_out.idle), laid_out.devices_per_node, laid_out.unit, list(self.cfg.cluster.engines))
+
     def device_env(self, placement: Placement) -> Dict[str, str]:
-        c = self.cfg.cluster
-        return device_env(placement.local_rank, c.accelerator, c.gpus_per_node, c.tiles_per_gpu)
+        return layout.engine_env(self.cfg, self._engine(placement))
 
     def run(self, run: RunDir, placement: Placement, model_path: str, stats: WorkerStats) -> WorkerStats:
-        return run_rank(self.cfg, run, placement, model_path, stats)
+        devices = self._engine(placement).devices
+        cfg = layout.with_engine_overrides(self.cfg, self._engine(placement))
+        log.info("rank %d: engine on %d device(s) %s, engine arguments %s", placement.rank, len(devices),
+                 self.device_env(placement) or "(no device mask)", engine.engine_args(cfg))
+        return run_rank(cfg, run, placement, model_path, stats)
+
+    def _engine(self, placement: Placement) -> layout.Engine:
+        engines = self.node_layout().engines
+        if placement.local_rank >= len(engines):
+            raise JobFailedError(f"local rank {placement.local_rank} has no engine: the layout has {len(engines)} "
+                                 "per node; start the ranks with the launcher's processes per node")
+        return engines[placement.local_rank]

@@ -252,14 +252,20 @@ class MpiBcastStagingConfig(StagingConfig):
 @dataclass
 class ClusterConfig:
     name: str = MISSING
-    # cpu: no device variables; nvidia: CUDA_VISIBLE_DEVICES; intel: ZE_AFFINITY_MASK=gpu.tile
+    # cpu: no device variables; nvidia: CUDA_VISIBLE_DEVICES=0,1; intel: ZE_AFFINITY_MASK, listing tile numbers
+    # (0,1) when env sets ZE_FLAT_DEVICE_HIERARCHY=FLAT, else gpu.tile (0.0,0.1)
     accelerator: Accelerator = Accelerator.cpu
     # GPUs per node
     gpus_per_node: int = 0
-    # tiles (stacks) per GPU; 1 on NVIDIA
+    # tiles (stacks) per GPU; 1 on NVIDIA. A node's devices are gpus_per_node x tiles_per_gpu (runner/layout.py)
     tiles_per_gpu: int = 1
-    # per_tile ranks per node (local slots per machine under launcher=local)
+    # CPU slots per node when there is no GPU (accelerator=cpu or gpus_per_node=0): the devices engines are laid
+    # out on (local slots per machine under launcher=local); GPU clusters count gpus_per_node x tiles_per_gpu
     ranks_per_node: int = 1
+    # devices of each engine on a node, for mixed layouts (e.g. [8, 4]: a TP 8 engine on tiles 0-7 beside a TP 4
+    # engine on tiles 8-11); each entry's tensor_parallel_size is entry / pipeline_parallel_size. Empty: as many
+    # engines of tensor_parallel_size x pipeline_parallel_size devices as the node holds
+    engines: List[int] = field(default_factory=list)
     # vLLM engine arguments for this machine; they override the model's
     engine: Dict[str, Any] = field(default_factory=dict)
     # environment variables for every rank and server

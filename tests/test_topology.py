@@ -32,11 +32,14 @@ def test_open_mpi_variables():
 
 
 def test_aurora_map_is_compact_then_round_robin():
-    # 6 GPUs x 2 tiles: ranks 0,1 -> GPU 0 tiles 0,1; rank 11 -> GPU 5 tile 1; rank 12 wraps to GPU 0
+    # 6 GPUs x 2 tiles: devices 0,1 -> GPU 0 tiles 0,1; device 11 -> GPU 5 tile 1; device 12 wraps to GPU 0
     assert [device_of(r, 6, 2) for r in (0, 1, 2, 11, 12, 13)] == [(0, 0), (0, 1), (1, 0), (5, 1), (0, 0), (0, 1)]
-    assert device_env(3, Accelerator.intel, 6, 2) == {"ZE_AFFINITY_MASK": "1.1"}
+    assert device_env([3], Accelerator.intel, 6, 2) == {"ZE_AFFINITY_MASK": "1.1"}
+    assert device_env([2, 3], Accelerator.intel, 6, 2) == {"ZE_AFFINITY_MASK": "1.0,1.1"}
+    assert device_env([2, 3], Accelerator.intel, 6, 2, flat_hierarchy=True) == {"ZE_AFFINITY_MASK": "2,3"}
 
 
 def test_nvidia_sets_cuda_visible_devices_and_cpu_sets_nothing():
-    assert device_env(5, Accelerator.nvidia, 4, 1) == {"CUDA_VISIBLE_DEVICES": "1"}
-    assert device_env(5, Accelerator.cpu, 0, 1) == {}
+    assert device_env([1], Accelerator.nvidia, 4, 1) == {"CUDA_VISIBLE_DEVICES": "1"}
+    assert device_env([2, 3], Accelerator.nvidia, 4, 1) == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert device_env([0, 1], Accelerator.cpu, 0, 1) == {}
