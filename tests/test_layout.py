@@ -11,7 +11,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import read_jsonl, run_processes, run_runner, tagged_env, write_inputs
+from helpers.cli import run_runner
+from helpers.inputs import read_jsonl, write_inputs
+from helpers.processes import run_processes, tagged_env
 from runner import job, layout, options
 from runner.engine import engine_args
 from runner.errors import ConfigError
