@@ -7,11 +7,7 @@ from typing import Dict
 from omegaconf import DictConfig
 
 from runner import records
-from runner.schema import InputFormat
-
-
-class MalformedLine(ValueError):
-    pass
+from runner.readers import MalformedLine, reader_of  # noqa: F401  (MalformedLine: prompts.MalformedLine to callers)
 
 
 @dataclass(frozen=True)
@@ -22,7 +18,7 @@ class Request:
 
 def check_template(mode: DictConfig) -> str:
     """'' when every {field} of the template is a column (or {line}), else what is wrong."""
-    known = {"line", *(mode.columns if mode.input_format == InputFormat.tsv else [])}
+    known = {"line", *reader_of(mode).columns()}
     try:
         used = {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(mode.prompt_template) if name}
     except ValueError as e:
@@ -37,7 +33,7 @@ RECORD_KEYS = records.KEYS
 
 def check_id_columns(mode: DictConfig) -> str:
     """'' when every id column is a column and no record key, else what is wrong."""
-    columns = list(mode.columns) if mode.input_format == InputFormat.tsv else []
+    columns = reader_of(mode).columns()
     reserved = sorted(set(mode.id_columns) & set(RECORD_KEYS))
     if reserved:
         return (f"mode.id_columns={list(mode.id_columns)} names record keys {reserved}: rename those columns in "
@@ -49,26 +45,17 @@ def check_id_columns(mode: DictConfig) -> str:
     return ""
 
 
-def _fields(line: str, mode: DictConfig) -> Dict[str, str]:
-    fields = {"line": line}
-    if mode.input_format == InputFormat.tsv:
-        fields.update(zip(mode.columns, line.split("\t")))
-    return fields
-
-
 def ids(line: str, mode: DictConfig) -> Dict[str, str]:
     """The id columns a line has (all of them when it is well formed)."""
-    fields = _fields(line, mode)
+    fields = reader_of(mode).some_fields(line)
     return {name: fields[name] for name in mode.id_columns if name in fields}
 
 
 def build(line: str, mode: DictConfig) -> Request:
     """The prompt of one line under mode.prompt_template; raises MalformedLine with the reason."""
-    if mode.input_format == InputFormat.tsv and line.count("\t") + 1 != len(mode.columns):
-        got = line.count("\t") + 1
-        raise MalformedLine(f"expected {len(mode.columns)} tab-separated columns {list(mode.columns)}, got {got}")
+    fields = reader_of(mode).fields(line)
     try:
-        prompt = mode.prompt_template.format(**_fields(line, mode))
+        prompt = mode.prompt_template.format(**fields)
     except (KeyError, IndexError) as e:
         raise MalformedLine(f"prompt_template needs {e}, which this line does not have") from None
-    return Request(prompt, ids(line, mode))
+    return Request(prompt, {name: fields[name] for name in mode.id_columns if name in fields})
