@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from runner.fingerprint import read_sidecar, unchanged
 from runner.inputs import count_lines
+from runner.options import mode_of
 from runner.record_log import scan
 from runner.run_dir import Item, RunDir
 
@@ -48,7 +49,7 @@ def progress(run: RunDir) -> List[FileProgress]:
     """Every input file's progress: a finished output's counts come from its sidecar (one small read), a ledger's
     from its distinct lines."""
     cfg = OmegaConf.load(run.job_file)  # untyped: a job file of an older runner version is read too
-    return [_file_progress(item) for item in run.items(cfg)]
+    return [_file_progress(item) for item in mode_of(cfg).work_items(run)]
 
 
 def describe(run: RunDir, files: List[FileProgress]) -> str:

@@ -25,6 +25,7 @@ from runner import inputs
 from runner.errors import ConfigError
 from runner.fingerprint import (InputPrint, Scanner, Sidecar, changed_from, config_print, differing, read_sidecar,
                                 unchanged, write_sidecar)
+from runner.options import mode_of
 from runner.run_dir import Item, RunDir  # noqa: F401  (Item: re-exported)
 from runner.record_log import RecordLog
 from runner.schema import OutputFormat, RerunPolicy
@@ -92,7 +93,7 @@ def check_launch(cfg: DictConfig, run: RunDir, previous: Optional[DictConfig]) -
     if changed or policy == RerunPolicy.all:
         return new_epoch()
     epoch = str(previous.get("rerun_epoch", ""))
-    refused = [why for item in run.items(cfg)
+    refused = [why for item in mode_of(cfg).work_items(run)
                for action, why in [decide(item, read_sidecar(item.ledger), epoch, policy,
                                           lambda item=item: _last_answered(item.ledger))] if action == "refuse"]
     if refused:

@@ -7,9 +7,6 @@
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
-
-from omegaconf import DictConfig
 
 # the ledger's suffix; the sidecar replaces it with _SIDECAR
 _LEDGER = ".log.jsonl"
@@ -120,12 +117,6 @@ class RunDir:
         """server_per_node: an input file, its finished output and its resume ledger."""
         name = input_file.name
         return Item(input_file, self.out / file_output_name(name), self.out / f"{name}{_LEDGER}")
-
-    def items(self, cfg: DictConfig) -> List[Item]:
-        """Every input of the job with its finished output and its ledger (the mode says which inputs)."""
-        from runner.options import mode_of
-
-        return mode_of(cfg).work_items(self)
 
     def make(self) -> "RunDir":
         for path in (self.root, self.out, self.logs, self.stats, self.claims):

@@ -131,7 +131,7 @@ def run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
     started = time.monotonic()
     stale = cfg.mode.claim_stale_after_s
     if placement.rank == 0:  # finished files with lines appended or ERROR records to retry become claimable
-        rerun.reopen_finished(cfg, run.items(cfg))
+        rerun.reopen_finished(cfg, ServerPerNode(cfg).work_items(run))
     queue = FileQueue(list_inputs(cfg), run.out, run.claims, stale_after_s=stale,
                       poll_s=max(1.0, min(30.0, stale / 10)), host=placement.rank, hosts=placement.world_size)
     if placement.rank == 0:  # one host per job clears the claims of earlier attempts
