@@ -181,10 +181,22 @@ with queue.heartbeats(), open(tmp / f"taken{{host}}", "a") as log:
 
 
 def _hosts(tmp_path, count, hold="-"):
-    """`count` host processes over tmp_path/in; host 0 holds the file `hold` (if it gets it) until killed."""
+    """`count` host processes over tmp_path/in; host 0 holds the file `hold` until killed: it starts alone and the
+    others only once it has taken that file (else a host that started sooner could take it first)."""
     script = _HOST.format(root=str(ROOT))
-    return [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(h), str(count), hold if h == 0 else "-"])
-            for h in range(count)]
+
+    def start(h):
+        return subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(h), str(count), hold if h == 0 else "-"])
+
+    procs = [start(0)]
+    if hold != "-":
+        deadline = time.time() + 30
+        while hold not in _taken(tmp_path, 1) and time.time() < deadline and procs[0].poll() is None:
+            time.sleep(0.05)
+        if hold not in _taken(tmp_path, 1):
+            _stop(procs)
+            raise AssertionError("host 0 never took the file it is to hold")
+    return procs + [start(h) for h in range(1, count)]
 
 
 def _taken(tmp_path, count):
@@ -217,11 +229,8 @@ def test_a_killed_process_file_is_taken_over_by_exactly_one_other(tmp_path):
     names = [f"{i:03d}" for i in range(12)]
     _files(tmp_path, names)
     (tmp_path / "out").mkdir()
-    procs = _hosts(tmp_path, 3, hold="000")  # host 0 starts at "000" and holds it
+    procs = _hosts(tmp_path, 3, hold="000")  # host 0 takes "000" and holds it
     try:
-        deadline = time.time() + 30
-        while "000" not in _taken(tmp_path, 3) and time.time() < deadline:
-            time.sleep(0.05)
         time.sleep(1.5)  # longer than stale_after_s: only the heartbeats keep host 0's claim
         assert not (tmp_path / "claims" / "job1" / "000.takeover1").exists()
         procs[0].kill()
