@@ -213,7 +213,7 @@ def test_a_tp3_engine_on_three_cpu_slots_answers_every_line_once_on_three_worker
     records = read_jsonl(run / "out" / "0.out")
     assert [(r["line"], r["prompt"], r["status"]) for r in records] == [
         (n, text, "SUCCESS") for n, text in enumerate(lines, start=1)]
-    assert all(r["text"].strip() and r["output_tokens"] > 0 for r in records)  # TP 3 bf16 answers differ from TP 1
+    assert all(r["response"].strip() and r["output_tokens"] > 0 for r in records)  # TP 3 bf16 answers differ from TP 1
     assert not (run / "out" / "1.out").exists() and not (run / "out" / "1.log.jsonl").exists()
     # the rank ran its engine on vLLM's multiprocessing executor: one worker process per slot, none left after
     tp_workers = {pid for pid, argv in workers.items() if not any("resource_tracker" in a for a in argv)}
