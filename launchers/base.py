@@ -30,6 +30,7 @@ class Launcher(ABC):
         if self.cfg.dry_run:
             script = run.script(self.script_name)
             script.write_text(self.render(job_file))
+            script.chmod(0o755)
             log.info("dry run: wrote %s%s", script, self.dry_run_hint(script))
             return
         self.start(job_file, run, lock)

@@ -57,10 +57,10 @@ def resolve(cfg: DictConfig) -> Tuple[DictConfig, Optional[preflight.Report]]:
         raise ConfigError(f"nodes={cfg.nodes}, cluster.ranks_per_node={cfg.cluster.ranks_per_node}: both must be >= 1")
     if not Path(cfg.mode.input_dir).is_dir():
         raise ConfigError(f"mode.input_dir={cfg.mode.input_dir} is not a folder: set mode.input_dir=PATH")
+    check_vllm_names(cfg)  # before the mode reads engine values (the layout's tensor_parallel_size)
     files = mode.input_files()
     mode.check(files)
     inputs.validate(files)
-    check_vllm_names(cfg)
     cfg.engine = engine.engine_args(cfg)  # job.yaml shows the engine arguments as vLLM receives them
     cfg.model.path = models.ensure_model(cfg.model)
     cfg.model.source = "path"

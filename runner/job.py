@@ -19,6 +19,8 @@ def write(cfg: DictConfig, run: RunDir) -> Path:
 def load(path: Path) -> DictConfig:
     """Read a job file back with every group typed by its schema (enums are enums again)."""
     raw = OmegaConf.load(path)
+    if "gpus_per_node" in raw.get("launcher", {}):  # a Slurm job file of a runner before cluster.gpus_per_node
+        del raw.launcher["gpus_per_node"]
     typed = OmegaConf.structured(schema.RunnerConfig)
     for group in schema.GROUP_BASES:
         typed[group] = _schema_of(group, raw[group].name)

@@ -65,8 +65,12 @@ def devices_of(cluster: DictConfig) -> Tuple[int, str]:
 def parallelism(cfg: DictConfig) -> Tuple[int, int]:
     """(tensor_parallel_size, pipeline_parallel_size) of the job's merged engine arguments."""
     args = engine_args(cfg)
-    tp, pp = (int(1 if args.get(key) is None else args[key]) for key in ("tensor_parallel_size",
-                                                                          "pipeline_parallel_size"))
+    try:
+        tp, pp = (int(1 if args.get(key) is None else args[key]) for key in ("tensor_parallel_size",
+                                                                              "pipeline_parallel_size"))
+    except (TypeError, ValueError):
+        raise ConfigError(f"tensor_parallel_size={args.get('tensor_parallel_size')!r}, pipeline_parallel_size="
+                          f"{args.get('pipeline_parallel_size')!r}: both must be whole numbers") from None
     if tp < 1 or pp < 1:
         raise ConfigError(f"tensor_parallel_size={tp}, pipeline_parallel_size={pp}: both must be >= 1")
     return tp, pp

@@ -1,11 +1,13 @@
 """The object doing each group option's work: the class its `_target_` names, built with the job's config.
 
 The classes take the whole job config (a mode needs the cluster's ranks per node, a launcher the mode's
-processes), so they are imported with hydra.utils.get_class and called with it, rather than instantiated
-from their own group's fields.
+processes), so they are imported by their path and called with it, rather than instantiated by hydra from
+their own group's fields (and hydra.utils.get_class logs a multi-line error before the one-line one here).
 """
 
-from hydra.utils import get_class
+import importlib
+import inspect
+
 from omegaconf import DictConfig
 
 from runner import schema
@@ -27,13 +29,19 @@ def target_of(cfg: DictConfig, group: str) -> str:
 def build(cfg: DictConfig, group: str, base: type):
     """The group option's object; a `_target_` that does not name a subclass of `base` is a ConfigError."""
     target = target_of(cfg, group)
-    try:
-        cls = get_class(target)
-    except Exception:  # hydra's message spans lines; the key and the path are what the user needs
-        raise ConfigError(f"{group}._target_={target} names no importable class: fix the module.Class path") from None
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ConfigError(f"{group}._target_={target} is not a {base.__module__}.{base.__name__}")
+    cls = class_of(target, f"{group}._target_")
+    if not (isinstance(cls, type) and issubclass(cls, base)) or inspect.isabstract(cls):
+        raise ConfigError(f"{group}._target_={target} is not a concrete {base.__module__}.{base.__name__}")
     return cls(cfg)
+
+
+def class_of(target: str, key: str):
+    """The object a module.Name path names; a ConfigError naming `key` when it cannot be imported."""
+    module, _, name = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(f"{key}={target} names no importable class: fix the module.Class path") from None
 
 
 def mode_of(cfg: DictConfig):

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import engine, inputs, layout, preflight, rerun
 from runner.devices import DEVICE_VARS
-from runner.errors import JobFailedError
+from runner.errors import ConfigError, JobFailedError
 from runner.mode import Mode
 from runner.record_log import RecordLog, as_jsonl, as_original_text
 from runner.records import LINE, Record
@@ -147,6 +147,11 @@ class PerTile(Mode):
     def check(self, files: List[Path]) -> None:
         """Print the layout at launch; idle devices are named, not left idle silently."""
         laid_out = self.node_layout()
+        c = self.cfg.cluster
+        if laid_out.unit != "CPU slots" and c.ranks_per_node != 1:
+            raise ConfigError(f"cluster.ranks_per_node={c.ranks_per_node} counts CPU slots only: on cluster={c.name} "
+                              f"a node runs one rank per engine of its {laid_out.devices_per_node} {laid_out.unit}; "
+                              "to run fewer engines, list their devices with cluster.engines=[...]")
         layout.check_heads(self.cfg, laid_out)
         log.info("%s", layout.describe(self.cfg, laid_out))
         if laid_out.idle:

@@ -13,6 +13,7 @@ from typing import List
 
 from omegaconf import OmegaConf
 
+from runner.errors import RunnerError
 from runner.fingerprint import read_sidecar, unchanged
 from runner.inputs import count_lines
 from runner.options import mode_of
@@ -77,7 +78,11 @@ def main(argv: List[str]) -> int:
     if not run.job_file.is_file() or (not path.is_dir() and path != run.job_file):
         print(f"{argv[0]} is neither a run folder (outputs/runs/<name>) nor its job.yaml", file=sys.stderr)
         return 2
-    print(describe(run, progress(run)), flush=True)
+    try:
+        print(describe(run, progress(run)), flush=True)
+    except RunnerError as e:  # e.g. a job file whose layout this runner refuses
+        print(f"{run.root}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -6,6 +6,7 @@ and are copied to logs/host<rank>/ at the end, also when the host fails.
 """
 
 import asyncio
+import functools
 import hashlib
 import logging
 import shutil
@@ -31,6 +32,9 @@ from runner.walltime import near_end
 from runner.work_queue import FileQueue, attempt_id, list_inputs, prune_attempts
 
 log = logging.getLogger(__name__)
+
+# the flags of `vllm serve` the runner sets itself: the client finds its server by these
+_SERVER_OWN_FLAGS = {"--port", "--host", "--served-model-name", "--model", "--api-key", "--config"}
 
 
 def _scratch_tag(run: RunDir) -> str:
@@ -192,15 +196,23 @@ class ServerPerNode(Mode):
             raise ConfigError(problem)
         if not files:
             raise ConfigError(f"no file in {mode.input_dir} matches mode.input_glob={mode.input_glob}")
+        own = sorted({arg.split("=")[0] for arg in mode.serve_args} & _SERVER_OWN_FLAGS)
+        if own:
+            raise ConfigError(f"mode.serve_args sets {own}, which the runner sets for its own client (port and key "
+                              "per run): leave them out (engine arguments go in model.engine or +engine.*)")
 
     def prompts(self, path: Path) -> Iterator[Tuple[int, str]]:
         """A malformed line is left out: it gets a record of its own, never a request."""
-        plain = OmegaConf.to_object(typed_mode(self.cfg.mode))  # the schema's dataclass: attribute reads cost nothing
+        plain = self._plain_mode  # the schema's dataclass: attribute reads per line cost nothing
         for line in inputs.iter_lines(path):
             try:
                 yield line.number, prompts.build(line.text, plain).prompt
             except prompts.MalformedLine:
                 continue
+
+    @functools.cached_property
+    def _plain_mode(self):
+        return OmegaConf.to_object(typed_mode(self.cfg.mode))  # typed once: a merge costs milliseconds a file
 
     def run(self, run: RunDir, placement: Placement, model_path: str, stats: WorkerStats) -> WorkerStats:
         return run_host(self.cfg, run, placement, model_path, stats)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from runner import atomic
+from runner.errors import RunnerError
 from runner.run_dir import RunDir, run_dir_of
 from runner.stats import this_attempt
 
@@ -73,7 +74,11 @@ def describe(summary: Dict) -> str:
 def main(argv: List[str]) -> int:
     """python -m runner.summary JOB_FILE: summarize a finished run (the last step of a batch job)."""
     run = run_dir_of(Path(argv[0]))
-    print(describe(summarize(run)), flush=True)
+    try:
+        print(describe(summarize(run)), flush=True)
+    except RunnerError as e:
+        print(f"{run.root}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

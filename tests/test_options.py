@@ -46,7 +46,7 @@ def test_an_option_yaml_holds_only_what_it_changes(group, path):
 
 @pytest.mark.parametrize("group", list(schema.GROUP_BASES))
 def test_every_option_names_a_class_of_its_groups_seam(group):
-    base = options.get_class(SEAMS[group])
+    base = options.class_of(SEAMS[group], group)
     for name, option in schema.options_of(group).items():
         cfg = OmegaConf.create({group: OmegaConf.structured(option), "cluster": {}, "model": {}})
         assert isinstance(options.build(cfg, group, base), base), name
@@ -57,7 +57,7 @@ def test_a_target_that_names_no_class_or_another_groups_class_is_refused():
     with pytest.raises(ConfigError, match=r"mode\._target_=runner\.no_such_module\.Mode"):
         options.mode_of(cfg)
     cfg.mode._target_ = "launchers.local.LocalLauncher"
-    with pytest.raises(ConfigError, match="is not a runner.mode.Mode"):
+    with pytest.raises(ConfigError, match="is not a concrete runner.mode.Mode"):
         options.mode_of(cfg)
 
 
@@ -90,3 +90,33 @@ def test_job_yaml_holds_the_merged_engine_arguments_and_a_bad_target_leaves_no_r
     assert bad.returncode == 2
     assert "mode._target_=runner.per_tile.Nope" in bad.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("overrides,named", [
+    (["+engine.tensor_parallel_size=two"], "engine.tensor_parallel_size"),
+    (["mode._target_=runner.mode.Mode"], "mode._target_=runner.mode.Mode"),
+    (["launcher._target_=launchers.base.Launcher"], "launcher._target_=launchers.base.Launcher"),
+    (["cluster=polaris", "cluster.ranks_per_node=2"], "cluster.ranks_per_node=2"),
+    (["mode=server_per_node", "mode.input_glob=*", "mode.serve_args=[--port,9000]"], "--port"),
+], ids=["non-int-tp", "abstract-mode", "abstract-launcher", "ranks-on-gpus", "serve-args-port"])
+def test_a_wrong_value_is_refused_in_one_line_before_a_run_directory_is_made(tmp_path, overrides, named):
+    inputs = write_inputs(tmp_path / "in", {f"{r}.in": ["a"] for r in range(4)})
+    run = tmp_path / "run"
+    proc = run_runner([f"mode.input_dir={inputs}", "dry_run=true", *overrides, f"hydra.run.dir={run}"])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and named in proc.stderr.strip().splitlines()[-1]
+    assert not run.exists()
+
+
+def test_a_slurm_job_file_of_the_runner_before_cluster_gpus_per_node_still_loads(tmp_path):
+    inputs = write_inputs(tmp_path / "in", {"0.in": ["a"], "1.in": ["b"]})
+    run = tmp_path / "run"
+    assert run_runner([f"mode.input_dir={inputs}", "dry_run=true", "launcher=slurm", f"hydra.run.dir={run}"]).returncode == 0
+    old = yaml.safe_load((run / "job.yaml").read_text())
+    old["launcher"]["gpus_per_node"] = 4
+    del old["mode"]["_target_"], old["launcher"]["_target_"], old["staging"]["_target_"]
+    (run / "job.yaml").write_text(yaml.safe_dump(old))
+    from runner import job
+    loaded = job.load(run / "job.yaml")
+    assert loaded.launcher.name == "slurm" and "gpus_per_node" not in loaded.launcher
+    assert type(options.launcher_of(loaded)).__name__ == "SlurmLauncher"
