@@ -148,10 +148,11 @@ class PerTile(Mode):
         """Print the layout at launch; idle devices are named, not left idle silently."""
         laid_out = self.node_layout()
         c = self.cfg.cluster
-        if laid_out.unit != "CPU slots" and c.ranks_per_node != 1:
+        if laid_out.unit != "CPU slots" and c.ranks_per_node not in (1, len(laid_out.engines)):
             raise ConfigError(f"cluster.ranks_per_node={c.ranks_per_node} counts CPU slots only: on cluster={c.name} "
-                              f"a node runs one rank per engine of its {laid_out.devices_per_node} {laid_out.unit}; "
-                              "to run fewer engines, list their devices with cluster.engines=[...]")
+                              f"a node runs one rank per engine ({len(laid_out.engines)} on its "
+                              f"{laid_out.devices_per_node} {laid_out.unit}); to run fewer engines, list their "
+                              "devices with cluster.engines=[...]")
         layout.check_heads(self.cfg, laid_out)
         log.info("%s", layout.describe(self.cfg, laid_out))
         if laid_out.idle:
