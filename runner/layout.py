@@ -23,6 +23,8 @@ from runner.schema import Accelerator
 # the executor of an engine over several devices of one node: vLLM's multiprocessing workers ("uni", the
 # one-process executor, cannot run more than one device)
 MULTI_DEVICE_EXECUTOR = "mp"
+# the unit of a node's devices when it has no GPU: cluster.ranks_per_node slots
+CPU_SLOTS = "CPU slots"
 _CPU_BIND = "VLLM_CPU_OMP_THREADS_BIND"
 
 
@@ -59,7 +61,7 @@ def devices_of(cluster: DictConfig) -> Tuple[int, str]:
     gpus, tiles = int(cluster.get("gpus_per_node", 0)), max(int(cluster.get("tiles_per_gpu", 1)), 1)
     if accelerator_of(cluster) != Accelerator.cpu and gpus > 0:
         return gpus * tiles, "tiles" if tiles > 1 else "GPUs"
-    return int(cluster.get("ranks_per_node", 1)), "CPU slots"
+    return int(cluster.get("ranks_per_node", 1)), CPU_SLOTS
 
 
 def parallelism(cfg: DictConfig) -> Tuple[int, int]:
@@ -121,6 +123,16 @@ def _listed_sizes(listed: List[int], pp: int, devices: int, unit: str, cluster: 
     return listed
 
 
+def check_ranks_per_node(cfg: DictConfig, laid_out: Layout) -> None:
+    """On a GPU cluster the layout decides the ranks: cluster.ranks_per_node may only say the same (or be 1)."""
+    c = cfg.cluster
+    if laid_out.unit != CPU_SLOTS and c.ranks_per_node not in (1, len(laid_out.engines)):
+        raise ConfigError(f"cluster.ranks_per_node={c.ranks_per_node} counts CPU slots only: on cluster={c.name} "
+                          f"a node runs one rank per engine ({len(laid_out.engines)} on its "
+                          f"{laid_out.devices_per_node} {laid_out.unit}); to run fewer engines, list their "
+                          "devices with cluster.engines=[...]")
+
+
 def check_heads(cfg: DictConfig, laid_out: Layout) -> None:
     """vLLM splits the attention heads over tensor_parallel_size: refuse, at launch, a size that does not divide
     them (read from a local model folder's config.json; a hub id is left to vLLM)."""
@@ -148,7 +160,7 @@ def engine_env(cfg: DictConfig, engine: Engine) -> Dict[str, str]:
     A CPU engine of several slots gets VLLM_CPU_OMP_THREADS_BIND=nobind (unless cluster.env sets it): vLLM-CPU's
     default binding puts each TP worker on a NUMA node of its own and refuses more workers than NUMA nodes."""
     cluster, env = cfg.cluster, cfg.cluster.get("env") or {}
-    if devices_of(cluster)[1] == "CPU slots":
+    if devices_of(cluster)[1] == CPU_SLOTS:
         wants_bind = len(engine.devices) > 1 and _CPU_BIND not in env
         return {_CPU_BIND: "nobind"} if wants_bind else {}
     flat = str(env.get("ZE_FLAT_DEVICE_HIERARCHY", "")).upper() in ("FLAT", "COMBINED")

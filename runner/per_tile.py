@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import engine, inputs, layout, preflight, rerun
 from runner.devices import DEVICE_VARS
-from runner.errors import ConfigError, JobFailedError
+from runner.errors import JobFailedError
 from runner.mode import Mode
 from runner.record_log import RecordLog, as_jsonl, as_original_text
 from runner.records import LINE, Record
@@ -147,12 +147,7 @@ class PerTile(Mode):
     def check(self, files: List[Path]) -> None:
         """Print the layout at launch; idle devices are named, not left idle silently."""
         laid_out = self.node_layout()
-        c = self.cfg.cluster
-        if laid_out.unit != "CPU slots" and c.ranks_per_node not in (1, len(laid_out.engines)):
-            raise ConfigError(f"cluster.ranks_per_node={c.ranks_per_node} counts CPU slots only: on cluster={c.name} "
-                              f"a node runs one rank per engine ({len(laid_out.engines)} on its "
-                              f"{laid_out.devices_per_node} {laid_out.unit}); to run fewer engines, list their "
-                              "devices with cluster.engines=[...]")
+        layout.check_ranks_per_node(self.cfg, laid_out)
         layout.check_heads(self.cfg, laid_out)
         log.info("%s", layout.describe(self.cfg, laid_out))
         if laid_out.idle:
@@ -163,10 +158,10 @@ class PerTile(Mode):
         return layout.engine_env(self.cfg, self._engine(placement))
 
     def run(self, run: RunDir, placement: Placement, model_path: str, stats: WorkerStats) -> WorkerStats:
-        devices = self._engine(placement).devices
-        cfg = layout.with_engine_overrides(self.cfg, self._engine(placement))
-        log.info("rank %d: engine on %d device(s) %s, engine arguments %s", placement.rank, len(devices),
-                 self.device_env(placement) or "(no device mask)", engine.engine_args(cfg))
+        mine = self._engine(placement)
+        cfg = layout.with_engine_overrides(self.cfg, mine)
+        log.info("rank %d: engine on %d device(s) %s, engine arguments %s", placement.rank, len(mine.devices),
+                 layout.engine_env(self.cfg, mine) or "(no device mask)", engine.engine_args(cfg))
         return run_rank(cfg, run, placement, model_path, stats)
 
     def _engine(self, placement: Placement) -> layout.Engine:
