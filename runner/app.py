@@ -1,13 +1,14 @@
 """From a composed config to a launched job: resolve paths, build the model, validate, write the job file."""
 
 import logging
+import os
 from pathlib import Path
 from typing import Optional, Tuple
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, inputs, job, models, options, preflight, rerun, run_lock, vllm_names
+from runner import engine, job, models, options, preflight, readers, rerun, run_lock, vllm_names
 from runner.errors import ConfigError
 from runner.job import RunDir
 from runner.run_lock import RunLock
@@ -51,16 +52,19 @@ def resolve(cfg: DictConfig) -> Tuple[DictConfig, Optional[preflight.Report]]:
     check_missing(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     options.launcher_of(cfg), options.staging_of(cfg)  # a class that cannot be built fails before anything is made
-    mode = options.mode_of(cfg)
+    # absolute (the workers' working directory is not this one's), a glob's wildcards kept
+    cfg.input.path = os.path.abspath(os.path.expanduser(cfg.input.path))
+    mode, reader = options.mode_of(cfg), readers.reader_of(cfg)
     mode.resolve()
     if cfg.nodes < 1 or cfg.cluster.ranks_per_node < 1:
         raise ConfigError(f"nodes={cfg.nodes}, cluster.ranks_per_node={cfg.cluster.ranks_per_node}: both must be >= 1")
-    if not Path(cfg.mode.input_dir).is_dir():
-        raise ConfigError(f"mode.input_dir={cfg.mode.input_dir} is not a folder: set mode.input_dir=PATH")
     check_vllm_names(cfg)  # before the mode reads engine values (the layout's tensor_parallel_size)
     files = mode.input_files()
     mode.check(files)
-    inputs.validate(files)
+    readers.validate(reader, files)
+    problem = reader.check(files)  # the template and the ids against the files' fields
+    if problem:
+        raise ConfigError(problem)
     cfg.engine = engine.engine_args(cfg)  # job.yaml shows the engine arguments as vLLM receives them
     cfg.model.path = models.ensure_model(cfg.model)
     cfg.model.source = "path"

@@ -14,16 +14,14 @@ import resource
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import aiohttp
 from omegaconf import DictConfig
 
-from runner import prompts
-from runner.inputs import Line
+from runner.readers import Entry, Request
 from runner.record_log import RecordLog
 from runner.records import LINE, Record
-from runner.schema import PromptStyle
 from runner.server import PORT_TRIES, VllmServer
 from runner.tally import Tally
 from runner.walltime import near_end
@@ -118,10 +116,12 @@ class FileResult:
         self.stopped_for_walltime |= other.stopped_for_walltime
 
 
-def _request_body(request: prompts.Request, mode: DictConfig, model: str, sampling: Dict) -> Dict:
-    if mode.prompt_style == PromptStyle.chat:
-        return {"model": model, "messages": [{"role": "user", "content": request.prompt}], **sampling}
-    return {"model": model, "prompt": request.prompt, **sampling}
+def _request(request: Request, model: str, sampling: Dict) -> Tuple[str, Dict]:
+    """(endpoint, body): a chat through /v1/chat/completions, a prompt through /v1/completions; the request's own
+    sampling values over the job's."""
+    if request.messages is not None:
+        return "/v1/chat/completions", {"model": model, "messages": request.messages, **sampling, **request.sampling}
+    return "/v1/completions", {"model": model, "prompt": request.prompt, **sampling, **request.sampling}
 
 
 def _success(base: Dict, prompt: str, body: Dict) -> Dict:
@@ -164,32 +164,29 @@ class FileClient:
         self.mode = mode
         self.model = model
         self.sampling = sampling
-        self.endpoint = "/v1/chat/completions" if mode.prompt_style == PromptStyle.chat else "/v1/completions"
         self._slots: Optional[asyncio.Semaphore] = None  # set by connected()
         self._session: Optional[aiohttp.ClientSession] = None
 
-    async def answer(self, file_name: str, line: Line) -> Optional[Dict]:
-        """The line's record; None when this host's server is down for good (the line is left for a rerun)."""
-        base = {"file": file_name, LINE: line.number}
-        try:
-            request = prompts.build(line.text, self.mode)
-        except prompts.MalformedLine as e:
-            return _error({**base, **prompts.ids(line.text, self.mode)}, None, f"malformed line: {e}", line.text)
-        base.update(request.ids)
-        too_long = self.too_long.get(file_name, {}).get(line.number)
+    async def answer(self, file_name: str, entry: Entry) -> Optional[Dict]:
+        """The entry's record; None when this host's server is down for good (the entry is left for a rerun)."""
+        base = {"file": file_name, LINE: entry.number, **entry.request.ids}
+        if entry.error:
+            return _error(base, None, entry.error, entry.raw)
+        prompt = entry.request.text
+        too_long = self.too_long.get(file_name, {}).get(entry.number)
         if too_long:
-            return _error(base, request.prompt, too_long)
-        body = _request_body(request, self.mode, self.model, self.sampling)
-        return await self._send(base, request.prompt, body)
+            return _error(base, prompt, too_long)
+        endpoint, body = _request(entry.request, self.model, self.sampling)
+        return await self._send(base, prompt, endpoint, body)
 
-    async def _send(self, base: Dict, prompt: str, body: Dict) -> Optional[Dict]:
+    async def _send(self, base: Dict, prompt: str, endpoint: str, body: Dict) -> Optional[Dict]:
         attempt, last_error = 0, ""
         while attempt <= self.mode.retries:
             await self.supervisor.ready.wait()
             if self.supervisor.failed:
                 return None  # not the line's fault: no ERROR record, so a rerun answers it
             try:
-                async with self._session.post(self.supervisor.server.url + self.endpoint, json=body) as response:
+                async with self._session.post(self.supervisor.server.url + endpoint, json=body) as response:
                     if response.status == 200:
                         return _success(base, prompt, await response.json(content_type=None))
                     if response.status in FOREIGN_STATUS:
@@ -221,7 +218,7 @@ class FileClient:
             self._session = session
             yield self
 
-    async def answer_file(self, file_name: str, todo: List[Line], resumed: int, ledger: RecordLog,
+    async def answer_file(self, file_name: str, todo: List[Entry], resumed: int, ledger: RecordLog,
                           result: FileResult, handed_out: asyncio.Event) -> None:
         """Answer the lines `todo` (rerun.todo: no record yet, or only an ERROR one) into the ledger, counting
         into `result` (the caller's, so that an interrupted file is counted too); stops taking new lines near

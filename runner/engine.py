@@ -1,11 +1,10 @@
-"""The offline vLLM engine of one rank: build it, keep it fed with lines, hand back answers as they finish."""
+"""The offline vLLM engine of one rank: build it, keep it fed with requests, hand back answers as they finish."""
 
 import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Tuple
 
-from runner.inputs import Line
-from runner.schema import PromptStyle
+from runner.readers import Entry, Request
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,17 @@ def sampling_params(sampling: Dict[str, Any]):
     return SamplingParams(**sampling)
 
 
+class Sampling:
+    """The job's SamplingParams (built once), and one per request that brings values of its own over them."""
+
+    def __init__(self, sampling: Dict[str, Any]):
+        self.values, self.default = sampling, sampling_params(sampling)
+
+    def of(self, request: Request):
+        """Raises TypeError or ValueError for values vLLM refuses (the request's own, never the job's)."""
+        return sampling_params({**self.values, **request.sampling}) if request.sampling else self.default
+
+
 def _request_errors() -> tuple:
     """The exceptions vLLM raises for a request it refuses (the request's fault, not the engine's)."""
     try:
@@ -48,63 +58,85 @@ def _request_errors() -> tuple:
     return (ValueError, VLLMClientError)
 
 
-def _enqueue_batch(llm, lines: List[Line], style: PromptStyle, params) -> List[str]:
-    """Add the lines to the engine's queue (chat: through the model's chat template) in one call; their ids.
+# (entry, its SamplingParams) of one call to vLLM: all chats or all completions
+Group = List[Tuple[Entry, Any]]
+
+
+def _enqueue_batch(llm, group: Group) -> List[str]:
+    """Add the group to the engine's queue (a chat through the model's chat template) in one call; their ids.
 
     enqueue returns the engine's internal ids ("<id>-<8 random chars>"); outputs carry the id before the dash.
     vLLM refuses the whole call when one request is bad (it aborts the ones it had added, then raises).
     """
-    if style == PromptStyle.chat:
-        ids = llm.enqueue_chat([[{"role": "user", "content": line.text}] for line in lines], params, use_tqdm=False)
+    params = [p for _, p in group]
+    if group[0][0].request.messages is not None:
+        ids = llm.enqueue_chat([e.request.messages for e, _ in group], params, use_tqdm=False)
     else:
-        ids = llm.enqueue([line.text for line in lines], params, use_tqdm=False)
+        ids = llm.enqueue([e.request.prompt for e, _ in group], params, use_tqdm=False)
     return [request_id.split("-", 1)[0] for request_id in ids]
 
 
-def _enqueue(llm, lines: List[Line], style: PromptStyle, params) -> Tuple[Dict[str, Line], List[Tuple[Line, Answer]]]:
-    """Enqueue the lines: ({request id: line} of those vLLM took, [(line, refusal)] of those it refused).
-
-    One call for the whole batch; only when vLLM refuses it are the lines added one by one, so one bad line
-    costs its own request and never blocks the others.
-    """
-    errors = _request_errors()
-    try:
-        return dict(zip(_enqueue_batch(llm, lines, style, params), lines)), []
-    except errors as e:
-        if len(lines) == 1:
-            return {}, [(lines[0], _refusal(e))]
-    taken, refused = {}, []
-    for line in lines:
+def _groups(entries: List[Entry], sampling: Sampling) -> Tuple[List[Group], List[Tuple[Entry, Answer]]]:
+    """The entries as a group of chats and one of completions (each its own call to vLLM), and the refusals of
+    those whose own sampling values vLLM does not take."""
+    chats, completions, refused = [], [], []
+    for entry in entries:
         try:
-            taken.update(zip(_enqueue_batch(llm, [line], style, params), [line]))
+            params = sampling.of(entry.request)
+        except (TypeError, ValueError) as e:
+            refused.append((entry, _refusal(e)))
+            continue
+        (chats if entry.request.messages is not None else completions).append((entry, params))
+    return [g for g in (chats, completions) if g], refused
+
+
+def _enqueue(llm, entries: List[Entry], sampling: Sampling) -> Tuple[Dict[str, Entry], List[Tuple[Entry, Answer]]]:
+    """Enqueue the entries: ({request id: entry} of those vLLM took, [(entry, refusal)] of those it refused).
+
+    One call per group; only when vLLM refuses it are its entries added one by one, so one bad request costs
+    its own and never blocks the others (nor one already added by the other group's call).
+    """
+    groups, refused = _groups(entries, sampling)
+    taken, errors = {}, _request_errors()
+    for group in groups:
+        try:
+            taken.update(zip(_enqueue_batch(llm, group), [e for e, _ in group]))
+            continue
         except errors as e:
-            refused.append((line, _refusal(e)))
+            if len(group) == 1:
+                refused.append((group[0][0], _refusal(e)))
+                continue
+        for one in group:
+            try:
+                taken.update(zip(_enqueue_batch(llm, [one]), [one[0]]))
+            except errors as e:
+                refused.append((one[0], _refusal(e)))
     return taken, refused
 
 
-def stream_answers(llm, lines: Iterable[Line], style: PromptStyle, params, max_in_flight: int,
-                   may_add: Callable[[], bool] = lambda: True) -> Iterator[List[Tuple[Line, Answer]]]:
-    """Answer the lines, yielding each engine step's finished (line, answer) pairs as soon as they finish.
+def stream_answers(llm, entries: Iterable[Entry], sampling: Sampling, max_in_flight: int,
+                   may_add: Callable[[], bool] = lambda: True) -> Iterator[List[Tuple[Entry, Answer]]]:
+    """Answer the entries, yielding each engine step's finished (entry, answer) pairs as soon as they finish.
 
     The same step loop as LLM.generate, but at most `max_in_flight` requests sit in the engine (memory stays
     bounded for files of millions of lines) and it is topped up when half of them have finished, so the
-    batch never drains at a chunk boundary. When `may_add()` turns False (the walltime is near) no new line
+    batch never drains at a chunk boundary. When `may_add()` turns False (the walltime is near) no new entry
     is added; the ones in flight still finish.
     """
     if not hasattr(llm, "enqueue"):  # vLLM before enqueue/enqueue_chat (older site installs): whole batches
-        yield from _batches(llm, lines, style, params, max_in_flight, may_add)
+        yield from _batches(llm, entries, sampling, max_in_flight, may_add)
         return
-    todo, in_flight, engine = iter(lines), {}, llm.llm_engine
+    todo, in_flight, engine = iter(entries), {}, llm.llm_engine
     while True:
         if len(in_flight) <= max_in_flight // 2 and may_add():
             batch = list(itertools.islice(todo, max_in_flight - len(in_flight)))
             if batch:
-                taken, refused = _enqueue(llm, batch, style, params)
+                taken, refused = _enqueue(llm, batch, sampling)
                 in_flight.update(taken)
                 if refused:
                     yield refused
                 if not in_flight:
-                    continue  # vLLM refused every line of this batch: take the next ones
+                    continue  # vLLM refused every entry of this batch: take the next ones
         if not in_flight:
             return
         finished = [output for output in engine.step() if output.finished]
@@ -112,29 +144,31 @@ def stream_answers(llm, lines: Iterable[Line], style: PromptStyle, params, max_i
             yield [(in_flight.pop(output.request_id), _answer(output)) for output in finished]
 
 
-def _batches(llm, lines: Iterable[Line], style: PromptStyle, params, size: int,
-             may_add: Callable[[], bool]) -> Iterator[List[Tuple[Line, Answer]]]:
-    todo = iter(lines)
+def _batches(llm, entries: Iterable[Entry], sampling: Sampling, size: int,
+             may_add: Callable[[], bool]) -> Iterator[List[Tuple[Entry, Answer]]]:
+    todo = iter(entries)
     while may_add() and (batch := list(itertools.islice(todo, size))):
-        try:
-            yield list(zip(batch, _generate(llm, batch, style, params)))
-        except _request_errors():  # one bad line refuses the batch: answer them one by one
-            yield [(line, answer) for line in batch for answer in _generate_one(llm, line, style, params)]
+        groups, refused = _groups(batch, sampling)
+        yield refused + [pair for group in groups for pair in _generate_group(llm, group)]
 
 
-def _generate(llm, batch: List[Line], style: PromptStyle, params) -> List[Answer]:
-    if style == PromptStyle.chat:
-        outputs = llm.chat([[{"role": "user", "content": line.text}] for line in batch], params, use_tqdm=False)
+def _generate(llm, group: Group) -> List[Answer]:
+    params = [p for _, p in group]
+    if group[0][0].request.messages is not None:
+        outputs = llm.chat([e.request.messages for e, _ in group], params, use_tqdm=False)
     else:
-        outputs = llm.generate([line.text for line in batch], params, use_tqdm=False)
+        outputs = llm.generate([e.request.prompt for e, _ in group], params, use_tqdm=False)
     return [_answer(output) for output in outputs]
 
 
-def _generate_one(llm, line: Line, style: PromptStyle, params) -> List[Answer]:
+def _generate_group(llm, group: Group) -> List[Tuple[Entry, Answer]]:
+    """One call for the group; one bad request refuses it: then one by one."""
     try:
-        return _generate(llm, [line], style, params)
+        return list(zip([e for e, _ in group], _generate(llm, group)))
     except _request_errors() as e:
-        return [_refusal(e)]
+        if len(group) == 1:
+            return [(group[0][0], _refusal(e))]
+    return [pair for one in group for pair in _generate_group(llm, [one])]
 
 
 def _refusal(e: Exception) -> Answer:

@@ -67,6 +67,16 @@ class Scanner:
         return self.print
 
 
+def scan(path: Path, by_lines: bool = True) -> InputPrint:
+    """The file's fingerprint in one pass: fed line by line (text formats: blocks end at line ends, so a change is
+    located to its line), or in 1 MiB chunks (a binary format: no line is held whole, `lines` counts chunks)."""
+    scanner = Scanner()
+    with open(path, "rb") as f:
+        for raw in f if by_lines else iter(lambda: f.read(BLOCK), b""):
+            scanner.add(raw)
+    return scanner.finish(path)
+
+
 def changed_from(stored: InputPrint, path: Path) -> Optional[int]:
     """None when the fingerprinted content is still the start of the file (unchanged, or lines appended);
     else the first line that may have changed (the first line of the first block that differs)."""
@@ -93,6 +103,11 @@ def _plain(value: Any) -> Any:
     return value.name if isinstance(value, Enum) else value
 
 
+# input keys that do not shape the answers: where the files are (a moved folder is the same), how many rows are
+# decoded at once
+_NOT_SHAPING = ("path", "_target_", "batch_rows")
+
+
 def config_print(cfg: DictConfig) -> Dict[str, Any]:
     """The settings that shape the answers, as flat dotted keys (so a refusal can name what changed)."""
     from runner.engine import engine_args
@@ -100,9 +115,10 @@ def config_print(cfg: DictConfig) -> Dict[str, Any]:
     flat: Dict[str, Any] = {"model.name": cfg.model.name, "model.path": cfg.model.path}
     flat.update({f"engine.{k}": _plain(v) for k, v in engine_args(cfg).items()})
     flat.update({f"sampling.{k}": _plain(v) for k, v in cfg.sampling.items()})
-    for key in ("prompt_style", "output_format", "input_format", "columns", "id_columns", "prompt_template"):
+    for key in ("prompt_style", "output_format"):
         if key in cfg.mode:
             flat[f"mode.{key}"] = _plain(cfg.mode[key])
+    flat.update({f"input.{k}": _plain(v) for k, v in (cfg.get("input") or {}).items() if k not in _NOT_SHAPING})
     return json.loads(json.dumps(flat, default=str))
 
 

@@ -1,13 +1,13 @@
-"""Read and validate input files before anything starts: missing, empty or undecodable input is reported."""
+"""Read and validate text input files before anything starts: missing, empty or undecodable input is reported."""
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 from runner.errors import ConfigError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Line:
     # 1-based line number in the input file
     number: int
@@ -27,22 +27,32 @@ class NotUtf8(ValueError):
         super().__init__(f"{path}: line {number} is not UTF-8 ({error.reason} at byte {error.start + 1} of the line)")
 
 
-def _iter_lines(path: Path, scanner=None) -> Iterator[Line]:
+def _iter_lines(path: Path, scanner=None, start: int = 1, stop: Optional[int] = None,
+                offset: Optional[int] = None) -> Iterator[Line]:
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
+        if offset is not None:
+            f.seek(offset)  # the caller knows where line `start` begins
+        for number, raw in enumerate(f, start=start if offset is not None else 1):
+            if stop is not None and number >= stop:
+                return
             if scanner is not None:
                 scanner.add(raw)
+            if number < start:
+                continue
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:
                 raise NotUtf8(path, number, e) from None
+            if number == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark (spreadsheet exports) is no part of the text
             if text.strip():
                 yield Line(number, text)
 
 
-def iter_lines(path: Path) -> Iterator[Line]:
-    """The non-blank lines of a UTF-8 file one at a time (files of millions of lines are not held whole)."""
-    return _iter_lines(path)
+def iter_lines(path: Path, start: int = 1, stop: Optional[int] = None, offset: Optional[int] = None) -> Iterator[Line]:
+    """The non-blank lines numbered start <= number < stop of a UTF-8 file one at a time (files of millions of
+    lines are not held whole); `offset`: the byte offset where line `start` begins (seek instead of scanning)."""
+    return _iter_lines(path, None, start, stop, offset)
 
 
 def count_lines(path: Path) -> int:
@@ -64,7 +74,11 @@ def check_file(path: Path) -> str:
 
 def validate(paths: List[Path]) -> None:
     """Raise one ConfigError listing every unusable file."""
-    problems = [p for p in (check_file(path) for path in paths) if p]
+    report([p for p in (check_file(path) for path in paths) if p])
+
+
+def report(problems: List[str]) -> None:
+    """One ConfigError listing every problem found, each naming its file."""
     if problems:
         listing = "\n  ".join(problems)
         raise ConfigError(f"{len(problems)} input file(s) cannot be used:\n  {listing}\nFix or remove them, then rerun.")

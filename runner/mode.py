@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Dict, Iterator, List, Tuple
 
 from omegaconf import DictConfig
 
-from runner import inputs
 
 if TYPE_CHECKING:
     from runner.run_dir import Item, RunDir
@@ -40,7 +39,6 @@ class Mode(ABC):
 
     def resolve(self) -> None:
         """Make the mode's own paths absolute (the launching host's working directory is not the workers')."""
-        self.cfg.mode.input_dir = str(Path(self.cfg.mode.input_dir).expanduser().resolve())
 
     def check(self, files: List[Path]) -> None:
         """Refuse, with a ConfigError, a config that cannot run on these inputs."""
@@ -50,5 +48,13 @@ class Mode(ABC):
         return {}
 
     def prompts(self, path: Path) -> Iterator[Tuple[int, str]]:
-        """(line number, prompt text) of each line of an input file that will be sent (pre-flight counts them)."""
-        return ((line.number, line.text) for line in inputs.iter_lines(path))
+        """(number, prompt text) of each record of an input file that will be sent (pre-flight counts them; a
+        chat's text is its messages' contents); a malformed record is left out: it gets a record of its own."""
+        from runner.readers import reader_of
+
+        for entry in reader_of(self.cfg).read(path):
+            if not entry.error:
+                request = entry.request
+                text = request.prompt if request.messages is None else "\n".join(
+                    str(m.get("content") or "") for m in request.messages)
+                yield entry.number, text

@@ -1,4 +1,5 @@
-"""mode=per_tile, one rank: read {rank}.in, answer every line with an offline vLLM engine, write {rank}.out.
+"""mode=per_tile, one rank: read {rank}.in (through the `input` reader), answer every record with an offline vLLM
+engine, write {rank}.out.
 
 Each answer is appended to out/{rank}.log.jsonl as it finishes; a rerun answers only the lines not in it (and
 those with only ERROR records, and lines appended since; runner/rerun.py). {rank}.out appears, complete, only
@@ -13,10 +14,11 @@ from typing import Dict, List
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, inputs, layout, preflight, rerun
+from runner import engine, layout, preflight, rerun
 from runner.devices import DEVICE_VARS
-from runner.errors import JobFailedError
+from runner.errors import ConfigError, JobFailedError
 from runner.mode import Mode
+from runner.readers import Entry
 from runner.record_log import RecordLog, as_jsonl, as_original_text
 from runner.records import LINE, Record
 from runner.run_dir import Item, RunDir
@@ -30,19 +32,24 @@ log = logging.getLogger(__name__)
 
 
 def input_path(cfg: DictConfig, rank: int) -> Path:
-    return Path(cfg.mode.input_dir) / f"{rank}.in"
+    return Path(cfg.input.path) / f"{rank}.in"
 
 
 def input_paths(cfg: DictConfig, world_size: int) -> List[Path]:
+    if not Path(cfg.input.path).is_dir():
+        raise ConfigError(f"input.path={cfg.input.path} is not a folder: per_tile's rank r reads <input.path>/r.in; "
+                          "set input.path=FOLDER")
     return [input_path(cfg, rank) for rank in range(world_size)]
 
 
-def _record(rank: int, line: inputs.Line, answer: engine.Answer) -> dict:
-    ids = {"rank": rank, LINE: line.number}
+def _record(rank: int, entry: Entry, answer: engine.Answer) -> dict:
+    ids = {"rank": rank, LINE: entry.number, **entry.request.ids}
+    if entry.error:
+        return Record.failed(ids, None, entry.error, entry.raw).to_json()
     if answer.error:
-        return Record.failed(ids, line.text, answer.error).to_json()
-    return Record(ids, line.text, answer.text, prompt_tokens=answer.prompt_tokens, output_tokens=answer.output_tokens,
-                  finish_reason=answer.finish_reason).to_json()
+        return Record.failed(ids, entry.request.text, answer.error).to_json()
+    return Record(ids, entry.request.text, answer.text, prompt_tokens=answer.prompt_tokens,
+                  output_tokens=answer.output_tokens, finish_reason=answer.finish_reason).to_json()
 
 
 def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str,
@@ -62,6 +69,7 @@ def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
         log.info("rank %d: %s is complete already, nothing to do", rank, item.output)
     try:
         if not complete:
+            todo = _record_malformed(rank, todo, ledger, tally)
             if todo and cfg.mode.on_too_long == OnTooLong.record:
                 todo = _record_too_long(run, rank, item.input.name, todo, ledger, tally)
             if todo:
@@ -80,8 +88,19 @@ def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
     return stats
 
 
-def _record_too_long(run: RunDir, rank: int, input_name: str, todo: List[inputs.Line], ledger: RecordLog,
-                     tally: Tally) -> List[inputs.Line]:
+def _record_malformed(rank: int, todo: List[Entry], ledger: RecordLog, tally: Tally) -> List[Entry]:
+    """Give the records no request could be built from an ERROR record naming why; the entries left to answer."""
+    records = [_record(rank, entry, engine.Answer("", 0, 0, "")) for entry in todo if entry.error]
+    if records:
+        ledger.append(records)
+        for record in records:
+            tally.count(record)
+        log.warning("rank %d: %d malformed record(s) get an ERROR record", rank, len(records))
+    return [entry for entry in todo if not entry.error] if records else todo
+
+
+def _record_too_long(run: RunDir, rank: int, input_name: str, todo: List[Entry], ledger: RecordLog,
+                     tally: Tally) -> List[Entry]:
     """Give the lines the launch found too long for the model an ERROR record; the lines left to answer."""
     reasons = preflight.read_for_rank(run.too_long_file, input_name)
     if not reasons:
@@ -106,13 +125,12 @@ def _answer_all(cfg, rank, todo, ledger, model_path, stats: WorkerStats, tally: 
         return
     t0 = time.monotonic()
     llm = engine.build_llm(model_path, engine.engine_args(cfg))
-    params = engine.sampling_params(OmegaConf.to_container(cfg.sampling))
+    sampling = engine.Sampling(OmegaConf.to_container(cfg.sampling))
     t1 = last_report = time.monotonic()
     stats.engine_start_s = round(t1 - t0, 3)
     every, record_s = cfg.mode.progress_every_s, 0.0
     try:
-        for finished in engine.stream_answers(llm, todo, cfg.mode.prompt_style, params, cfg.mode.max_in_flight,
-                                              may_add):
+        for finished in engine.stream_answers(llm, todo, sampling, cfg.mode.max_in_flight, may_add):
             got = time.monotonic()
             records = [_record(rank, line, answer) for line, answer in finished]
             ledger.append(records)
@@ -130,7 +148,7 @@ def _answer_all(cfg, rank, todo, ledger, model_path, stats: WorkerStats, tally: 
 
 class PerTile(Mode):
     """mode=per_tile: one rank per engine of each node (runner/layout.py: one GPU or tile each, or several for
-    tensor_parallel_size > 1), each with its own offline engine and {rank}.in."""
+    tensor_parallel_size > 1), each with its own offline engine and <input.path>/{rank}.in."""
 
     def node_layout(self) -> layout.Layout:
         return layout.layout_of(self.cfg)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner import atomic
 from runner.engine import engine_args
@@ -77,7 +77,7 @@ def check(cfg: DictConfig, files: List[Path]) -> Optional[Report]:
                     cfg.model.path)
         return None
     report = Report(limit, int(cfg.sampling.get("max_tokens") or 1))
-    started, cache_file = time.monotonic(), _cache_file(mode, counter, report)
+    started, cache_file = time.monotonic(), _cache_file(cfg, mode, counter, report)
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     try:
         report.tokenized = _scan(files, prompts_of, counter, report, cache)
@@ -120,11 +120,10 @@ def _scan(files: List[Path], prompts_of: Callable[[Path], Iterator[Tuple[int, st
     return tokenized
 
 
-def _cache_file(mode: DictConfig, counter: PromptCounter, report: Report) -> Path:
+def _cache_file(cfg: DictConfig, mode: DictConfig, counter: PromptCounter, report: Report) -> Path:
     """The cache of one input folder's checks under these settings (tokenizer, prompt shape, limits)."""
-    settings = {"input_dir": mode.input_dir, "tokenizer": counter.digest, "chat": counter.chat,
-                "mode": mode.name, "template": mode.get("prompt_template"), "format": str(mode.get("input_format")),
-                "columns": list(mode.get("columns") or []), "limits": [report.max_model_len, report.max_tokens]}
+    settings = {"input": OmegaConf.to_container(cfg.input, enum_to_str=True), "tokenizer": counter.digest,
+                "chat": counter.chat, "mode": mode.name, "limits": [report.max_model_len, report.max_tokens]}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     return cache_root() / "preflight" / f"{key}.json"
 

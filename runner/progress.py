@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 
 from runner.errors import RunnerError
 from runner.fingerprint import read_sidecar, unchanged
-from runner.inputs import count_lines
 from runner.options import mode_of
+from runner.readers import InputReader, reader_of
 from runner.record_log import scan
 from runner.run_dir import Item, RunDir
 
@@ -34,8 +34,8 @@ class FileProgress:
     errors: int = 0
 
 
-def _file_progress(item: Item) -> FileProgress:
-    lines = count_lines(item.input) if item.input.exists() else 0
+def _file_progress(item: Item, reader: InputReader) -> FileProgress:
+    lines = reader.count(item.input) if item.input.exists() else 0
     sidecar = read_sidecar(item.ledger)
     if item.output.exists() and (sidecar is None or sidecar.answered is None):  # a runner without sidecars
         return FileProgress(item.input.name, lines, lines, True)
@@ -50,7 +50,8 @@ def progress(run: RunDir) -> List[FileProgress]:
     """Every input file's progress: a finished output's counts come from its sidecar (one small read), a ledger's
     from its distinct lines."""
     cfg = OmegaConf.load(run.job_file)  # untyped: a job file of an older runner version is read too
-    return [_file_progress(item) for item in mode_of(cfg).work_items(run)]
+    reader = reader_of(cfg)
+    return [_file_progress(item, reader) for item in mode_of(cfg).work_items(run)]
 
 
 def describe(run: RunDir, files: List[FileProgress]) -> str:

@@ -21,11 +21,11 @@ from typing import Callable, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from runner import inputs
 from runner.errors import ConfigError
-from runner.fingerprint import (InputPrint, Scanner, Sidecar, changed_from, config_print, differing, read_sidecar,
+from runner.fingerprint import (InputPrint, Sidecar, changed_from, config_print, differing, read_sidecar, scan,
                                 unchanged, write_sidecar)
 from runner.options import mode_of
+from runner.readers import Entry, reader_of
 from runner.run_dir import Item, RunDir  # noqa: F401  (Item: re-exported)
 from runner.record_log import RecordLog
 from runner.schema import OutputFormat, RerunPolicy
@@ -39,19 +39,22 @@ def _policy(cfg: DictConfig) -> RerunPolicy:
     return RerunPolicy[str(getattr(cfg.rerun, "name", cfg.rerun))]
 
 
-def _change(stored: InputPrint, path: Path, now: Optional[InputPrint]) -> Tuple[Optional[int], bool]:
+def _change(stored: InputPrint, path: Path, now: Optional[InputPrint], locates: bool) -> Tuple[Optional[int], bool]:
     """(first line that may have changed or None, whether the file grew). Without `now` (the file not read
-    yet) an unchanged size and mtime are trusted, so a rerun with nothing to do reads no input."""
+    yet) an unchanged size and mtime are trusted, so a rerun with nothing to do reads no input. A format whose
+    changes cannot be located (`locates` False: Parquet) changed at its first record."""
     if now is None and unchanged(stored, path):
         return None, False
     if now is not None and now.blake2b == stored.blake2b:
         return None, False
     size = now.size if now is not None else path.stat().st_size
-    return changed_from(stored, path), size > stored.size
+    line = changed_from(stored, path)
+    return (line if locates or line is None else 1), size > stored.size
 
 
 def decide(item: Item, sidecar: Optional[Sidecar], epoch: str, policy: RerunPolicy,
-           last_answered: Callable[[], int], now: Optional[InputPrint] = None) -> Tuple[str, str]:
+           last_answered: Callable[[], int], now: Optional[InputPrint] = None,
+           locates: bool = True) -> Tuple[str, str]:
     """(action, why): action is fresh, adopt, restart, refuse, resume, reopen or skip (see the module doc)."""
     finished = item.output.exists()
     if not finished and not item.ledger.exists():
@@ -60,7 +63,7 @@ def decide(item: Item, sidecar: Optional[Sidecar], epoch: str, policy: RerunPoli
         return "adopt", "answered by a runner without fingerprints: kept as it is"
     if sidecar.epoch != epoch:
         return "restart", "answered under another config (or before rerun=all)"
-    line, grew = _change(sidecar.input, item.input, now)
+    line, grew = _change(sidecar.input, item.input, now, locates)
     if line is not None and line <= (sidecar.input.lines if finished else last_answered()):
         if policy in (RerunPolicy.changed, RerunPolicy.all):
             return "restart", f"changed at or before line {line} (rerun={policy.name})"
@@ -92,10 +95,11 @@ def check_launch(cfg: DictConfig, run: RunDir, previous: Optional[DictConfig]) -
                           "every line again with the config as it is now, or a new run_name=... starts a separate run")
     if changed or policy == RerunPolicy.all:
         return new_epoch()
-    epoch = str(previous.get("rerun_epoch", ""))
+    epoch, locates = str(previous.get("rerun_epoch", "")), reader_of(cfg).locates_changes
     refused = [why for item in mode_of(cfg).work_items(run)
                for action, why in [decide(item, read_sidecar(item.ledger), epoch, policy,
-                                          lambda item=item: _last_answered(item.ledger))] if action == "refuse"]
+                                          lambda item=item: _last_answered(item.ledger), locates=locates)]
+               if action == "refuse"]
     if refused:
         more = f" (and {len(refused) - _LISTED} more)" if len(refused) > _LISTED else ""
         raise ConfigError(f"{'; '.join(refused[:_LISTED])}{more}: its records would no longer match its lines; "
@@ -117,11 +121,11 @@ def reopen_finished(cfg: DictConfig, items: List[Item]) -> None:
     """server_per_node, host 0 before its queue starts: finished files with work to do become ledgers again
     (or are dropped, to be answered again), so that any host of the job can claim them. Reads only sidecars
     and stats, and an input only when its size or mtime changed."""
-    policy, epoch = _policy(cfg), str(cfg.rerun_epoch)
+    policy, epoch, locates = _policy(cfg), str(cfg.rerun_epoch), reader_of(cfg).locates_changes
     for item in items:
         if not item.output.exists():
             continue
-        action, why = decide(item, read_sidecar(item.ledger), epoch, policy, lambda: 0)
+        action, why = decide(item, read_sidecar(item.ledger), epoch, policy, lambda: 0, locates=locates)
         if action == "refuse":
             raise ConfigError(f"{why}: rerun=changed answers it again from the start (or restore it)")
         if action in ("restart", "reopen"):
@@ -132,19 +136,19 @@ def reopen_finished(cfg: DictConfig, items: List[Item]) -> None:
                 os.replace(item.output, item.ledger)
 
 
-def begin(cfg: DictConfig, item: Item, sync_every_s: Optional[float]) -> Tuple[List[inputs.Line],
-                                                                               Optional[RecordLog]]:
-    """Read the input (fingerprinting it in the same pass) and bring its output in line with it: the lines, and
-    the ledger to answer into (None: nothing to do). Raises ConfigError for a changed file under rerun=errors."""
-    scanner = Scanner()
-    lines = inputs.read_lines(item.input, scanner)
-    now = scanner.finish(item.input)
+def begin(cfg: DictConfig, item: Item, sync_every_s: Optional[float]) -> Tuple[List[Entry], Optional[RecordLog]]:
+    """Fingerprint the input, read its entries through the job's reader and bring its output in line with it: the
+    entries, and the ledger to answer into (None: nothing to do). Raises ConfigError for a changed file under
+    rerun=errors."""
+    reader = reader_of(cfg)
+    now = scan(item.input, by_lines=reader.locates_changes)  # first: a line appended after it waits for a rerun
+    lines = list(reader.read(item.input, stop=now.lines + 1 if reader.locates_changes else None))
     sidecar, ledger = read_sidecar(item.ledger), None
     if item.ledger.exists() and not item.output.exists():
         ledger = RecordLog(item.ledger, sync_every_s=sync_every_s)
     policy = _policy(cfg)
     action, why = decide(item, sidecar, str(cfg.rerun_epoch), policy,
-                         lambda: max(ledger.done(), default=0) if ledger else 0, now)
+                         lambda: max(ledger.done(), default=0) if ledger else 0, now, reader.locates_changes)
     if action == "refuse":
         raise ConfigError(f"{why}: rerun=changed answers it again from the start (or restore it)")
     if why:
@@ -171,13 +175,13 @@ def _is_text(cfg: DictConfig) -> bool:
     return getattr(value, "name", value) == OutputFormat.text.name
 
 
-def todo(lines: List[inputs.Line], ledger: RecordLog, cfg: DictConfig) -> List[inputs.Line]:
-    """The lines still to answer: no record yet, or (rerun=errors) only ERROR records."""
+def todo(lines: List[Entry], ledger: RecordLog, cfg: DictConfig) -> List[Entry]:
+    """The entries still to answer: no record yet, or (rerun=errors) only ERROR records."""
     retry = _policy(cfg) == RerunPolicy.errors
     return [line for line in lines if ledger.needs(line.number, retry)]
 
 
-def finish(cfg: DictConfig, item: Item, lines: List[inputs.Line], ledger: RecordLog, render) -> bool:
+def finish(cfg: DictConfig, item: Item, lines: List[Entry], ledger: RecordLog, render) -> bool:
     """Write the finished output once every line has a record (the sidecar first gets the output's counts, so
     a rerun and runner.progress need not read the output). False: lines are left for a rerun."""
     if not all(line.number in ledger.done() for line in lines):

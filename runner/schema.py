@@ -30,11 +30,6 @@ class PromptStyle(Enum):
     completion = "completion"
 
 
-class InputFormat(Enum):
-    lines = "lines"
-    tsv = "tsv"
-
-
 class OnTooLong(Enum):
     error = "error"
     record = "record"
@@ -75,9 +70,8 @@ class ModeConfig:
     # the runner.mode.Mode subclass that runs the job's workers
     _target_: str = MISSING
     name: str = MISSING
-    # folder of the input files, shared by all ranks or hosts
-    input_dir: str = MISSING
-    # chat: apply the model's chat template; completion: the line is the raw prompt
+    # chat: apply the model's chat template; completion: the text is the raw prompt (for formats that give a plain
+    # text: a record that brings its own messages or prompt, e.g. openai_batch, says which itself)
     prompt_style: PromptStyle = PromptStyle.chat
     # seconds between progress lines in the rank's or host's log
     progress_every_s: float = 30.0
@@ -93,7 +87,7 @@ class ModeConfig:
 
 @dataclass
 class PerTileConfig(ModeConfig):
-    """One offline vLLM engine per GPU or tile; rank r reads {r}.in from input_dir and writes {r}.out."""
+    """One offline vLLM engine per GPU or tile; rank r reads {r}.in from the folder input.path, writes {r}.out."""
 
     _target_: str = "runner.per_tile.PerTile"
     name: str = "per_tile"
@@ -112,16 +106,6 @@ class ServerPerNodeConfig(ModeConfig):
 
     _target_: str = "runner.server_per_node.ServerPerNode"
     name: str = "server_per_node"
-    # which files of input_dir are work items
-    input_glob: str = "*"
-    # lines: each line is the prompt; tsv: tab-separated columns named by `columns`
-    input_format: InputFormat = InputFormat.lines
-    # tsv column names, in file order
-    columns: List[str] = field(default_factory=list)
-    # columns copied into every output record to identify it
-    id_columns: List[str] = field(default_factory=list)
-    # str.format template over the columns ({line} is the whole line)
-    prompt_template: str = "{line}"
     # requests in flight per host: at least vLLM's max_num_seqs (1024 on an 80 GB GPU), or its batch runs
     # underfull; more only wait in the server's queue (H100, Llama-3.1-8B shape: 1.12x raw vLLM offline at 1024,
     # benchmarks/results)
@@ -152,6 +136,82 @@ class ServerPerNodeConfig(ModeConfig):
     claim_stale_after_s: float = 600.0
     # extra `vllm serve` command-line arguments
     serve_args: List[str] = field(default_factory=list)
+
+
+@dataclass
+class InputConfig:
+    """Where the input records are (both modes) and how one becomes a request."""
+
+    # the runner.readers.InputReader subclass that reads the files
+    _target_: str = MISSING
+    name: str = MISSING
+    # a file, a folder (every regular file in it, dotfiles left out) or a glob (`data/*.txt`, `data/**/*.tsv`);
+    # per_tile reads <path>/{rank}.in
+    path: str = MISSING
+    # fields of a record copied into its output record to identify it (after the mode's own rank or file, line)
+    id_fields: List[str] = field(default_factory=list)
+
+
+@dataclass
+class TemplatedInputConfig(InputConfig):
+    """A format whose records are named fields: the prompt is a template over them."""
+
+    # str.format template over the record's fields ({line}: the whole line, in the text formats)
+    template: str = "{line}"
+
+
+@dataclass
+class LinesInputConfig(TemplatedInputConfig):
+    """A non-blank line is one record, its only field `line`."""
+
+    _target_: str = "runner.readers.LinesReader"
+    name: str = "lines"
+
+
+@dataclass
+class TsvInputConfig(TemplatedInputConfig):
+    """A non-blank line is one row of tab-separated columns."""
+
+    _target_: str = "runner.input_tsv.TsvReader"
+    name: str = "tsv"
+    # true: the first non-blank line of each file names its columns (and is no record)
+    header: bool = False
+    # column names in file order (with header=true, they rename the header's)
+    columns: List[str] = field(default_factory=list)
+    # the last column, which takes every remaining field of a longer row, tab-joined (e.g. description); "": a
+    # row longer than its columns is an ERROR record. A row shorter than the columns is always one
+    rest: str = ""
+
+
+@dataclass
+class JsonlInputConfig(TemplatedInputConfig):
+    """A non-blank line is one JSON object: its `messages` (a list of {role, content}) are sent as the chat as
+    they are; else the template over its keys is the prompt."""
+
+    _target_: str = "runner.input_jsonl.JsonlReader"
+    name: str = "jsonl"
+    template: str = "{prompt}"
+
+
+@dataclass
+class OpenAIBatchInputConfig(InputConfig):
+    """The OpenAI Batch API's input (also `vllm run-batch`'s): {custom_id, method, url, body} per line; the body's
+    messages (url /v1/chat/completions) or prompt (/v1/completions) is sent, its sampling values over `sampling`."""
+
+    _target_: str = "runner.input_openai_batch.OpenAIBatchReader"
+    name: str = "openai_batch"
+    id_fields: List[str] = field(default_factory=lambda: ["custom_id"])
+
+
+@dataclass
+class ParquetInputConfig(TemplatedInputConfig):
+    """A row of a Parquet file is one record (numbered from 1), read a row group at a time."""
+
+    _target_: str = "runner.input_parquet.ParquetReader"
+    name: str = "parquet"
+    template: str = "{prompt}"
+    # rows decoded at once (pyarrow record batches inside a row group): bounds a reader's memory
+    batch_rows: int = 4096
 
 
 @dataclass
@@ -275,6 +335,7 @@ class ClusterConfig:
 @dataclass
 class RunnerConfig:
     mode: ModeConfig = MISSING
+    input: InputConfig = MISSING
     model: ModelConfig = MISSING
     launcher: LauncherConfig = MISSING
     staging: StagingConfig = MISSING
@@ -289,7 +350,7 @@ class RunnerConfig:
     # line); job.yaml holds the three merged, exactly as vLLM receives them
     engine: Dict[str, Any] = field(default_factory=dict)
     # what a rerun of the same run answers again: errors | changed | all | none (runner/rerun.py); a changed
-    # input or answer-shaping config (model, engine, sampling, template, columns) is refused without it
+    # input or answer-shaping config (model, engine, sampling, input format, template, columns) is refused without it
     rerun: RerunPolicy = RerunPolicy.errors
     # set by the launcher, not by hand: the answer set the outputs belong to (a new one under rerun=all)
     rerun_epoch: str = ""
@@ -301,7 +362,7 @@ class RunnerConfig:
 
 
 # each group's base schema; its subclasses are the group's options
-GROUP_BASES = {"mode": ModeConfig, "launcher": LauncherConfig, "staging": StagingConfig}
+GROUP_BASES = {"mode": ModeConfig, "input": InputConfig, "launcher": LauncherConfig, "staging": StagingConfig}
 
 
 def options_of(group: str) -> Dict[str, type]:
@@ -309,7 +370,8 @@ def options_of(group: str) -> Dict[str, type]:
     found, todo = {}, list(GROUP_BASES[group].__subclasses__())
     while todo:
         cls = todo.pop()
-        found[cls.name] = cls
+        if cls.name != MISSING:  # a shared intermediate schema (TemplatedInputConfig) is no option
+            found[cls.name] = cls
         todo += cls.__subclasses__()
     return found
 

@@ -6,17 +6,16 @@ and are copied to logs/host<rank>/ at the end, also when the host fails.
 """
 
 import asyncio
-import functools
 import hashlib
 import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import List
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, inputs, preflight, prompts, rerun
+from runner import engine, preflight, rerun
 from runner.client import FileClient, FileResult, Supervisor, raise_open_file_limit
 from runner.errors import ConfigError, JobFailedError
 from runner.job import typed_mode
@@ -191,28 +190,10 @@ class ServerPerNode(Mode):
 
     def check(self, files: List[Path]) -> None:
         mode = typed_mode(self.cfg.mode)
-        problem = prompts.check_template(mode) or prompts.check_id_columns(mode)
-        if problem:
-            raise ConfigError(problem)
-        if not files:
-            raise ConfigError(f"no file in {mode.input_dir} matches mode.input_glob={mode.input_glob}")
         own = sorted({arg.split("=")[0] for arg in mode.serve_args} & _SERVER_OWN_FLAGS)
         if own:
             raise ConfigError(f"mode.serve_args sets {own}, which the runner sets for its own client (port and key "
                               "per run): leave them out (engine arguments go in model.engine or +engine.*)")
-
-    def prompts(self, path: Path) -> Iterator[Tuple[int, str]]:
-        """A malformed line is left out: it gets a record of its own, never a request."""
-        plain = self._plain_mode  # the schema's dataclass: attribute reads per line cost nothing
-        for line in inputs.iter_lines(path):
-            try:
-                yield line.number, prompts.build(line.text, plain).prompt
-            except prompts.MalformedLine:
-                continue
-
-    @functools.cached_property
-    def _plain_mode(self):
-        return OmegaConf.to_object(typed_mode(self.cfg.mode))  # typed once: a merge costs milliseconds a file
 
     def run(self, run: RunDir, placement: Placement, model_path: str, stats: WorkerStats) -> WorkerStats:
         return run_host(self.cfg, run, placement, model_path, stats)

@@ -41,8 +41,10 @@ WATCHERS = 3  # waiting hosts that check one claim for staleness in one stale_af
 
 
 def list_inputs(cfg: DictConfig) -> List[Path]:
-    """The input files of a server_per_node job, sorted by name."""
-    return sorted(p for p in Path(cfg.mode.input_dir).glob(cfg.mode.input_glob) if p.is_file())
+    """The input files of a server_per_node job (input.path: a file, a folder or a glob), sorted."""
+    from runner.readers import reader_of
+
+    return reader_of(cfg).files()
 
 
 def attempt_id() -> str:
