@@ -17,7 +17,7 @@ LINES = ["What is the capital of France?", LONG, "Say hello.", "Name a planet."]
 def test_per_tile_records_the_long_line_answers_the_rest_and_a_rerun_finishes_too(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"0.in": LINES})
     run = tmp_path / "run"
-    args = [f"mode.input_dir={inputs}", f"hydra.run.dir={run}", "cluster.ranks_per_node=1", "sampling.max_tokens=16",
+    args = [f"input.path={inputs}", f"hydra.run.dir={run}", "cluster.ranks_per_node=1", "sampling.max_tokens=16",
             "mode.on_too_long=record"]
     for attempt in ("first", "rerun"):
         proc = run_runner(args)
@@ -43,9 +43,7 @@ def test_server_per_node_records_refused_lines_at_once_and_answers_the_rest(tmp_
     the server's message, no retry (a retry would wait mode.retry_backoff_s=60 first)."""
     inputs = write_inputs(tmp_path / "in", {"a.txt": LINES + [MEDIUM]})
     run = tmp_path / "run"
-    proc = run_runner(["mode=server_per_node", f"mode.input_dir={inputs}", "mode.input_glob=*.txt",
-                       "mode.input_format=lines", "mode.id_columns=[]", "mode.prompt_template='{line}'",
-                       "mode.port=0", "mode.concurrency=4", "mode.retries=3", "mode.retry_backoff_s=60",
+    proc = run_runner(["mode=server_per_node", f"input.path={inputs}", "mode.port=0", "mode.concurrency=4", "mode.retries=3", "mode.retry_backoff_s=60",
                        "mode.serve_args=[--max-model-len,'512']", "mode.on_too_long=record",
                        "sampling.max_tokens=16", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-3000:]

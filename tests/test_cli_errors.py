@@ -6,7 +6,7 @@ from helpers.inputs import write_inputs
 
 def test_missing_rank_input_names_the_file(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"0.in": ["a"], "1.in": ["b"]})
-    proc = run_runner([f"mode.input_dir={inputs}", "nodes=2", f"hydra.run.dir={tmp_path / 'run'}"])
+    proc = run_runner([f"input.path={inputs}", "nodes=2", f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 2
     assert "2 input file(s) cannot be used" in proc.stderr
     assert f"{inputs}/2.in: missing" in proc.stderr and f"{inputs}/3.in: missing" in proc.stderr
@@ -15,7 +15,7 @@ def test_missing_rank_input_names_the_file(tmp_path):
 
 def test_unknown_model_path(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"0.in": ["a"], "1.in": ["b"]})
-    proc = run_runner([f"mode.input_dir={inputs}", "model.source=path", "model.path=/no/such/model",
+    proc = run_runner([f"input.path={inputs}", "model.source=path", "model.path=/no/such/model",
                        f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 2
     assert "model.path=/no/such/model has no config.json" in proc.stderr
@@ -29,13 +29,13 @@ def test_unknown_config_key():
 
 def test_unknown_sampling_argument_is_named(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"0.in": ["a"], "1.in": ["b"]})
-    proc = run_runner([f"mode.input_dir={inputs}", "+sampling.temprature=0.5", f"hydra.run.dir={tmp_path / 'run'}"])
+    proc = run_runner([f"input.path={inputs}", "+sampling.temprature=0.5", f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 2
     assert "sampling has keys vLLM does not know: ['temprature']" in proc.stderr
 
 
 def test_missing_input_folder(tmp_path):
-    proc = run_runner([f"mode.input_dir={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path / 'run'}"])
+    proc = run_runner([f"input.path={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 2
     assert "is not a folder" in proc.stderr
 
@@ -44,7 +44,7 @@ def _refused(tmp_path, *overrides, inputs=None):
     """Run a launch that must be refused: exit 2, one ConfigError line, no traceback, no run directory left."""
     inputs = inputs or write_inputs(tmp_path / "in", {"0.in": ["a"], "1.in": ["b"]})
     run = tmp_path / "run"
-    proc = run_runner([f"mode.input_dir={inputs}", f"hydra.run.dir={run}", *overrides])
+    proc = run_runner([f"input.path={inputs}", f"hydra.run.dir={run}", *overrides])
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "ConfigError: " in proc.stderr
     assert not run.exists(), sorted(p.name for p in run.iterdir())
@@ -67,19 +67,19 @@ def test_pbs_without_queue_and_account_names_both_keys(tmp_path):
     assert "add launcher.account=... launcher.queue=..." in message
 
 
-SERVER = ["mode=server_per_node", "mode.input_glob=*.tsv"]
+SERVER = ["mode=server_per_node", "input=tsv", "input.columns=[genome_id,organism,gene_id,description]"]
 
 
 def test_an_id_column_that_is_a_record_key_is_refused(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"a.tsv": ["G1\tE. coli\tdnaA\tinitiator"]})
-    message = _refused(tmp_path, *SERVER, "mode.id_columns=[genome_id,line]", inputs=inputs)
+    message = _refused(tmp_path, *SERVER, "input.id_fields=[genome_id,line]", inputs=inputs)
     assert "names record keys ['line']" in message
 
 
 def test_an_id_column_that_is_no_column_is_refused(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"a.tsv": ["G1\tE. coli\tdnaA\tinitiator"]})
-    message = _refused(tmp_path, *SERVER, "mode.id_columns=[genome_id,genome]", inputs=inputs)
-    assert "names ['genome'], which are not columns" in message and "'gene_id'" in message
+    message = _refused(tmp_path, *SERVER, "input.id_fields=[genome_id,genome]", inputs=inputs)
+    assert "names ['genome'], which are not fields of input.columns" in message and "'gene_id'" in message
 
 
 LONG = " ".join(["word"] * 3000)  # about 3000 tokens, over SmolLM2's max_model_len of 2048

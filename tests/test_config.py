@@ -11,8 +11,10 @@ from omegaconf.errors import ConfigAttributeError, MissingMandatoryValue, Valida
 from runner.schema import register_configs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["mode", "model", "launcher", "staging", "cluster"]
-REQUIRED = {"launcher=pbs": ["launcher.queue=q", "launcher.account=a"]}
+GROUPS = ["mode", "input", "model", "launcher", "staging", "cluster"]
+REQUIRED = {"launcher=pbs": ["launcher.queue=q", "launcher.account=a"],
+            # only input=lines names the example inputs; the other formats need input.path
+            **{f"input={name}": ["input.path=x"] for name in ("tsv", "jsonl", "openai_batch", "parquet")}}
 
 
 def _options():

@@ -51,11 +51,11 @@ def test_a_last_line_without_newline_extended_is_a_change_a_new_line_after_it_is
 def test_config_print_names_what_shapes_the_answers():
     base = OmegaConf.create({"model": {"name": "m", "path": "/p", "engine": {"dtype": "bfloat16"}},
                              "cluster": {"engine": {"enforce_eager": True}}, "sampling": {"max_tokens": 8},
-                             "mode": {"name": "server_per_node", "prompt_template": "{line}", "columns": [],
-                                      "concurrency": 8}})
-    other = OmegaConf.merge(base, {"mode": {"prompt_template": "Q: {line}", "concurrency": 64},
-                                   "sampling": {"max_tokens": 9}})
-    assert differing(config_print(base), config_print(other)) == ["mode.prompt_template", "sampling.max_tokens"]
+                             "mode": {"name": "server_per_node", "concurrency": 8},
+                             "input": {"name": "tsv", "path": "/in", "template": "{line}", "columns": []}})
+    other = OmegaConf.merge(base, {"mode": {"concurrency": 64}, "sampling": {"max_tokens": 9},
+                                   "input": {"template": "Q: {line}", "path": "/moved"}})
+    assert differing(config_print(base), config_print(other)) == ["input.template", "sampling.max_tokens"]
 
 
 def test_decisions_for_a_finished_output_and_a_ledger(tmp_path):
@@ -106,7 +106,8 @@ def test_newest_record_wins_an_error_is_retried_a_success_never_twice(tmp_path):
 def _cfg(tmp_path, **mode):
     return OmegaConf.create({"model": {"name": "m", "path": "/p", "engine": {}}, "cluster": {"engine": {}},
                              "sampling": {"max_tokens": 8}, "rerun": "errors", "rerun_epoch": "e1",
-                             "mode": {"name": "per_tile", "output_format": "jsonl", **mode}})
+                             "mode": {"name": "per_tile", "output_format": "jsonl", **mode},
+                             "input": {"name": "lines", "path": str(tmp_path), "template": "{line}"}})
 
 
 def _answer(cfg, item, statuses):
@@ -118,7 +119,7 @@ def _answer(cfg, item, statuses):
     if ledger is None:
         return []
     asked = todo(lines, ledger, cfg)
-    ledger.append([{"line": line.number, "prompt": line.text, "response": f"answer {line.number}",
+    ledger.append([{"line": line.number, "prompt": line.raw, "response": f"answer {line.number}",
                     "status": statuses.get(line.number, "SUCCESS")} for line in asked])
     finish(cfg, item, lines, ledger, as_original_text if cfg.mode.output_format == "text" else json.dumps)
     return [line.number for line in asked]

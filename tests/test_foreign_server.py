@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from helpers.foreign import serve_foreign
 
 from runner.client import FileClient, FileResult, Supervisor
-from runner.inputs import Line
+from runner.readers import Entry, Request
 from runner.record_log import RecordLog
 from runner.schema import ServerPerNodeConfig
 from runner.server import VllmServer, free_port
@@ -40,7 +40,7 @@ def test_a_foreign_answer_mid_run_stops_the_host_naming_the_port_and_records_not
     foreign = serve_foreign()
     port = foreign.server_address[1]
     mode = OmegaConf.merge(OmegaConf.structured(ServerPerNodeConfig),
-                           {"input_dir": str(tmp_path), "concurrency": 2, "retries": 3, "prompt_style": "completion"})
+                           {"concurrency": 2, "retries": 3, "prompt_style": "completion"})
     server = _server_on(port, tmp_path)
     server.alive = lambda: True  # the host's own process still runs; someone else answers on its port
     supervisor = Supervisor(server, mode)
@@ -49,7 +49,7 @@ def test_a_foreign_answer_mid_run_stops_the_host_naming_the_port_and_records_not
 
     async def answer():
         async with client.connected():
-            await client.answer_file("a.txt", [Line(n, f"line {n}") for n in range(1, 6)], 0, ledger, FileResult(),
+            await client.answer_file("a.txt", [Entry(n, f"line {n}", Request(f"line {n}")) for n in range(1, 6)], 0, ledger, FileResult(),
                                      asyncio.Event())
 
     try:

@@ -112,7 +112,7 @@ def test_layouts_that_do_not_fit_a_node_are_refused_naming_the_fix(overrides, me
 def test_a_launch_that_does_not_fit_exits_2_in_one_line_and_makes_no_run_directory(tmp_path):
     inputs = write_inputs(tmp_path / "in", {f"{r}.in": ["Hi?"] for r in range(12)})
     run = tmp_path / "run"
-    proc = run_runner(["cluster=aurora", "model=llama3_70b", "dry_run=true", f"mode.input_dir={inputs}",
+    proc = run_runner(["cluster=aurora", "model=llama3_70b", "dry_run=true", f"input.path={inputs}",
                        f"hydra.run.dir={run}"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "tensor_parallel_size=8 does not divide the 12 tiles of cluster=aurora" in proc.stderr
@@ -132,7 +132,7 @@ def _dry_run(tmp_path: Path, name: str, ranks: int, overrides: list) -> str:
     inputs = write_inputs(tmp_path / "in", {f"{r}.in": [f"Question {r}?"] for r in range(ranks)})
     run = tmp_path / "run"
     proc = run_runner(["cluster=aurora", "nodes=4", "launcher=pbs", "launcher.queue=prod", "launcher.account=Proj",
-                       "launcher.filesystems=home:flare", "dry_run=true", f"mode.input_dir={inputs}",
+                       "launcher.filesystems=home:flare", "dry_run=true", f"input.path={inputs}",
                        f"hydra.run.dir={run}", *overrides])
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (run / "job.pbs").read_text()
@@ -204,7 +204,7 @@ def test_a_tp3_engine_on_three_cpu_slots_answers_every_line_once_on_three_worker
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        proc = run_runner([f"mode.input_dir={inputs}", f"hydra.run.dir={run}", "cluster.ranks_per_node=3",
+        proc = run_runner([f"input.path={inputs}", f"hydra.run.dir={run}", "cluster.ranks_per_node=3",
                            "+engine.tensor_parallel_size=3", "sampling.max_tokens=12"], env=tagged_env(tag))
     finally:
         done.set()

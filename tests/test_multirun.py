@@ -11,7 +11,7 @@ pytestmark = pytest.mark.engine
 def test_sweep_over_two_models(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"0.in": ["What is the capital of France?"]})
     proc = run_runner(["model=smollm2_135m,smollm2_135m_fp32", "cluster.ranks_per_node=1", "mode.output_format=text",
-                       f"mode.input_dir={inputs}", "sampling.max_tokens=16", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                       f"input.path={inputs}", "sampling.max_tokens=16", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                       multirun=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     outs = sorted((tmp_path / "sweep").glob("*/out/0.out"))

@@ -14,7 +14,7 @@ from runner.errors import ConfigError
 
 CONF = ROOT / "conf"
 SINGLE_SCHEMA = {"model": schema.ModelConfig, "cluster": schema.ClusterConfig}
-SEAMS = {"mode": "runner.mode.Mode", "launcher": "launchers.base.Launcher", "staging": "runner.staging.Staging"}
+SEAMS = {"mode": "runner.mode.Mode", "input": "runner.readers.InputReader", "launcher": "launchers.base.Launcher", "staging": "runner.staging.Staging"}
 
 
 def _option_files():
@@ -77,7 +77,7 @@ def test_no_group_option_is_dispatched_on_its_name():
 def test_job_yaml_holds_the_merged_engine_arguments_and_a_bad_target_leaves_no_run(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"0.in": ["a"], "1.in": ["b"]})
     run = tmp_path / "run"
-    proc = run_runner([f"mode.input_dir={inputs}", "dry_run=true", "+engine.max_num_seqs=8",
+    proc = run_runner([f"input.path={inputs}", "dry_run=true", "+engine.max_num_seqs=8",
                        "cluster.engine.enforce_eager=false", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     job = yaml.safe_load((run / "job.yaml").read_text())
@@ -85,7 +85,7 @@ def test_job_yaml_holds_the_merged_engine_arguments_and_a_bad_target_leaves_no_r
     assert job["engine"] == {"dtype": "bfloat16", "max_model_len": 2048, "enforce_eager": False,
                              "distributed_executor_backend": "uni", "max_num_seqs": 8}
     assert job["mode"]["_target_"] == "runner.per_tile.PerTile"
-    bad = run_runner([f"mode.input_dir={inputs}", "dry_run=true", "mode._target_=runner.per_tile.Nope",
+    bad = run_runner([f"input.path={inputs}", "dry_run=true", "mode._target_=runner.per_tile.Nope",
                       f"hydra.run.dir={tmp_path / 'bad'}"])
     assert bad.returncode == 2
     assert "mode._target_=runner.per_tile.Nope" in bad.stderr.strip().splitlines()[-1]
@@ -97,12 +97,12 @@ def test_job_yaml_holds_the_merged_engine_arguments_and_a_bad_target_leaves_no_r
     (["mode._target_=runner.mode.Mode"], "mode._target_=runner.mode.Mode"),
     (["launcher._target_=launchers.base.Launcher"], "launcher._target_=launchers.base.Launcher"),
     (["cluster=polaris", "cluster.ranks_per_node=2"], "cluster.ranks_per_node=2"),
-    (["mode=server_per_node", "mode.input_glob=*", "mode.serve_args=[--port,9000]"], "--port"),
+    (["mode=server_per_node", "mode.serve_args=[--port,9000]"], "--port"),
 ], ids=["non-int-tp", "abstract-mode", "abstract-launcher", "ranks-on-gpus", "serve-args-port"])
 def test_a_wrong_value_is_refused_in_one_line_before_a_run_directory_is_made(tmp_path, overrides, named):
     inputs = write_inputs(tmp_path / "in", {f"{r}.in": ["a"] for r in range(4)})
     run = tmp_path / "run"
-    proc = run_runner([f"mode.input_dir={inputs}", "dry_run=true", *overrides, f"hydra.run.dir={run}"])
+    proc = run_runner([f"input.path={inputs}", "dry_run=true", *overrides, f"hydra.run.dir={run}"])
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and named in proc.stderr.strip().splitlines()[-1]
     assert not run.exists()
@@ -111,7 +111,7 @@ def test_a_wrong_value_is_refused_in_one_line_before_a_run_directory_is_made(tmp
 def test_a_slurm_job_file_of_the_runner_before_cluster_gpus_per_node_still_loads(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"0.in": ["a"], "1.in": ["b"]})
     run = tmp_path / "run"
-    assert run_runner([f"mode.input_dir={inputs}", "dry_run=true", "launcher=slurm", f"hydra.run.dir={run}"]).returncode == 0
+    assert run_runner([f"input.path={inputs}", "dry_run=true", "launcher=slurm", f"hydra.run.dir={run}"]).returncode == 0
     old = yaml.safe_load((run / "job.yaml").read_text())
     old["launcher"]["gpus_per_node"] = 4
     del old["mode"]["_target_"], old["launcher"]["_target_"], old["staging"]["_target_"]

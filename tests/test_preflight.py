@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 from runner import preflight
 from runner.errors import ConfigError
 from runner.models import build_smollm2
-from runner.schema import PerTileConfig
+from runner.schema import LinesInputConfig, PerTileConfig
 
 @pytest.fixture(autouse=True, scope="module")
 def _own_cache(tmp_path_factory):
@@ -28,9 +28,10 @@ WORDS = "gene protein cell the of what is describe why\n how regulation, express
 
 def _cfg(folder: Path, style: str, on_too_long: str = "error", limit: int = 120, max_tokens: int = 20,
          model: Path = MODEL):
-    mode = {**OmegaConf.to_container(OmegaConf.structured(PerTileConfig)), "input_dir": str(folder),
-            "prompt_style": style, "on_too_long": on_too_long}
-    return OmegaConf.create({"mode": mode, "model": {"path": str(model), "engine": {"max_model_len": limit}},
+    mode = {**OmegaConf.to_container(OmegaConf.structured(PerTileConfig)), "prompt_style": style,
+            "on_too_long": on_too_long}
+    lines = {**OmegaConf.to_container(OmegaConf.structured(LinesInputConfig)), "path": str(folder)}
+    return OmegaConf.create({"mode": mode, "input": lines, "model": {"path": str(model), "engine": {"max_model_len": limit}},
                              "cluster": {"engine": {}}, "sampling": {"max_tokens": max_tokens}})
 
 
@@ -120,13 +121,12 @@ def test_a_server_host_records_the_lines_found_too_long_without_sending_them(tmp
     import asyncio
 
     from runner.client import FileClient
-    from runner.inputs import Line
+    from runner.readers import Entry, Request
     from runner.job import typed_mode
     from runner.schema import ServerPerNodeConfig
 
-    mode = typed_mode(OmegaConf.merge(OmegaConf.structured(ServerPerNodeConfig), {
-        "input_dir": str(tmp_path), "input_format": "lines", "prompt_template": "{line}"}))
+    mode = typed_mode(OmegaConf.structured(ServerPerNodeConfig))
     client = FileClient(None, mode, "m", {"max_tokens": 4}, too_long={"a.txt": {2: "too long: the prompt is 9 tokens"}})
-    record = asyncio.run(client.answer("a.txt", Line(2, "a long line")))
+    record = asyncio.run(client.answer("a.txt", Entry(2, "a long line", Request("a long line"))))
     assert (record["status"], record["error"], record["line"], record["output_tokens"]) == (
         "ERROR", "too long: the prompt is 9 tokens", 2, 0)

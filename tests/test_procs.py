@@ -57,8 +57,7 @@ def test_kill_9_of_each_process_leaves_nothing_and_a_foreign_port_is_never_used(
     port = foreign.server_address[1]
     inputs = write_inputs(tmp_path / "in", {"long.txt": LINES})
     run, tag, shared = tmp_path / "run", uuid.uuid4().hex, set()  # shared: the run's own /dev/shm files seen
-    args = ["mode=server_per_node", f"mode.input_dir={inputs}", f"mode.port={port}", "mode.input_format=lines",
-            "mode.input_glob=*.txt", "mode.id_columns=[]", "mode.prompt_template='{line}'", "mode.concurrency=4",
+    args = ["mode=server_per_node", f"input.path={inputs}", f"mode.port={port}", "mode.concurrency=4",
             "mode.health_interval_s=1", "mode.max_restarts=3", "mode.stop_grace_s=5", "sampling.max_tokens=48",
             f"hydra.run.dir={run}"]
     job = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, stdout=subprocess.DEVNULL,

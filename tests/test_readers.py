@@ -1,37 +1,200 @@
-"""Input readers: the fields a line gives a prompt template, and what makes a line malformed."""
+"""Input readers (no engine): each format's records, its malformed ones, and its edge cases on real files."""
 
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
-from runner import prompts
-from runner.readers import LinesReader, MalformedLine, TsvReader, reader_of
-from runner.schema import ServerPerNodeConfig
+from helpers.cli import run_runner
+from runner import schema
+from runner.errors import ConfigError
+from runner.readers import list_files, reader_of, validate
+
+OPTIONS = {"lines": schema.LinesInputConfig, "tsv": schema.TsvInputConfig, "jsonl": schema.JsonlInputConfig,
+           "openai_batch": schema.OpenAIBatchInputConfig, "parquet": schema.ParquetInputConfig}
 
 
-def _mode(**values):
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ServerPerNodeConfig), {"input_dir": "x", **values}))
+def _reader(name: str, path: Path, style: str = "chat", **values):
+    given = OmegaConf.merge(OmegaConf.structured(OPTIONS[name]), {"path": str(path), **values})
+    return reader_of(OmegaConf.create({"mode": {"prompt_style": style}, "input": given}))
 
 
-def test_lines_give_the_whole_line_only():
-    mode = _mode(prompt_template="Q: {line}")
-    assert isinstance(reader_of(mode), LinesReader)
-    assert reader_of(mode).fields("a\tb") == {"line": "a\tb"}
-    assert prompts.build("a\tb", mode).prompt == "Q: a\tb"
+def _write(path: Path, text: str) -> Path:
+    path.write_bytes(text.encode())
+    return path
 
 
-def test_tsv_rows_need_exactly_their_columns_and_a_short_row_keeps_the_ids_it_has():
-    mode = _mode(input_format="tsv", columns=["id", "name", "desc"], id_columns=["id"],
-                 prompt_template="{name}: {desc}")
-    reader = reader_of(mode)
-    assert isinstance(reader, TsvReader) and reader.columns() == ["id", "name", "desc"]
-    request = prompts.build("7\tdnaA\tinitiator", mode)
-    assert (request.prompt, request.ids) == ("dnaA: initiator", {"id": "7"})
-    with pytest.raises(MalformedLine, match=r"expected 3 tab-separated columns .* got 2"):
-        prompts.build("7\tdnaA", mode)
-    assert prompts.ids("7\tdnaA", mode) == {"id": "7"}
+def _summary(entries):
+    """(number, the prompt as recorded or None, error) of each entry."""
+    return [(e.number, e.request.text, e.error) for e in entries]
 
 
-def test_the_template_and_id_checks_ask_the_reader_for_its_columns():
-    assert "not columns" in prompts.check_template(_mode(prompt_template="{name}"))
-    assert prompts.check_template(_mode(input_format="tsv", columns=["name"], prompt_template="{name}")) == ""
-    assert "not columns of the input" in prompts.check_id_columns(_mode(id_columns=["name"]))
+def test_lines_blank_lines_crlf_and_a_byte_order_mark(tmp_path):
+    path = _write(tmp_path / "a.txt", "\ufeffone\r\n\r\n  \ntwo\r\nthree")
+    reader = _reader("lines", path, template="Q: {line}")
+    entries = list(reader.read(path))
+    assert _summary(entries) == [(1, "Q: one", ""), (4, "Q: two", ""), (5, "Q: three", "")]
+    assert entries[0].request.messages == [{"role": "user", "content": "Q: one"}] and entries[0].raw == "one"
+    assert reader.count(path) == 3
+    completion = list(_reader("lines", path, style="completion").read(path))[1].request
+    assert (completion.prompt, completion.messages) == ("two", None)
+    offset = len("\ufeffone\r\n\r\n  \n".encode())  # where line 4 begins: a rank seeks there
+    assert [e.number for e in reader.read(path, start=4, offset=offset)] == [4, 5]
+    assert [e.number for e in reader.read(path, start=2, stop=5)] == [4]
+
+
+GENOMES = ["genome_id\torganism\tgene_id\tdescription",
+           "G1\tE. coli\tdnaA\tinitiator",                          # 4 columns
+           "G1\tE. coli\trecA\trecombinase\tEC 3.6.4.12",           # 5
+           "G2\tB. subtilis\tspo0A\tregulator\tx\ty\tz",           # 7
+           "G2\tB. subtilis\tsigA\tsigma\t1\t2\t3\t4\t5",          # 9
+           "G3\tM. tuberculosis\tkatG",                             # 3: too short
+           "G3\tM. tuberculosis\tinhA\tenoyl reductase\t"]          # a trailing tab: an empty 5th field
+
+
+def test_tsv_header_rest_takes_the_remaining_fields_and_short_rows_name_their_column_count(tmp_path):
+    path = _write(tmp_path / "g.tsv", "\r\n".join(GENOMES) + "\r\n")
+    reader = _reader("tsv", path, header=True, rest="description", id_fields=["genome_id", "gene_id"],
+                     template="{gene_id}: {description}")
+    assert reader.check([path]) == "" and reader.count(path) == 6
+    entries = list(reader.read(path))
+    assert _summary(entries)[:4] == [(2, "dnaA: initiator", ""), (3, "recA: recombinase\tEC 3.6.4.12", ""),
+                                     (4, "spo0A: regulator\tx\ty\tz", ""), (5, "sigA: sigma\t1\t2\t3\t4\t5", "")]
+    short = entries[4]
+    assert short.number == 6 and short.request.text is None and short.raw == GENOMES[5]
+    assert short.error == ("the row has 3 tab-separated columns, fewer than the 4 wanted: "
+                           "['genome_id', 'organism', 'gene_id', 'description']")
+    assert dict(short.request.ids) == {"genome_id": "G3", "gene_id": "katG"}
+    assert entries[5].request.text == "inhA: enoyl reductase\t"  # the rest of the row, its trailing tab kept
+    assert dict(entries[0].request.ids) == {"genome_id": "G1", "gene_id": "dnaA"}
+
+
+def test_tsv_without_rest_a_longer_row_is_an_error_and_a_trailing_tab_is_an_empty_column(tmp_path):
+    path = _write(tmp_path / "g.tsv", "a\tb\tc\na\tb\tc\td\na\tb\t\n")
+    reader = _reader("tsv", path, columns=["x", "y", "z"], template="{x}|{y}|{z}")
+    entries = list(reader.read(path))
+    assert _summary(entries)[0] == (1, "a|b|c", "")
+    assert entries[1].error.startswith("the row has 4 tab-separated columns, more than the 3 wanted")
+    assert "input.rest=z" in entries[1].error
+    assert _summary(entries)[2] == (3, "a|b|", "")
+
+
+def test_tsv_header_only_is_an_empty_file_and_the_columns_are_checked_against_each_header(tmp_path):
+    only = _write(tmp_path / "only.tsv", "id\tname\r\n\r\n")
+    other = _write(tmp_path / "other.tsv", "id\tgene\nG1\tdnaA\n")
+    reader = _reader("tsv", tmp_path, header=True, template="{name}")
+    assert reader.count(only) == 0 and list(reader.read(only)) == []
+    assert reader.problem(only) == f"{only}: empty (no record)"
+    assert reader.check([only]) == ""
+    assert reader.check([only, other]) == ("input.template uses ['name'], which are not fields of other.tsv; known: "
+                                           "['gene', 'id', 'line']: fix input.template")
+    assert "input.rest=gene is not the last column" in _reader("tsv", tmp_path, header=True, rest="gene",
+                                                               columns=["gene", "id"]).check([other])
+    assert "input=tsv needs its columns" in _reader("tsv", tmp_path).check([other])
+    assert "name one column twice" in _reader("tsv", tmp_path, header=True).check([_write(tmp_path / "d.tsv", "a\ta\n")])
+
+
+def test_jsonl_messages_as_they_are_a_template_over_keys_and_what_is_no_object(tmp_path):
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    lines = [json.dumps({"id": 7, "messages": chat}), json.dumps({"id": 8, "prompt": "Name a planet."}), "[1, 2]",
+             "{not json", json.dumps({"id": 9, "question": "x"}), json.dumps({"id": 10, "prompt": None}),
+             json.dumps({"id": 11, "messages": "Hi"})]
+    path = _write(tmp_path / "a.jsonl", "\n".join(lines) + "\n")
+    entries = list(_reader("jsonl", path, id_fields=["id"]).read(path))
+    assert entries[0].request.messages == chat and entries[0].request.text == json.dumps(chat)
+    assert entries[1].request.messages == [{"role": "user", "content": "Name a planet."}]
+    assert [dict(e.request.ids) for e in entries] == [{"id": 7}, {"id": 8}, {}, {}, {"id": 9}, {"id": 10}, {"id": 11}]
+    assert entries[2].error == "the line is a JSON array, not an object" and entries[2].raw == "[1, 2]"
+    assert entries[3].error.startswith("the line is not JSON")
+    assert entries[4].error == "the record has no ['prompt'], which input.template uses; it has ['id', 'question']"
+    assert entries[5].error.startswith("the record has null ['prompt']")
+    assert entries[6].error == "messages is not a non-empty list"
+    assert "names record keys ['status']" in _reader("jsonl", path, id_fields=["status"]).check([path])
+
+
+def test_openai_batch_requests_their_sampling_and_what_is_no_request(tmp_path):
+    rows = [{"custom_id": "c1", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "max_completion_tokens": 5,
+                      "temperature": 0.5, "stream": True}},
+            {"custom_id": "c2", "url": "/v1/completions", "body": {"prompt": "Once", "max_tokens": 3, "seed": 1,
+                                                                    "stop": ["\n"]}},
+            {"custom_id": "c3", "url": "/v1/embeddings", "body": {"input": "x"}},
+            {"custom_id": "c4", "url": "/v1/completions", "body": {"prompt": ["a", "b"]}},
+            {"url": "/v1/completions", "body": {"prompt": "x"}}]
+    path = _write(tmp_path / "batch.jsonl", "\n".join(map(json.dumps, rows)) + "\n")
+    entries = list(_reader("openai_batch", path, style="completion").read(path))
+    chat, completion = entries[0].request, entries[1].request
+    assert (chat.messages, dict(chat.sampling), dict(chat.ids)) == (
+        [{"role": "user", "content": "Hi"}], {"max_tokens": 5, "temperature": 0.5}, {"custom_id": "c1"})
+    assert (completion.prompt, completion.messages, dict(completion.sampling)) == (
+        "Once", None, {"max_tokens": 3, "seed": 1, "stop": ["\n"]})
+    assert "url '/v1/embeddings' is neither" in entries[2].error and dict(entries[2].request.ids) == {"custom_id": "c3"}
+    assert "body.prompt is not one string" in entries[3].error
+    assert entries[4].error == "the request has no custom_id string"
+
+
+def _parquet(path: Path, rows: list, group_rows: int) -> Path:
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=group_rows)
+    return path
+
+
+def test_parquet_rows_over_row_groups_a_range_reads_only_its_groups_and_nulls_are_errors(tmp_path):
+    rows = [{"gene": f"g{i}", "organism": "E. coli" if i != 5 else None, "n": i} for i in range(1, 11)]
+    path = _parquet(tmp_path / "a.parquet", rows, group_rows=3)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 4
+    reader = _reader("parquet", path, template="{gene} of {organism}", id_fields=["n"], batch_rows=2)
+    assert reader.count(path) == 10 and reader.check([path]) == "" and not reader.locates_changes
+    entries = list(reader.read(path))
+    assert [e.number for e in entries] == list(range(1, 11)) and entries[0].request.text == "g1 of E. coli"
+    assert entries[4].error.startswith("the record has null ['organism']")
+    assert json.loads(entries[4].raw) == {"gene": "g5", "n": 5, "organism": None}
+    assert [dict(e.request.ids) for e in entries[:2]] == [{"n": 1}, {"n": 2}]
+    assert [e.number for e in reader.read(path, start=3, stop=8, offset=123)] == [3, 4, 5, 6, 7]
+    assert _reader("parquet", path, template="{name}").check([path]) == (
+        "input.template uses ['name'], which are not fields of a.parquet; known: ['gene', 'n', 'organism']: fix "
+        "input.template")
+
+
+def test_parquet_with_zero_rows_or_no_parquet_at_all_is_refused_at_launch(tmp_path):
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"prompt": pa.array([], pa.string())}), empty)
+    bad = _write(tmp_path / "bad.parquet", "prompt\nnot parquet\n")
+    reader = _reader("parquet", tmp_path)
+    assert reader.count(empty) == 0 and list(reader.read(empty)) == []
+    with pytest.raises(ConfigError) as err:
+        validate(reader, [empty, bad])
+    assert f"{empty}: empty (no row)" in str(err.value) and f"{bad}: not a Parquet file" in str(err.value)
+
+
+def test_input_path_a_file_a_folder_or_a_glob_and_two_files_of_one_name_are_refused(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.txt", "b.tsv", ".hidden", "sub/c.txt"):
+        _write(folder / name, "x\n")
+    assert list_files(str(folder)) == [folder / "a.txt", folder / "b.tsv"]  # .txt too; dotfiles and folders out
+    assert list_files(str(folder / "*.txt")) == [folder / "a.txt"]
+    assert list_files(str(folder / "**" / "*.txt")) == [folder / "a.txt", folder / "sub" / "c.txt"]
+    assert list_files(str(folder / "a.txt")) == [folder / "a.txt"]
+    _write(folder / "sub" / "a.txt", "y\n")
+    with pytest.raises(ConfigError, match=r"two files named a\.txt"):
+        list_files(str(folder / "**" / "*.txt"))
+    with pytest.raises(ConfigError, match="no such file or folder"):
+        list_files(str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="holds no input file"):
+        list_files(str(folder / "*.csv"))
+
+
+def test_a_template_key_no_column_has_is_one_line_before_any_run_directory(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write(folder / "a.tsv", "id\tgene\nG1\tdnaA\n")
+    run = tmp_path / "run"
+    proc = run_runner(["mode=server_per_node", "input=tsv", f"input.path={folder}", "input.header=true",
+                       "input.template='Describe {name}'", "dry_run=true", f"hydra.run.dir={run}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "input.template uses ['name'], which are not fields of a.tsv; known: ['gene', 'id', 'line']: fix input.template")
+    assert not run.exists()

@@ -52,7 +52,7 @@ def test_per_tile_rerun_after_a_kill_an_edit_an_append_and_a_config_change(tmp_p
     lines = {"0.in": ["Say yes.", "Say no.", "Say yes."], "1.in": COUNT}  # line 3 repeats line 1
     inputs = write_inputs(tmp_path / "in", lines)
     run = tmp_path / "run"
-    args = [f"mode.input_dir={inputs}", "mode.max_in_flight=4", "sampling.max_tokens=24", f"hydra.run.dir={run}"]
+    args = [f"input.path={inputs}", "mode.max_in_flight=4", "sampling.max_tokens=24", f"hydra.run.dir={run}"]
     ledger = run / "out" / "1.log.jsonl"
     _kill_when(args, run, lambda: (run / "out" / "0.out").exists() and len(_records(ledger)) >= 3)
     assert (run / "out" / "0.out").exists() and not (run / "out" / "1.out").exists()
@@ -115,8 +115,7 @@ def test_server_per_node_retries_errors_answers_appends_and_reanswers_all_on_a_n
     files = {"a.txt": ["Name a color.", "Name a fruit.", "Name a color."], "b.txt": ["Say hi.", "Say bye."]}
     inputs = write_inputs(tmp_path / "in", files)
     run = tmp_path / "run"
-    args = ["mode=server_per_node", f"mode.input_dir={inputs}", "mode.port=0", "mode.concurrency=4",
-            "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]", "mode.prompt_template='{line}'",
+    args = ["mode=server_per_node", f"input.path={inputs}", "mode.port=0", "mode.concurrency=4",
             "sampling.max_tokens=16", f"hydra.run.dir={run}"]
     # every request times out: each line gets an ERROR record, and the files are finished with them
     proc = run_runner([*args, "mode.request_timeout_s=0.001", "mode.retries=0"])
@@ -139,9 +138,9 @@ def test_server_per_node_retries_errors_answers_appends_and_reanswers_all_on_a_n
     assert (summary["prompts"], summary["answered"], summary["error_lines"], summary["resumed"]) == (6, 6, 0, 0)
 
     job_yaml = (run / "job.yaml").read_bytes()
-    template = "mode.prompt_template='Answer in one word: {line}'"
+    template = "input.template='Answer in one word: {line}'"
     proc = run_runner([*args, template])
-    assert proc.returncode == 2 and "mode.prompt_template" in proc.stderr and "rerun=all" in proc.stderr
+    assert proc.returncode == 2 and "input.template" in proc.stderr and "rerun=all" in proc.stderr
     assert (run / "job.yaml").read_bytes() == job_yaml
 
     proc = run_runner([*args, template, "rerun=all"])

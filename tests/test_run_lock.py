@@ -25,7 +25,7 @@ def _holding_process(run):
 
 def _args(tmp_path, run, *extra):
     inputs = write_inputs(tmp_path / "in", {"0.in": ["Say yes."], "1.in": ["Say no."]})
-    return [f"mode.input_dir={inputs}", f"hydra.run.dir={run}", "dry_run=true", *extra]
+    return [f"input.path={inputs}", f"hydra.run.dir={run}", "dry_run=true", *extra]
 
 
 def test_a_second_launch_refuses_in_one_line_naming_the_holder_and_the_way_out(tmp_path):

@@ -104,8 +104,7 @@ def test_a_value_vllm_refuses_ends_the_run_at_once_with_one_line(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"a.txt": ["Say hello."]})
     run, tag = tmp_path / "run", uuid.uuid4().hex
     started = time.monotonic()
-    proc = run_runner(["mode=server_per_node", f"mode.input_dir={inputs}", "mode.input_glob=*.txt",
-                       "mode.input_format=lines", "mode.id_columns=[]", "mode.prompt_template='{line}'", "mode.port=0",
+    proc = run_runner(["mode=server_per_node", f"input.path={inputs}", "mode.port=0",
                        "mode.start_timeout_s=600", "model.engine.max_model_len=999999", f"hydra.run.dir={run}"],
                       env=tagged_env(tag))
     assert proc.returncode == 2, proc.stderr[-3000:]

@@ -26,16 +26,21 @@ GENES = {
 }
 
 
+# the genome TSVs of GENES: four columns, two of them the records' ids
+TSV = ["input=tsv", "input.columns=[genome_id,organism,gene_id,description]", "input.id_fields=[genome_id,gene_id]",
+       "input.template='In one sentence, what is the function of the {organism} gene {gene_id} ({description})?'"]
+
+
 def _args(inputs, run, *extra):
     """mode.port=0: each server on a port the OS picks (tests never share one)."""
-    return ["mode=server_per_node", f"mode.input_dir={inputs}", "mode.port=0", "mode.concurrency=8",
+    return ["mode=server_per_node", f"input.path={inputs}", "mode.port=0", "mode.concurrency=8",
             "sampling.max_tokens=24", f"hydra.run.dir={run}", *extra]
 
 
 def test_two_hosts_three_files_every_line_once_and_malformed_lines_reported(tmp_path):
     inputs = write_inputs(tmp_path / "in", GENES)
     run = tmp_path / "run"
-    proc = run_runner(_args(inputs, run, "nodes=2"))
+    proc = run_runner(_args(inputs, run, "nodes=2", *TSV))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name, lines in GENES.items():
         records = read_jsonl(run / "out" / f"{name}.jsonl")
@@ -43,7 +48,7 @@ def test_two_hosts_three_files_every_line_once_and_malformed_lines_reported(tmp_
         for record, line in zip(records, lines):
             assert record["genome_id"] == line.split("\t")[0]
     bad = read_jsonl(run / "out" / "b.tsv.jsonl")[1]
-    assert bad["status"] == "ERROR" and "expected 4 tab-separated columns" in bad["error"]
+    assert bad["status"] == "ERROR" and "the row has 2 tab-separated columns, fewer than the 4" in bad["error"]
     assert bad["input"] == "G2\tonly two columns"
     good = [r for name in GENES for r in read_jsonl(run / "out" / f"{name}.jsonl") if r["status"] == "SUCCESS"]
     assert len(good) == 5 and all(r["response"] and r["output_tokens"] > 0 for r in good)
@@ -77,9 +82,7 @@ def test_a_killed_server_is_restarted_and_every_line_answered_exactly_once(tmp_p
     lines = [f"Write a story about the number {i}." for i in range(1, 17)]
     inputs = write_inputs(tmp_path / "in", {"story.txt": lines})
     run = tmp_path / "run"
-    args = _args(inputs, run, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
-                 "mode.prompt_template='{line}'",
-                 "mode.concurrency=4", "mode.health_interval_s=1", "sampling.max_tokens=32")
+    args = _args(inputs, run, "mode.concurrency=4", "mode.health_interval_s=1", "sampling.max_tokens=32")
     killed, run_over, tag = {}, threading.Event(), uuid.uuid4().hex
     killer = threading.Thread(target=lambda: killed.setdefault(
         "ok", _kill_server_when(run / "out" / "story.txt.log.jsonl", tag, 4, run_over)))
@@ -98,9 +101,9 @@ def test_a_killed_server_is_restarted_and_every_line_answered_exactly_once(tmp_p
 
 def test_a_template_field_that_is_no_column_fails_before_launch(tmp_path):
     inputs = write_inputs(tmp_path / "in", GENES)
-    proc = run_runner(_args(inputs, tmp_path / "run", "mode.prompt_template='Describe {gene}'"))
+    proc = run_runner(_args(inputs, tmp_path / "run", *TSV, "input.template='Describe {gene}'"))
     assert proc.returncode == 2
-    assert "mode.prompt_template uses ['gene'], which are not columns" in proc.stderr
+    assert "input.template uses ['gene'], which are not fields of input.columns" in proc.stderr
     assert not (tmp_path / "run" / "logs" / "run0.log").exists()
 
 
@@ -114,8 +117,7 @@ def _start_a_long_job(tmp_path, *extra):
     with the job, its run dir and the tag that finds its processes."""
     inputs = write_inputs(tmp_path / "in", {"long.txt": [f"Write a long story about {i}." for i in range(200)]})
     run, tag = tmp_path / "run", uuid.uuid4().hex
-    args = _args(inputs, run, "mode.input_format=lines", "mode.input_glob=*.txt", "mode.id_columns=[]",
-                 "mode.prompt_template='{line}'", "sampling.max_tokens=64", *extra)
+    args = _args(inputs, run, "sampling.max_tokens=64", *extra)
     job = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, env={**os.environ, **tagged_env(tag)})
     ledger = run / "out" / "long.txt.log.jsonl"
@@ -171,8 +173,7 @@ def test_a_host_starts_its_next_file_before_the_last_one_ends(tmp_path):
     files = {"a.txt": [f"Name a color, {i}." for i in range(8)], "b.txt": [f"Name a fruit, {i}." for i in range(3)]}
     inputs = write_inputs(tmp_path / "in", files)
     run = tmp_path / "run"
-    proc = run_runner(_args(inputs, run, "mode.input_format=lines", "mode.input_glob=*.txt",
-                            "mode.id_columns=[]", "mode.prompt_template='{line}'", "mode.concurrency=4"))
+    proc = run_runner(_args(inputs, run, "mode.concurrency=4"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name, lines in files.items():
         assert [r["line"] for r in read_jsonl(run / "out" / f"{name}.jsonl")] == list(range(1, len(lines) + 1))

@@ -18,7 +18,7 @@ def test_dry_run_writes_the_sbatch_script_submitit_would_submit(tmp_path):
     run = tmp_path / "run"
     proc = run_runner(["launcher=slurm", "dry_run=true", "nodes=2", "cluster=polaris", "launcher.partition=gpu",
                        "launcher.account=bio", "cluster.gpus_per_node=4", "launcher.walltime_min=30",
-                       "staging=mpi_bcast", f"mode.input_dir={inputs}", f"hydra.run.dir={run}"])
+                       "staging=mpi_bcast", f"input.path={inputs}", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     script = (run / "job.sbatch").read_text()
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --partition=gpu",
@@ -71,7 +71,7 @@ def test_submitit_job_stages_the_model_by_mpi_broadcast_then_answers(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"0.in": ["What is the capital of France?"], "1.in": ["Say hello."]})
     run, target = tmp_path / "run", tmp_path / "node-local"
     proc = run_runner(["launcher=slurm", "launcher.wait=true", "launcher.walltime_min=20", "launcher.cpus_per_task=1",
-                       "staging=mpi_bcast", f"staging.target_dir={target}", f"mode.input_dir={inputs}",
+                       "staging=mpi_bcast", f"staging.target_dir={target}", f"input.path={inputs}",
                        "sampling.max_tokens=8", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     staged = list(target.iterdir())

@@ -15,7 +15,7 @@ from runner.summary import summarize
 def _run_folder(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"0.in": [f"q{i}" for i in range(1, 21)], "1.in": ["a", "b"]})
     run = RunDir(tmp_path / "run").make()
-    OmegaConf.save(OmegaConf.create({"mode": {"name": "per_tile", "input_dir": str(inputs)}, "nodes": 1,
+    OmegaConf.save(OmegaConf.create({"mode": {"name": "per_tile"}, "input": {"name": "lines", "path": str(inputs)}, "nodes": 1,
                                      "cluster": {"ranks_per_node": 2}}), run.job_file)
     with open(run.out / "0.log.jsonl", "w") as f:  # 18 distinct lines and 2 of them twice: 20 records
         for line in [*range(1, 19), 3, 7]:

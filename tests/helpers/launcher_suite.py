@@ -98,7 +98,7 @@ class LauncherSuite:
     # the suite ---------------------------------------------------------------------------------------------
 
     def args(self, tmp: Path, inputs: Path, run: Path, *extra: str) -> List[str]:
-        return [f"launcher={self.launcher}", *self.launcher_args(tmp), f"mode.input_dir={inputs}",
+        return [f"launcher={self.launcher}", *self.launcher_args(tmp), f"input.path={inputs}",
                 f"hydra.run.dir={run}", "sampling.max_tokens=8", *extra]
 
     def job_runs(self, tag: str) -> bool:
