@@ -45,7 +45,8 @@ class Sampling:
         self.values, self.default = sampling, sampling_params(sampling)
 
     def of(self, request: Request):
-        """Raises TypeError or ValueError for values vLLM refuses (the request's own, never the job's)."""
+        """Raises TypeError, ValueError or vLLM's VLLMValidationError for values vLLM refuses (the request's own:
+        the job's were checked at launch)."""
         return sampling_params({**self.values, **request.sampling}) if request.sampling else self.default
 
 
@@ -79,11 +80,11 @@ def _enqueue_batch(llm, group: Group) -> List[str]:
 def _groups(entries: List[Entry], sampling: Sampling) -> Tuple[List[Group], List[Tuple[Entry, Answer]]]:
     """The entries as a group of chats and one of completions (each its own call to vLLM), and the refusals of
     those whose own sampling values vLLM does not take."""
-    chats, completions, refused = [], [], []
+    chats, completions, refused, errors = [], [], [], (TypeError, *_request_errors())
     for entry in entries:
         try:
             params = sampling.of(entry.request)
-        except (TypeError, ValueError) as e:
+        except errors as e:  # TypeError: a key SamplingParams does not have, or a value of the wrong type
             refused.append((entry, _refusal(e)))
             continue
         (chats if entry.request.messages is not None else completions).append((entry, params))

@@ -15,8 +15,11 @@ from runner import inputs
 from runner.readers import Entry, Request, TextReader, json_object, malformed, messages_problem
 
 _CHAT, _COMPLETION = "/v1/chat/completions", "/v1/completions"
-# body keys that are no sampling value: the model is the job's, and answers are not streamed
-_NOT_SAMPLING = {"model", "messages", "prompt", "stream", "stream_options"}
+# body keys that are no sampling value: the model is the job's, answers are not streamed, and OpenAI's
+# bookkeeping (user, metadata, store, service_tier) does not shape an answer. Any other key is a sampling value:
+# one vLLM's SamplingParams does not have is an ERROR record under per_tile (the server decides for itself)
+_NOT_SAMPLING = {"model", "messages", "prompt", "stream", "stream_options", "user", "metadata", "store",
+                 "service_tier"}
 # OpenAI's names for vLLM's
 _RENAMED = {"max_completion_tokens": "max_tokens"}
 

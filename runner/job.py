@@ -23,6 +23,9 @@ def load(path: Path) -> DictConfig:
         del raw.launcher["gpus_per_node"]
     typed = OmegaConf.structured(schema.RunnerConfig)
     for group in schema.GROUP_BASES:
+        if group not in raw:  # e.g. `input`, which a runner before the input formats did not write
+            raise ConfigError(f"{path} has no `{group}`: an older runner wrote it; launch the run again with this "
+                              "runner (the same command, with input.path=... for mode.input_dir) to rewrite it")
         typed[group] = _schema_of(group, raw[group].name)
     merged = OmegaConf.merge(typed, raw)
     OmegaConf.set_struct(merged, True)

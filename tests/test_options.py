@@ -68,7 +68,7 @@ def test_a_job_file_without_target_gets_its_options_class_and_an_unknown_option_
 
 
 def test_no_group_option_is_dispatched_on_its_name():
-    pattern = re.compile(r"\.(mode|launcher|staging)\.name\s*(==|!=|in\b)")
+    pattern = re.compile(r"\.(mode|input|launcher|staging)\.name\s*(==|!=|in\b)")
     found = [f"{path.relative_to(ROOT)}:{n}" for folder in ("runner", "launchers") for path in (ROOT / folder).glob("*.py")
              for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert not found
