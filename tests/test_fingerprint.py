@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 from omegaconf import OmegaConf
 
 from runner import inputs
@@ -156,3 +157,26 @@ def test_a_jsonl_output_goes_back_into_its_ledger_for_an_appended_line_and_rerun
     assert _answer(cfg, item, {}) == [1]
     cfg.rerun_epoch = "e2"  # rerun=all: everything again
     assert _answer(cfg, item, {}) == [1, 2, 3]
+
+
+def test_a_parquet_input_rewritten_with_a_row_more_is_refused_not_half_answered_again(tmp_path):
+    """A Parquet file's change cannot be located to a row (its footer moves): a changed file is refused under
+    rerun=errors (its records might sit on other rows) and answered again whole under rerun=changed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from runner.errors import ConfigError
+
+    path = tmp_path / "0.in"
+    pq.write_table(pa.table({"prompt": ["p1", "p2", "p3"]}), path, row_group_size=2)
+    item = Item(path, tmp_path / "0.out", tmp_path / "0.log.jsonl")
+    cfg = _cfg(tmp_path)
+    cfg.input = {"name": "parquet", "_target_": "runner.input_parquet.ParquetReader", "path": str(tmp_path),
+                 "template": "{prompt}", "batch_rows": 2}
+    assert _answer(cfg, item, {}) == [1, 2, 3]
+    assert _answer(cfg, item, {}) == []  # unchanged: nothing to do
+    pq.write_table(pa.table({"prompt": ["p1", "p2", "p3", "p4"]}), path, row_group_size=2)
+    with pytest.raises(ConfigError, match="changed at or before line 1"):
+        _answer(cfg, item, {})
+    cfg.rerun = "changed"
+    assert _answer(cfg, item, {}) == [1, 2, 3, 4]
