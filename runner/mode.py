@@ -49,11 +49,12 @@ class Mode(ABC):
 
     def prompts(self, path: Path) -> Iterator[Tuple[int, str]]:
         """(number, prompt text) of each record of an input file that will be sent (pre-flight counts them; a
-        chat's text is its messages' contents); a malformed record is left out: it gets a record of its own."""
+        chat's text is its messages' contents). Left out: a malformed record (it gets a record of its own), and
+        one with its own max_tokens (the check counts sampling.max_tokens; vLLM judges it when it is sent)."""
         from runner.readers import reader_of
 
         for entry in reader_of(self.cfg).read(path):
-            if not entry.error:
+            if not entry.error and "max_tokens" not in entry.request.sampling:
                 request = entry.request
                 text = request.prompt if request.messages is None else "\n".join(
                     str(m.get("content") or "") for m in request.messages)

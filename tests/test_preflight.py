@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 from runner import preflight
 from runner.errors import ConfigError
 from runner.models import build_smollm2
-from runner.schema import LinesInputConfig, PerTileConfig
+from runner.schema import LinesInputConfig, OpenAIBatchInputConfig, PerTileConfig
 
 @pytest.fixture(autouse=True, scope="module")
 def _own_cache(tmp_path_factory):
@@ -82,6 +82,21 @@ def test_a_refusal_names_the_count_the_first_lines_and_the_longest(tmp_path):
     assert message.startswith("8 of 9 input lines do not fit: prompt tokens + sampling.max_tokens=20 > "
                               "max_model_len=120 (0.in:2, 0.in:3, 0.in:4, 0.in:5, 0.in:6 and 3 more; longest prompt 207")
     assert "\n" not in message
+
+
+def test_an_openai_batch_request_is_checked_against_the_jobs_max_tokens_unless_it_brings_its_own(tmp_path):
+    """A request with its own max_tokens is left to vLLM (which knows both numbers when it is sent): counting
+    the job's max_tokens for it would refuse, or with on_too_long=record never send, a request that fits."""
+    import json
+
+    long = " ".join(["word"] * 110)  # fits with max_tokens 5 in 120, not with the job's 20
+    rows = [{"custom_id": name, "url": "/v1/completions", "body": {"prompt": long, **own}}
+            for name, own in (("own", {"max_tokens": 5}), ("job", {}))]
+    (tmp_path / "0.in").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    cfg = _cfg(tmp_path, "completion", on_too_long="record")
+    cfg.input = {**OmegaConf.to_container(OmegaConf.structured(OpenAIBatchInputConfig)), "path": str(tmp_path)}
+    report = preflight.check(cfg, [tmp_path / "0.in"])
+    assert list(report.too_long["0.in"]) == [2]
 
 
 def test_the_ranks_get_the_reasons_and_a_later_launch_with_none_too_long_leaves_no_stale_list(tmp_path):
