@@ -147,7 +147,12 @@ class InputReader(ABC):
             what = "has no" if any(name not in fields for name in absent) else "has null"
             return malformed(number, raw, f"the record {what} {absent}, which input.template uses; it has "
                                           f"{sorted(k for k in fields if k != 'line')}", ids)
-        return self.plain(number, raw, self.template.format(**fields), ids)
+        try:
+            text = self.template.format(**fields)
+        except (LookupError, AttributeError, ValueError, TypeError) as e:  # {a[9]}, {a.b}, {a:d} on this record
+            return malformed(number, raw, f"input.template cannot be filled from this record ({type(e).__name__}: "
+                                          f"{e})", ids)
+        return self.plain(number, raw, text, ids)
 
 
 def malformed(number: int, raw: str, error: str, ids: Mapping[str, Any] = NONE) -> Entry:

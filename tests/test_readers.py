@@ -113,6 +113,8 @@ def test_jsonl_messages_as_they_are_a_template_over_keys_and_what_is_no_object(t
     assert entries[5].error.startswith("the record has null ['prompt']")
     assert entries[6].error == "messages is not a non-empty list"
     assert "names record keys ['status']" in _reader("jsonl", path, id_fields=["status"]).check([path])
+    indexed = list(_reader("jsonl", path, template="{prompt[99]}").read(path))[1]
+    assert indexed.error.startswith("input.template cannot be filled from this record (IndexError")
 
 
 def test_openai_batch_requests_their_sampling_and_what_is_no_request(tmp_path):
