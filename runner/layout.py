@@ -4,7 +4,8 @@ An engine spans tensor_parallel_size x pipeline_parallel_size devices (tiles on 
 CPU: cluster.ranks_per_node); a node holds as many such engines as divide its devices, or the engines that
 `cluster.engines` lists (mixed sizes: [8, 4] on Aurora's 12 tiles; each entry's tensor_parallel_size is the entry
 / pipeline_parallel_size). Devices are handed out in order, so an engine's devices are neighbours (the tiles of
-one GPU first). Engines larger than a node (Ray) are not built yet and are refused.
+one GPU first). An engine larger than a node spans nodes_per_engine whole nodes (a multiple of the node's devices)
+and runs on a Ray cluster of those nodes (runner/ray_group.py).
 """
 
 import copy
@@ -23,6 +24,8 @@ from runner.schema import Accelerator
 # the executor of an engine over several devices of one node: vLLM's multiprocessing workers ("uni", the
 # one-process executor, cannot run more than one device)
 MULTI_DEVICE_EXECUTOR = "mp"
+# the executor of an engine over several nodes: vLLM's Ray workers, on the Ray cluster of the engine's nodes
+MULTI_NODE_EXECUTOR = "ray"
 # the unit of a node's devices when it has no GPU: cluster.ranks_per_node slots
 CPU_SLOTS = "CPU slots"
 _CPU_BIND = "VLLM_CPU_OMP_THREADS_BIND"
@@ -34,6 +37,8 @@ class Engine:
     devices: Tuple[int, ...]
     tensor_parallel_size: int
     pipeline_parallel_size: int
+    # the nodes it spans (> 1: every device of each of them, over Ray)
+    nodes: int = 1
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,12 @@ class Layout:
     devices_per_node: int
     # what a device is here: tiles, GPUs or CPU slots
     unit: str
+    # nodes of one engine; > 1: one engine (its only one) spans this many consecutive nodes
+    nodes_per_engine: int = 1
+
+    def engines_in_job(self, nodes: int) -> int:
+        """Engines of the whole job: one input file each."""
+        return nodes * len(self.engines) // self.nodes_per_engine
 
     @property
     def idle(self) -> Tuple[int, ...]:
@@ -84,6 +95,8 @@ def layout_of(cfg: DictConfig) -> Layout:
     devices, unit = devices_of(cluster)
     tp, pp = parallelism(cfg)
     name, listed = cluster.get("name", "?"), [int(n) for n in cluster.get("engines") or []]
+    if not listed and tp * pp > devices:
+        return _multi_node(tp, pp, devices, unit, name, int(cfg.get("nodes", 1)))
     sizes = (_listed_sizes(listed, pp, devices, unit, name) if listed
              else _even_sizes(tp, pp, devices, unit, name))
     engines, start = [], 0
@@ -93,12 +106,28 @@ def layout_of(cfg: DictConfig) -> Layout:
     return Layout(tuple(engines), devices, unit)
 
 
-def _even_sizes(tp: int, pp: int, devices: int, unit: str, cluster: str) -> List[int]:
+def _what(tp: int, pp: int) -> str:
+    return f"tensor_parallel_size={tp}" + (f" x pipeline_parallel_size={pp} = {tp * pp}" if pp > 1 else "")
+
+
+def _multi_node(tp: int, pp: int, devices: int, unit: str, cluster: str, nodes: int) -> Layout:
+    """One engine over whole nodes: TP x PP a multiple of a node's devices, the job's nodes a multiple of that."""
     per_engine = tp * pp
-    what = f"tensor_parallel_size={tp}" + (f" x pipeline_parallel_size={pp} = {per_engine}" if pp > 1 else "")
-    if per_engine > devices:
-        raise ConfigError(f"{what} needs more than the {devices} {unit} of one cluster={cluster} node: engines "
-                          f"across nodes (on Ray) are not built yet; use at most {devices} per engine")
+    if per_engine % devices:
+        whole = [devices * n for n in (per_engine // devices, per_engine // devices + 1) if n > 1]
+        raise ConfigError(f"{_what(tp, pp)} is more than the {devices} {unit} of one cluster={cluster} node but not "
+                          f"a whole number of nodes: make tensor_parallel_size x pipeline_parallel_size "
+                          f"{' or '.join(map(str, whole))} (whole nodes), or at most {devices} (one node)")
+    span = per_engine // devices
+    if nodes % span:
+        fits = sorted({span * max(nodes // span, 1), span * (nodes // span + 1)})
+        raise ConfigError(f"nodes={nodes} is not a multiple of the {span} nodes one engine of {_what(tp, pp)} spans "
+                          f"on cluster={cluster}: use nodes={' or nodes='.join(map(str, fits))}")
+    return Layout((Engine(tuple(range(devices)), tp, pp, span),), devices, unit, span)
+
+
+def _even_sizes(tp: int, pp: int, devices: int, unit: str, cluster: str) -> List[int]:
+    per_engine, what = tp * pp, _what(tp, pp)
     if devices % per_engine:
         fits = [n for n in range(1, devices + 1) if devices % n == 0 and n % pp == 0]
         whole, rest = [per_engine] * (devices // per_engine), devices % per_engine
@@ -119,7 +148,7 @@ def _listed_sizes(listed: List[int], pp: int, devices: int, unit: str, cluster: 
                           f"entry a multiple of {pp}")
     if sum(listed) > devices:
         raise ConfigError(f"{shown} needs {sum(listed)} {unit}, more than the {devices} of one cluster={cluster} node: "
-                          "shorten the list (engines across nodes, on Ray, are not built yet)")
+                          "shorten the list (an engine across nodes takes whole nodes: leave cluster.engines empty)")
     return listed
 
 
@@ -171,11 +200,14 @@ def engine_env(cfg: DictConfig, engine: Engine) -> Dict[str, str]:
 def engine_overrides(cfg: DictConfig, engine: Engine) -> Dict[str, Any]:
     """The engine arguments this engine gets over the job's: its own tensor_parallel_size (a cluster.engines
     entry), and the multiprocessing executor when it spans several devices and the job's executor is none or
-    the one-process "uni"."""
+    the one-process "uni"; Ray's when it spans several nodes (no other executor reaches them)."""
     args, overrides = engine_args(cfg), {}
     if int(args.get("tensor_parallel_size") or 1) != engine.tensor_parallel_size:  # (0 was refused by layout_of)
         overrides["tensor_parallel_size"] = engine.tensor_parallel_size
-    if len(engine.devices) > 1 and args.get("distributed_executor_backend") in (None, "uni"):
+    executor = args.get("distributed_executor_backend")
+    if engine.nodes > 1 and executor != MULTI_NODE_EXECUTOR:
+        overrides["distributed_executor_backend"] = MULTI_NODE_EXECUTOR
+    elif engine.nodes == 1 and len(engine.devices) > 1 and executor in (None, "uni"):
         overrides["distributed_executor_backend"] = MULTI_DEVICE_EXECUTOR
     return overrides
 
@@ -196,8 +228,22 @@ def describe(cfg: DictConfig, layout: Layout) -> str:
                                                       if engine.pipeline_parallel_size > 1 else "")
         mask = " ".join(f"{k}={v}" for k, v in engine_env(cfg, engine).items()) or "no device mask"
         executor = engine_overrides(cfg, engine).get("distributed_executor_backend")
-        parts.append(f"#{i} {len(engine.devices)} {layout.unit} ({shape}{', ' + executor if executor else ''}) "
+        span = f"{engine.nodes} nodes x " if engine.nodes > 1 else ""
+        parts.append(f"#{i} {span}{len(engine.devices)} {layout.unit} ({shape}{', ' + executor if executor else ''}) "
                      f"{mask}")
+    if layout.nodes_per_engine > 1:
+        return (f"layout: {cfg.get('nodes', 1)} node(s) = {layout.engines_in_job(cfg.get('nodes', 1))} engine(s) of "
+                f"{layout.nodes_per_engine} nodes each, on one Ray cluster per engine: {'; '.join(parts)}")
     return (f"layout: {cfg.get('nodes', 1)} node(s) x {len(layout.engines)} engine(s) per node of "
             f"{layout.devices_per_node} {layout.unit}: {'; '.join(parts)}; {len(layout.idle)} {layout.unit} idle"
             f"{' (' + ','.join(map(str, layout.idle)) + ')' if layout.idle else ''}")
+
+
+def check_cpu_pipeline(cfg: DictConfig, laid_out: Layout) -> None:
+    """vLLM-CPU makes the buffers a later pipeline stage receives into only in its compile warm-up, which
+    enforce_eager skips (the stage then fails on the first request): refuse that pair at launch."""
+    eager = engine_args(cfg).get("enforce_eager")
+    pp = max(e.pipeline_parallel_size for e in laid_out.engines)
+    if laid_out.unit == CPU_SLOTS and pp > 1 and eager:
+        raise ConfigError(f"pipeline_parallel_size={pp} on CPU needs enforce_eager off (vLLM-CPU sets up the later "
+                          "stages in its compile warm-up, which enforce_eager skips): add engine.enforce_eager=false")
