@@ -17,6 +17,7 @@ from launchers.steps import Step, job_steps
 from runner.errors import JobFailedError
 from runner.job import RunDir, run_dir_of
 from runner.procs import die_with_parent
+from runner.topology import NODE_IP_VAR
 from runner.summary import describe, summarize
 from runner.walltime import deadline_env
 
@@ -27,13 +28,16 @@ _RANK_STOP_S = 90
 
 
 def rank_env(index: int, count: int, per_node: int) -> Dict[str, str]:
-    """The runner's own placement variables (read by runner.topology) for process `index` of `count`."""
+    """The runner's own placement variables (read by runner.topology) for process `index` of `count`; each
+    "node" gets a loopback address of its own (127.0.0.2 up: Ray takes 127.0.0.1 for the machine's outside
+    address), which its Ray node binds when an engine spans nodes."""
     local_size = per_node or 1
     return {
         "RUNNER_RANK": str(index),
         "RUNNER_LOCAL_RANK": str(index % local_size),
         "RUNNER_WORLD_SIZE": str(count),
         "RUNNER_LOCAL_SIZE": str(local_size),
+        NODE_IP_VAR: f"127.0.{(index // local_size + 2) // 256}.{(index // local_size + 2) % 256}",
     }
 
 

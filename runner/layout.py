@@ -246,4 +246,4 @@ def check_cpu_pipeline(cfg: DictConfig, laid_out: Layout) -> None:
     pp = max(e.pipeline_parallel_size for e in laid_out.engines)
     if laid_out.unit == CPU_SLOTS and pp > 1 and eager:
         raise ConfigError(f"pipeline_parallel_size={pp} on CPU needs enforce_eager off (vLLM-CPU sets up the later "
-                          "stages in its compile warm-up, which enforce_eager skips): add engine.enforce_eager=false")
+                          "stages in its compile warm-up, which enforce_eager skips): add +engine.enforce_eager=false")

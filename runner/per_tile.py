@@ -6,6 +6,7 @@ those with only ERROR records, and lines appended since; runner/rerun.py). {rank
 when every line has a record.
 """
 
+import dataclasses
 import logging
 import os
 import time
@@ -14,7 +15,7 @@ from typing import Dict, List
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, layout, preflight, rerun
+from runner import engine, layout, preflight, ray_group, rerun
 from runner.devices import DEVICE_VARS
 from runner.errors import ConfigError, JobFailedError
 from runner.mode import Mode
@@ -148,7 +149,9 @@ def _answer_all(cfg, rank, todo, ledger, model_path, stats: WorkerStats, tally: 
 
 class PerTile(Mode):
     """mode=per_tile: one rank per engine of each node (runner/layout.py: one GPU or tile each, or several for
-    tensor_parallel_size > 1), each with its own offline engine and <input.path>/{rank}.in."""
+    tensor_parallel_size > 1), each with its own offline engine and <input.path>/{rank}.in. An engine across
+    nodes has one rank per node, and its group's first rank answers <input.path>/{engine}.in on the group's Ray
+    cluster (ray_group)."""
 
     def node_layout(self) -> layout.Layout:
         return layout.layout_of(self.cfg)
@@ -157,7 +160,7 @@ class PerTile(Mode):
         return len(self.node_layout().engines)
 
     def input_files(self) -> List[Path]:
-        return input_paths(self.cfg, self.cfg.nodes * self.procs_per_node())
+        return input_paths(self.cfg, self.node_layout().engines_in_job(self.cfg.nodes))
 
     def work_items(self, run: RunDir) -> List[Item]:
         return [run.rank_item(path, rank) for rank, path in enumerate(self.input_files())]
@@ -167,6 +170,7 @@ class PerTile(Mode):
         laid_out = self.node_layout()
         layout.check_ranks_per_node(self.cfg, laid_out)
         layout.check_heads(self.cfg, laid_out)
+        layout.check_cpu_pipeline(self.cfg, laid_out)
         log.info("%s", layout.describe(self.cfg, laid_out))
         if laid_out.idle:
             log.warning("%d of %d %s of each node run no engine: cluster.engines=%s leaves them idle",
@@ -178,9 +182,15 @@ class PerTile(Mode):
     def run(self, run: RunDir, placement: Placement, model_path: str, stats: WorkerStats) -> WorkerStats:
         mine = self._engine(placement)
         cfg = layout.with_engine_overrides(self.cfg, mine)
-        log.info("rank %d: engine on %d device(s) %s, engine arguments %s", placement.rank, len(mine.devices),
-                 layout.engine_env(self.cfg, mine) or "(no device mask)", engine.engine_args(cfg))
-        return run_rank(cfg, run, placement, model_path, stats)
+        log.info("rank %d: engine on %d device(s) %s%s, engine arguments %s", placement.rank, len(mine.devices),
+                 layout.engine_env(self.cfg, mine) or "(no device mask)",
+                 f" of each of {mine.nodes} nodes" if mine.nodes > 1 else "", engine.engine_args(cfg))
+        if mine.nodes == 1:
+            return run_rank(cfg, run, placement, model_path, stats)
+        group = ray_group.engine_index(placement, mine)  # the engine's rank: it reads {group}.in
+        output = run.rank_item(input_path(cfg, group), group).output
+        return ray_group.run_node(cfg, run, placement, stats, self.node_layout(), output, lambda: run_rank(
+            cfg, run, dataclasses.replace(placement, rank=group), model_path, stats))
 
     def _engine(self, placement: Placement) -> layout.Engine:
         engines = self.node_layout().engines

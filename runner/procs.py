@@ -122,11 +122,13 @@ def shared_memory_of(pids: List[int]) -> set:
 
 
 def unlink_shared_memory(inodes: set, folder: Path = Path("/dev/shm")) -> None:
-    """Unlink multiprocessing's semaphores and segments (sem.mp-*, psm_*) of these inodes."""
+    """Unlink multiprocessing's semaphores and segments (sem.mp-*, psm_*) and vLLM-CPU's stage-to-stage buffers
+    (<port>-pp:...-cpushm_<rank>, which Ray workers killed with their node leave) of these inodes."""
     if not inodes:
         return
     for entry in os.scandir(folder):
-        if entry.name.startswith(("sem.mp-", "psm_")) and entry.inode() in inodes:
+        ours = entry.name.startswith(("sem.mp-", "psm_")) or "-cpushm_" in entry.name
+        if ours and entry.inode() in inodes:
             Path(entry.path).unlink(missing_ok=True)
 
 

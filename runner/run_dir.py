@@ -1,7 +1,8 @@
 """The files of one run: every path under a run directory is named here, and only here.
 
     job.yaml  job.pbs | job.sh | job.sbatch  pbs_job_id | slurm_job_id  slurm/  summary.json  too_long.json
-    staging.json  lock/  claims/<attempt>/  stats/<worker>.json  logs/<step><i>.log  logs/job.log  logs/host<i>/
+    staging.json  lock/  claims/<attempt>/  ray/<attempt>/engine<g>.address  stats/<worker>.json  logs/<step><i>.log
+    logs/job.log  logs/host<i>/  logs/ray<rank>.log
     out/{rank}.out | out/<input>.jsonl  out/<key>.log.jsonl (ledger)  out/<key>.fp.json (sidecar)
 """
 
@@ -104,6 +105,15 @@ class RunDir:
     def host_logs(self, rank: int) -> Path:
         """A server_per_node host's server logs, copied from node-local scratch."""
         return self.logs / f"host{rank}"
+
+    def ray_address_file(self, attempt: str, engine: int) -> Path:
+        """Where the head of engine `engine`'s Ray cluster (an engine across nodes) publishes its address for
+        the engine's other nodes, in this attempt; empty once the head ended."""
+        return self.root / "ray" / attempt / f"engine{engine}.address"
+
+    def ray_log(self, rank: int) -> Path:
+        """The output of a rank's Ray node (`ray start`); Ray's own logs stay in the node's session folder."""
+        return self.logs / f"ray{rank}.log"
 
     def stats_file(self, worker: str) -> Path:
         return self.stats / f"{worker}.json"

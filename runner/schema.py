@@ -98,6 +98,9 @@ class PerTileConfig(ModeConfig):
     max_in_flight: int = 4096
     # seconds between fsyncs of the checkpoint (answers are flushed to the OS as they finish)
     sync_every_s: float = 5.0
+    # seconds the nodes of an engine across nodes may take to form its Ray cluster (the head's node up, then
+    # every other node joined)
+    ray_start_timeout_s: float = 300.0
 
 
 @dataclass
@@ -330,6 +333,12 @@ class ClusterConfig:
     engine: Dict[str, Any] = field(default_factory=dict)
     # environment variables for every rank and server
     env: Dict[str, str] = field(default_factory=dict)
+    # node-local folder that holds each node's Ray session (RAY_TMPDIR) when an engine spans nodes; the session is
+    # removed when the node's rank ends
+    ray_tmpdir: str = "/tmp"
+    # extra `ray start` arguments on every node of an engine across nodes, e.g. ["--object-store-memory=2000000000"]
+    # (bytes)
+    ray_start_args: List[str] = field(default_factory=list)
 
 
 @dataclass

@@ -20,6 +20,17 @@ _SOURCES = (
 )
 
 
+# the address this node's processes are reached at by the job's other nodes (launcher=local gives each of its
+# "nodes", processes of one machine, a loopback address of its own); unset: the host name's
+NODE_IP_VAR = "RUNNER_NODE_IP"
+
+
+def node_ip(env: Optional[Mapping[str, str]] = None) -> str:
+    """This node's address for the job's other nodes (a Ray cluster's head and its workers)."""
+    env = os.environ if env is None else env
+    return env.get(NODE_IP_VAR) or socket.gethostbyname(socket.gethostname())
+
+
 @dataclass(frozen=True)
 class Placement:
     rank: int
