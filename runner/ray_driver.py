@@ -8,10 +8,11 @@ worker_process_setup_hook). GPU and XPU platforms name "GPU" themselves and are 
 """
 
 import logging
+import os
 import time
 
 from runner.errors import JobFailedError
-from runner.ray_node import RayNode
+from runner.ray_node import RayNode, auth_env
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,12 @@ def cpu_platform_on_ray() -> None:
     CpuPlatform.ray_device_key = "GPU"
 
 
-def connect(address: str, nodes: int, on_cpu: bool, node: RayNode, timeout_s: float) -> None:
-    """ray.init on the cluster at `address`; returns once `nodes` nodes are alive in it."""
+def connect(address: str, token: str, nodes: int, on_cpu: bool, node: RayNode, timeout_s: float) -> None:
+    """ray.init on the cluster at `address` (with its token); returns once `nodes` nodes are alive in it."""
+    os.environ.update(auth_env(token))
+    # before Ray or vLLM reads them; no Ray call may start a cluster of its own here (a late one, after the
+    # engine's, would: Ray starts a local cluster on any call while none is connected)
+    os.environ.update({"VLLM_HOST_IP": node.ip, "RAY_TMPDIR": str(node.temp_dir), "RAY_ENABLE_AUTO_CONNECT": "0"})
     import ray
 
     runtime_env = {}
@@ -45,7 +50,12 @@ def connect(address: str, nodes: int, on_cpu: bool, node: RayNode, timeout_s: fl
 
 
 def disconnect() -> None:
+    """Leave the cluster, once the engine's workers are shut down (the collected engine stops them; left to the
+    interpreter's exit, it would ask Ray after this)."""
+    import gc
+
     import ray
 
+    gc.collect()
     if ray.is_initialized():
         ray.shutdown()

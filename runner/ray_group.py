@@ -14,6 +14,8 @@ lines answered so far stay in the ledger and the rest are left for the rerun, as
 
 import hashlib
 import logging
+import os
+import secrets
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -71,20 +73,30 @@ def _head(cfg: DictConfig, node: RayNode, address_file: Path, nodes: int,
           answer: Callable[[], WorkerStats]) -> WorkerStats:
     timeout = cfg.mode.ray_start_timeout_s
     address_file.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(32)
     try:
-        address = node.start_head(timeout)
-        atomic.write_text(address_file, address)
-        ray_driver.connect(address, nodes, accelerator_of(cfg.cluster) == Accelerator.cpu, node, timeout)
+        address = node.start_head(timeout, token)
+        _publish(address_file, f"{address} {token}")
+        ray_driver.connect(address, token, nodes, accelerator_of(cfg.cluster) == Accelerator.cpu, node, timeout)
         return answer()
     finally:
         ray_driver.disconnect()
-        atomic.write_text(address_file, "")  # the engine has ended: a node that has not joined yet stops waiting
+        _publish(address_file, "")  # the engine has ended: a node that has not joined yet stops waiting
+
+
+def _publish(address_file: Path, text: str) -> None:
+    """The address and token, readable by this user only (the token lets whoever holds it run code on the
+    cluster)."""
+    with atomic.replacing(address_file) as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
 
 
 def _hold(cfg: DictConfig, node: RayNode, address_file: Path, group: int, output: Path) -> None:
-    address = _await_address(address_file, cfg.mode.ray_start_timeout_s)
-    if address:
-        node.join(address)
+    published = _await_address(address_file, cfg.mode.ray_start_timeout_s)
+    if published:
+        address, token = published.split()
+        node.join(address, token)
         ip, port = address.rsplit(":", 1)
         while listening(ip, int(port)):
             node.check_alive()
@@ -96,7 +108,7 @@ def _hold(cfg: DictConfig, node: RayNode, address_file: Path, group: int, output
 
 
 def _await_address(address_file: Path, timeout_s: float) -> Optional[str]:
-    """The head's address once it is published; None when the head ended before this node joined."""
+    """The head's "address token" once it is published; None when the head ended before this node joined."""
     deadline, pause = time.monotonic() + timeout_s, 0.1
     while True:
         try:

@@ -55,18 +55,19 @@ class RayNode:
                 "--max-worker-port", "0", "--dashboard-agent-listen-port", str(free_port(0, self.ip)), *role,
                 *self.extra]
 
-    def env(self) -> Dict[str, str]:
+    def env(self, token: str) -> Dict[str, str]:
         """The node's environment: the rank's (its devices, cluster.env), this node's address for vLLM's workers,
-        and the runner's folder on the workers' import path."""
+        the runner's folder on the workers' import path, and the cluster's own token: only processes that hold
+        it may talk to the cluster (an open Ray cluster runs any code a neighbour on the network sends)."""
         path = os.pathsep.join(p for p in (_RUNNER_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-        return {**os.environ, "VLLM_HOST_IP": self.ip, "RAY_TMPDIR": str(self.temp_dir), "PYTHONPATH": path,
-                "RAY_USAGE_STATS_ENABLED": "0"}
+        return {**os.environ, **auth_env(token), "VLLM_HOST_IP": self.ip, "RAY_TMPDIR": str(self.temp_dir),
+                "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0"}
 
-    def start_head(self, timeout_s: float) -> str:
+    def start_head(self, timeout_s: float, token: str) -> str:
         """Start the cluster's head here on a free port; its address (ip:port) once its GCS listens."""
         port = free_port(0, self.ip)
         self._spawn(["--head", "--port", str(port), "--include-dashboard", "false", "--dashboard-port",
-                     str(free_port(0, self.ip)), "--ray-client-server-port", str(free_port(0, self.ip))])
+                     str(free_port(0, self.ip)), "--ray-client-server-port", str(free_port(0, self.ip))], token)
         deadline = time.monotonic() + timeout_s
         while not listening(self.ip, port, 1.0):
             self.check_alive()
@@ -76,17 +77,17 @@ class RayNode:
             time.sleep(_POLL_S)
         return f"{self.ip}:{port}"
 
-    def join(self, address: str) -> None:
+    def join(self, address: str, token: str) -> None:
         """Start a node that joins the cluster at `address` (ip:port of its head)."""
-        self._spawn(["--address", address])
+        self._spawn(["--address", address], token)
 
-    def _spawn(self, role: List[str]) -> None:
+    def _spawn(self, role: List[str], token: str) -> None:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "runner.server_guard", str(os.getpid()), *self._argv(role)]
         with open(self.log_path, "ab") as out:
             # (the guard arms its own parent-death signal: started from the main thread, which lasts)
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env(),
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env(token),
                                          start_new_session=True)
         log.info("Ray node on %s (%s), session in %s, log %s", self.ip, " ".join(role[:1]), self.temp_dir,
                  self.log_path)
@@ -113,6 +114,11 @@ class RayNode:
             self.proc.wait()
             log.info("Ray node on %s stopped", self.ip)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def auth_env(token: str) -> Dict[str, str]:
+    """Ray's token authentication with this cluster's token (not ~/.ray/auth_token, which every run would share)."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
 
 
 def _tail(path: Path, lines: int = 3) -> str:
