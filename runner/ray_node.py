@@ -84,7 +84,9 @@ class RayNode:
     def _spawn(self, role: List[str], token: str) -> None:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "runner.server_guard", str(os.getpid()), *self._argv(role)]
+        # the guard removes the session folder too when this rank dies before it could (a SIGKILL)
+        argv = [sys.executable, "-m", "runner.server_guard", str(os.getpid()), "--remove", str(self.temp_dir),
+                *self._argv(role)]
         with open(self.log_path, "ab") as out:
             # (the guard arms its own parent-death signal: started from the main thread, which lasts)
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env(token),

@@ -1,4 +1,5 @@
-"""python -m runner.server_guard PARENT_PID ARGV...: run `vllm serve` (ARGV) so that nothing of it outlives its host.
+"""python -m runner.server_guard PARENT_PID [--remove DIR] ARGV...: run `vllm serve` (ARGV) so that nothing of it
+outlives its host (also a Ray node, runner/ray_node.py: its node-local session folder DIR is removed with it).
 
 The host starts the guard as the leader of a new session, which the server and its engine core join. Whatever
 dies, the rest of that session goes too (runner.procs.kill_session):
@@ -12,6 +13,7 @@ SIGINT, the clean stop that the host sends to the session's process group, is le
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +23,8 @@ from runner import procs
 
 
 _ending = False
+# a folder of the session's processes, removed once they are gone (--remove)
+_remove = None
 
 
 def _end(code: int) -> None:
@@ -32,11 +36,16 @@ def _end(code: int) -> None:
         return
     _ending = True
     procs.kill_session(os.getsid(0))
+    if _remove:
+        shutil.rmtree(_remove, ignore_errors=True)
     os._exit(code)
 
 
 def main(argv: List[str]) -> int:
+    global _remove
     parent, command = int(argv[0]), argv[1:]
+    if command[:1] == ["--remove"]:
+        _remove, command = command[1], command[2:]
     procs.become_subreaper()
     signal.signal(signal.SIGTERM, lambda *_: _end(143))
     signal.signal(signal.SIGINT, lambda *_: None)  # caught, not ignored: the server's own SIGINT stays default
