@@ -2,7 +2,9 @@
 127.0.0.3), their ranks start a real two-raylet Ray cluster, and a pipeline_parallel_size=2 SmolLM2 engine runs
 over it (a stage on each node). The head rank is SIGKILLed mid-run, then the run is rerun to its end."""
 
+import json
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -93,10 +95,17 @@ def test_a_pp2_engine_over_two_ray_nodes_survives_a_killed_head_and_the_rerun_an
         # (the head's guard session and the other node's: a pipeline stage's worker on each node)
         _wait_gone(tag, ray_tmp, shm_at_start)
         proc = run_runner(_args(inputs, run, ray_tmp), env=tagged_env(tag))
+        _check_rerun(proc, run, len(first), tag, ray_tmp, shm_at_start)
     finally:
         watcher.stop()
-        os.rmdir(ray_tmp) if not os.listdir(ray_tmp) else None
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _check_rerun(proc, run: Path, before: int, tag: str, ray_tmp: str, shm_at_start: set) -> None:
+    """The rerun answered the rest, and only the rest: every line once, in order; nothing left running."""
     assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads((run / "stats" / "rank0.json").read_text())
+    assert (stats["resumed"], stats["answered"]) == (before, len(LINES) - before)
     records = read_jsonl(run / "out" / "0.out")
     assert [(r["line"], r["prompt"], r["status"]) for r in records] == [
         (n, text, "SUCCESS") for n, text in enumerate(LINES, start=1)]
