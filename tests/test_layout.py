@@ -97,8 +97,8 @@ def test_cpu_slots_hold_a_tp2_engine_on_the_multiprocessing_executor_and_tp1_kee
      r".*1, 2, 3, 4, 6, 12.*cluster\.engines=\[5,5,2\].*cluster\.engines=\[5,5\] \(2 tiles idle\)$"),
     (["model=llama3_70b"], r"does not divide the 12 tiles.*cluster\.engines=\[8,4\]"),
     (["+engine.tensor_parallel_size=8", "+engine.pipeline_parallel_size=2"],
-     r"^tensor_parallel_size=8 x pipeline_parallel_size=2 = 16 needs more than the 12 tiles of one cluster=aurora "
-     r"node: engines across nodes \(on Ray\) are not built yet"),
+     r"^tensor_parallel_size=8 x pipeline_parallel_size=2 = 16 is more than the 12 tiles of one cluster=aurora "
+     r"node but not a whole number of nodes"),
     (["cluster.engines=[8,8]"], r"cluster\.engines=\[8,8\] needs 16 tiles, more than the 12"),
     (["cluster.engines=[8,3]", "+engine.pipeline_parallel_size=2"], r"make each entry a multiple of 2"),
     (["cluster.engines=[4,0]"], r"at least one device"),
