@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # seconds between a joined node's checks that its head's cluster still listens
 WATCH_S = 2.0
+_MISSES = 3
 _POLL_MAX_S = 2.0
 
 
@@ -98,7 +99,9 @@ def _hold(cfg: DictConfig, node: RayNode, address_file: Path, group: int, output
         address, token = published.split()
         node.join(address, token)
         ip, port = address.rsplit(":", 1)
-        while listening(ip, int(port)):
+        misses = 0
+        while misses < _MISSES:  # a connection refused (or timed out) this many times in a row: the head is gone
+            misses = 0 if listening(ip, int(port)) else misses + 1
             node.check_alive()
             time.sleep(WATCH_S)
         log.info("the Ray cluster of engine %d at %s has ended", group, address)
