@@ -81,6 +81,7 @@ def _head(cfg: DictConfig, node: RayNode, address_file: Path, nodes: int,
         ray_driver.connect(address, token, nodes, accelerator_of(cfg.cluster) == Accelerator.cpu, node, timeout)
         return answer()
     finally:
+        node.note_shared()  # before the engine's shutdown stops its workers here
         ray_driver.disconnect()
         _publish(address_file, "")  # the engine has ended: a node that has not joined yet stops waiting
 
@@ -103,6 +104,7 @@ def _hold(cfg: DictConfig, node: RayNode, address_file: Path, group: int, output
         while misses < _MISSES:  # a connection refused (or timed out) this many times in a row: the head is gone
             misses = 0 if listening(ip, int(port)) else misses + 1
             node.check_alive()
+            node.note_shared()
             time.sleep(WATCH_S)
         log.info("the Ray cluster of engine %d at %s has ended", group, address)
     if not output.exists():

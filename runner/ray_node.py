@@ -46,6 +46,8 @@ class RayNode:
         # every device of the node is a Ray "GPU" (vLLM asks Ray for one per worker; on CPU, one per slot)
         self.devices, self.extra = devices, list(extra)
         self.proc: Optional[subprocess.Popen] = None
+        # inodes of the /dev/shm files the node's processes were seen to map (note_shared)
+        self.shared: set = set()
 
     def _argv(self, role: List[str]) -> List[str]:
         # every port the OS's pick (worker ports 0/0: each worker binds one the OS gives), so that two nodes on
@@ -102,6 +104,12 @@ class RayNode:
             raise JobFailedError(f"the Ray node on {self.ip} exited (status {self.proc.returncode}): "
                                  f"{_tail(self.log_path)}; its log: {self.log_path}")
 
+    def note_shared(self) -> None:
+        """Remember the /dev/shm files the node's processes map now: vLLM's Ray workers, stopped by the engine's
+        shutdown or killed with the node, do not unlink theirs (vLLM-CPU's stage buffers), so stop() does."""
+        if self.alive():
+            self.shared |= procs.shared_memory_of(procs.session_members(self.proc.pid))
+
     def stop(self) -> None:
         """Kill the node's session whole (SIGTERM to the guard: it kills the rest), then remove its session
         folder."""
@@ -114,6 +122,7 @@ class RayNode:
                     pass
             procs.kill_session(self.proc.pid)  # what a killed or stuck guard left behind
             self.proc.wait()
+            procs.unlink_shared_memory(self.shared)
             log.info("Ray node on %s stopped", self.ip)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
