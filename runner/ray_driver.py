@@ -46,7 +46,8 @@ def connect(address: str, token: str, nodes: int, on_cpu: bool, node: RayNode, t
         node.check_alive()
         if time.monotonic() > deadline:
             raise JobFailedError(f"{alive} of the engine's {nodes} nodes joined its Ray cluster at {address} within "
-                                 f"{timeout_s:.0f} s (mode.ray_start_timeout_s): see the other nodes' logs/ray<rank>.log")
+                                 f"{timeout_s:.0f} s (mode.ray_start_timeout_s): see the other nodes' "
+                                 "logs/ray<rank>.log")
         time.sleep(0.5)
     log.info("Ray cluster at %s: %d nodes, %s", address, nodes, ray.cluster_resources())
     threading.Thread(target=_watch_nodes, args=(nodes,), daemon=True, name="ray-nodes").start()

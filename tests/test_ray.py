@@ -26,8 +26,8 @@ def _args(inputs: Path, run: Path, ray_tmp: str) -> list:
     # torch.compile backend keeps it short); 4 requests in flight: the answers come in waves, so a kill lands
     # mid-run
     return [f"mode.input_dir={inputs}", f"hydra.run.dir={run}", "nodes=2", "cluster.ranks_per_node=1",
-            "+engine.pipeline_parallel_size=2", "+engine.enforce_eager=false", "+engine.compilation_config={backend: eager}",
-            f"cluster.ray_tmpdir={ray_tmp}", "mode.max_in_flight=4", "sampling.max_tokens=16"]
+            "+engine.pipeline_parallel_size=2", "+engine.enforce_eager=false",
+            "+engine.compilation_config={backend: eager}", f"cluster.ray_tmpdir={ray_tmp}", "mode.max_in_flight=4", "sampling.max_tokens=16"]
 
 
 def _proc_info(pid: int):
