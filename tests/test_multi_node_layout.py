@@ -76,7 +76,7 @@ def _dry_run(tmp_path: Path, launcher: list, script: str, golden: str, ranks: in
     against the golden file (UPDATE_GOLDEN=1 rewrites it)."""
     inputs = write_inputs(tmp_path / "in", {f"{r}.in": [f"Question {r}?"] for r in range(ranks)})
     run = tmp_path / "run"
-    proc = run_runner(["cluster=aurora", "nodes=4", *launcher, "dry_run=true", f"mode.input_dir={inputs}",
+    proc = run_runner(["cluster=aurora", "nodes=4", *launcher, "dry_run=true", f"input.path={inputs}",
                        f"hydra.run.dir={run}", *overrides])
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (run / script).read_text()
