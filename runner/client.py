@@ -1,10 +1,12 @@
-"""The async OpenAI-API client of one host: answers every line of an input file with bounded concurrency.
+"""The async OpenAI-API client of one host: answers every line of an input file with bounded concurrency, over
+the host's servers (runner/server_pool.py: each request to the serving one with the fewest outstanding).
 
-A Supervisor watches the server: after `health_failures` failed checks in a row, or when its process is gone,
-it restarts it; requests that failed because the server went away wait for the restart and are sent again
-without using up their retries. Once it has given up (`max_restarts`), no line gets a record: they are left for a
-rerun. A 4xx answer (the request's fault, e.g. a prompt longer than the model's context) is recorded as ERROR at
-once with the server's reason; other failures (5xx, timeouts) are retried with exponential backoff, then recorded.
+A Supervisor watches each server: after `health_failures` failed checks in a row, or when its process is gone,
+it restarts it; requests that failed because their server went away are sent again, to another server or to
+this one once it is back, without using up their retries. Once every server of the host has given up
+(`max_restarts`), no line gets a record: they are left for a rerun. A 4xx answer (the request's fault, e.g. a
+prompt longer than the model's context) is recorded as ERROR at once with the server's reason; other failures
+(5xx, timeouts) are retried with exponential backoff, then recorded.
 """
 
 import asyncio
@@ -14,7 +16,7 @@ import resource
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 import aiohttp
 from omegaconf import DictConfig
@@ -25,6 +27,9 @@ from runner.records import LINE, Record
 from runner.server import PORT_TRIES, VllmServer
 from runner.tally import Tally
 from runner.walltime import near_end
+
+if TYPE_CHECKING:
+    from runner.server_pool import ServerPool
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +60,18 @@ class Supervisor:
         self.ready.set()
         self.restarts = 0
         self.failed: Optional[str] = None
+        # called when the server comes back or gives up (the host's ServerPool sets it)
+        self.on_change: Callable[[], None] = lambda: None
+
+    @property
+    def serving(self) -> bool:
+        """Takes requests now: not restarting, not given up, its process alive (a killed server's requests go
+        to the host's other servers at once, before the next health check restarts it)."""
+        return self.ready.is_set() and not self.failed and self.server.alive()
 
     async def watch(self) -> None:
         failures = 0
-        while True:
+        while not self.failed:
             await asyncio.sleep(self.mode.health_interval_s)
             healthy = self.server.alive() and await asyncio.to_thread(self.server.healthy)
             failures = 0 if healthy else failures + 1
@@ -68,10 +81,17 @@ class Supervisor:
 
     async def restart(self, why: str) -> None:
         self.ready.clear()
+        try:
+            await self._restart(why)
+        finally:
+            self.ready.set()
+            self.on_change()
+
+    async def _restart(self, why: str) -> None:
         if self.restarts >= self.mode.max_restarts:
             self.failed = f"server down ({why}) after {self.restarts} restart(s)"
-            log.error("%s; giving up on this host", self.failed)
-            self.ready.set()
+            log.error("%s (%s); giving up on it", self.failed, self.server.url)
+            await asyncio.to_thread(self.server.stop, 0)  # a hung server holds its devices no longer
             return
         self.restarts += 1
         log.warning("restarting vllm serve (%s), restart %d of %d", why, self.restarts, self.mode.max_restarts)
@@ -83,15 +103,15 @@ class Supervisor:
                     break
             else:
                 self.failed = f"server restart failed: {PORT_TRIES} free ports were taken before it bound one"
-        except Exception as e:  # noqa: BLE001 - any start failure ends this host's work
+        except Exception as e:  # noqa: BLE001 - any start failure ends this server's work
             self.failed = f"server restart failed: {e}"
-        self.ready.set()
 
     def foreign(self, status: int) -> None:
         """An answer that this run's server cannot give (it knows the key and the model): the port is not ours."""
         self.failed = (f"port {self.server.port} answered HTTP {status}, not as this run's server (another "
                        "process holds the port)")
-        log.error("%s; stopping this host", self.failed)
+        log.error("%s; sending no more requests there", self.failed)
+        self.on_change()
 
     async def server_went_away(self) -> bool:
         """After a connection error: True when the server is down (the request should wait and be resent)."""
@@ -156,19 +176,20 @@ def _error(base: Dict, prompt: Optional[str], error: str, input: Optional[str] =
 
 
 class FileClient:
-    def __init__(self, supervisor: Supervisor, mode: DictConfig, model: str, sampling: Dict,
+    def __init__(self, pool: "ServerPool", mode: DictConfig, model: str, sampling: Dict,
                  too_long: Optional[Dict[str, Dict[int, str]]] = None):
-        """too_long: {file name: {line: reason}} of the lines the launch found too long (not sent: ERROR)."""
+        """pool: the host's servers; too_long: {file name: {line: reason}} of the lines the launch found too long
+        (not sent: ERROR)."""
         self.too_long = too_long or {}
-        self.supervisor = supervisor
+        self.pool = pool
         self.mode = mode
         self.model = model
         self.sampling = sampling
-        self._slots: Optional[asyncio.Semaphore] = None  # set by connected()
         self._session: Optional[aiohttp.ClientSession] = None
 
     async def answer(self, file_name: str, entry: Entry) -> Optional[Dict]:
-        """The entry's record; None when this host's server is down for good (the entry is left for a rerun)."""
+        """The entry's record; None when every server of this host is down for good (the entry is left for a
+        rerun)."""
         base = {"file": file_name, LINE: entry.number, **entry.request.ids}
         if entry.error:
             return _error(base, None, entry.error, entry.raw)
@@ -182,23 +203,26 @@ class FileClient:
     async def _send(self, base: Dict, prompt: str, endpoint: str, body: Dict) -> Optional[Dict]:
         attempt, last_error = 0, ""
         while attempt <= self.mode.retries:
-            await self.supervisor.ready.wait()
-            if self.supervisor.failed:
+            supervisor = await self.pool.pick()  # the serving server with the fewest requests outstanding
+            if supervisor is None:
                 return None  # not the line's fault: no ERROR record, so a rerun answers it
+            server = supervisor.server
             try:
-                async with self._session.post(self.supervisor.server.url + endpoint, json=body) as response:
-                    if response.status == 200:
-                        return _success(base, prompt, await response.json(content_type=None))
-                    if response.status in FOREIGN_STATUS:
-                        self.supervisor.foreign(response.status)
-                        return None  # not the line's fault: no ERROR record, so a rerun answers it
-                    last_error = f"HTTP {response.status}: {_server_message(await response.text())}"
-                    if _request_at_fault(response.status):
-                        return _error(base, prompt, last_error)  # the same request would be refused again
+                with self.pool.sending(supervisor):
+                    async with self._session.post(server.url + endpoint, json=body,
+                                                  headers=server.auth) as response:
+                        if response.status == 200:
+                            return _success(base, prompt, await response.json(content_type=None))
+                        if response.status in FOREIGN_STATUS:
+                            supervisor.foreign(response.status)
+                            continue  # not the line's fault: sent to another server, or left for a rerun
+                        last_error = f"HTTP {response.status}: {_server_message(await response.text())}"
+                        if _request_at_fault(response.status):
+                            return _error(base, prompt, last_error)  # the same request would be refused again
             except aiohttp.ClientConnectionError as e:
-                if await self.supervisor.server_went_away():
+                if await supervisor.server_went_away():
                     await asyncio.sleep(0.5)
-                    continue  # resent once the server is back; not counted as a retry
+                    continue  # resent to a serving server (this one once it is back); not a retry
                 last_error = f"{type(e).__name__}: {e}"
             except (asyncio.TimeoutError, aiohttp.ClientError, ValueError) as e:
                 last_error = f"{type(e).__name__}: {e}"
@@ -209,12 +233,11 @@ class FileClient:
 
     @asynccontextmanager
     async def connected(self):
-        """One HTTP session for the host's files, with at most mode.concurrency requests in flight in all."""
+        """One HTTP session for the host's files and servers, with at most mode.concurrency requests in flight
+        per server (each request carries its server's key)."""
         timeout = aiohttp.ClientTimeout(total=self.mode.request_timeout_s)
-        connector = aiohttp.TCPConnector(limit=self.mode.concurrency)
-        self._slots = asyncio.Semaphore(self.mode.concurrency)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector,
-                                         headers=self.supervisor.server.auth) as session:
+        connector = aiohttp.TCPConnector(limit=self.pool.capacity)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             self._session = session
             yield self
 
@@ -234,7 +257,7 @@ class FileClient:
                     if near_end(self.mode.walltime_margin_s):
                         result.stopped_for_walltime = True
                         return
-                    async with self._slots:
+                    async with self.pool.slots:
                         record = await self.answer(file_name, line)
                     if record is None:
                         return
@@ -245,7 +268,7 @@ class FileClient:
 
         reporter = asyncio.create_task(self._report_progress(file_name, result, len(todo), started))
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.mode.concurrency, len(todo)) or 1)))
+            await asyncio.gather(*(worker() for _ in range(min(self.pool.capacity, len(todo)) or 1)))
         finally:
             reporter.cancel()
             result.seconds = time.monotonic() - started

@@ -109,9 +109,9 @@ class ServerPerNodeConfig(ModeConfig):
 
     _target_: str = "runner.server_per_node.ServerPerNode"
     name: str = "server_per_node"
-    # requests in flight per host: at least vLLM's max_num_seqs (1024 on an 80 GB GPU), or its batch runs
-    # underfull; more only wait in the server's queue (H100, Llama-3.1-8B shape: 1.12x raw vLLM offline at 1024,
-    # benchmarks/results)
+    # requests in flight per server (a host runs one per engine of its layout: concurrency x engines in all): at
+    # least vLLM's max_num_seqs (1024 on an 80 GB GPU), or its batch runs underfull; more only wait in the
+    # server's queue (H100, Llama-3.1-8B shape: 1.12x raw vLLM offline at 1024, benchmarks/results)
     concurrency: int = 1024
     # attempts after the first failed one, per request
     retries: int = 3
@@ -119,8 +119,9 @@ class ServerPerNodeConfig(ModeConfig):
     retry_backoff_s: float = 1.0
     # seconds one request may take
     request_timeout_s: float = 900.0
-    # first port a host's server tries (local host slot i: port + i), then the next free one up; 0: any free
-    # port the OS picks. A port is used only once it binds, and only a server that knows this run's key counts
+    # first port a host's first server tries (its server j: port + j; under launcher=local, host i's:
+    # port + i x servers + j), then the next free one up; 0: any free port the OS picks. A port is used only
+    # once it binds, and only a server that knows this run's key counts
     port: int = 8000
     # seconds the server may take to answer /health after start
     start_timeout_s: float = 900.0

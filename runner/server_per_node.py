@@ -1,8 +1,10 @@
-"""mode=server_per_node, one host: start `vllm serve`, answer input files from the shared queue, stop the server.
+"""mode=server_per_node, one host: start its `vllm serve` processes (one per engine of the node's layout,
+runner/host_servers.py), answer input files from the shared queue over all of them, stop them.
 
 Answers are appended to out/<file>.log.jsonl as each arrives (the resume ledger); out/<file>.jsonl appears,
 complete and in line order, when every line of the file has a record. Server logs live in node-local scratch
-and are copied to logs/host<rank>/ at the end, also when the host fails.
+and are copied to logs/host<rank>/ at the end (server<i>/ each when the host runs several), also when the host
+fails.
 """
 
 import asyncio
@@ -15,16 +17,16 @@ from typing import List
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, preflight, rerun
+from runner import host_servers, layout, preflight, rerun
 from runner.client import FileClient, FileResult, Supervisor, raise_open_file_limit
 from runner.errors import ConfigError, JobFailedError
 from runner.job import typed_mode
 from runner.run_dir import Item, RunDir
 from runner.mode import Mode
-from runner.options import launcher_of
 from runner.record_log import as_jsonl
 from runner.schema import OnTooLong
 from runner.server import VllmServer
+from runner.server_pool import ServerPool
 from runner.stats import WorkerStats
 from runner.topology import Placement
 from runner.walltime import near_end
@@ -55,24 +57,16 @@ def _clear_earlier_scratch(cfg: DictConfig, run: RunDir, rank: int, mine: Path) 
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _server(cfg: DictConfig, placement: Placement, model_path: str, scratch: Path) -> VllmServer:
-    port = cfg.mode.port
-    if port and launcher_of(cfg).hosts_share_one_machine:  # each starts looking at a port of its own
-        port += placement.rank
-    env = {k: str(v) for k, v in cfg.cluster.env.items()}
-    return VllmServer(model_path, cfg.model.name, port, engine.engine_args(cfg), list(cfg.mode.serve_args),
-                      scratch / "vllm-serve.log", env)
-
-
-async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server: VllmServer, stats: WorkerStats,
-                       host: FileResult) -> None:
+async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, servers: List[VllmServer],
+                       stats: WorkerStats, host: FileResult) -> None:
     """Answer `first`, then each file the queue hands this host. The next file is started as soon as the current
-    one has no line left to send, so the server's batch stays full across file ends."""
-    raise_open_file_limit(cfg.mode.concurrency)
-    supervisor = Supervisor(server, cfg.mode)
+    one has no line left to send, so the servers' batches stay full across file ends."""
+    raise_open_file_limit(cfg.mode.concurrency * len(servers))
+    supervisors = [Supervisor(server, cfg.mode) for server in servers]
+    pool = ServerPool(supervisors, cfg.mode.concurrency)
     too_long = preflight.read_all(run.too_long_file) if cfg.mode.on_too_long == OnTooLong.record else {}
-    client = FileClient(supervisor, cfg.mode, cfg.model.name, OmegaConf.to_container(cfg.sampling), too_long)
-    watcher = asyncio.create_task(supervisor.watch())
+    client = FileClient(pool, cfg.mode, cfg.model.name, OmegaConf.to_container(cfg.sampling), too_long)
+    watchers = [asyncio.create_task(supervisor.watch()) for supervisor in supervisors]
     files, started, running = queue.take(), time.monotonic(), []
     try:
         async with client.connected():
@@ -84,17 +78,31 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, server:
                                                         host))
                 running.append(task)
                 await _first_of(task, handed_out)
-                if supervisor.failed or result.stopped_for_walltime or near_end(cfg.mode.walltime_margin_s):
+                if pool.failed or result.stopped_for_walltime or near_end(cfg.mode.walltime_margin_s):
                     break
                 input_file = await asyncio.to_thread(next, files, None)  # may wait for other hosts' files
             await asyncio.gather(*running)
     finally:
-        watcher.cancel()
+        await _end_watchers(watchers, supervisors, cfg.mode.stop_grace_s)
         queue.stop_waiting()  # a cancelled host does not sit out the queue's poll interval in its thread
         host.seconds = time.monotonic() - started
-    stats.restarts = supervisor.restarts
-    if supervisor.failed:
-        raise JobFailedError(f"host {run.root}: {supervisor.failed}; rerun the same command to resume")
+        stats.restarts, stats.requests = sum(s.restarts for s in supervisors), list(pool.sent)
+    if pool.failed:
+        raise JobFailedError(f"host {run.root}: {pool.failed}; rerun the same command to resume")
+    for i, supervisor in enumerate(supervisors):
+        if supervisor.failed:  # the others answered its lines
+            log.error("server %d of this host gave up (%s); the host's other servers answered its share", i,
+                      supervisor.failed)
+
+
+async def _end_watchers(watchers: List[asyncio.Task], supervisors: List[Supervisor], grace_s: float) -> None:
+    """Stop watching; a server still restarting is stopped now, so that its start (in a thread) ends too and the
+    host does not wait out its start timeout once its files are done."""
+    for watcher in watchers:
+        watcher.cancel()
+    restarting = [s.server for s in supervisors if not s.ready.is_set()]
+    if restarting:
+        await asyncio.to_thread(host_servers.stop_all, restarting, grace_s)
 
 
 async def _first_of(task: asyncio.Task, event: asyncio.Event) -> None:
@@ -153,13 +161,13 @@ def _run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: st
         return stats
     scratch = _scratch(cfg, run, placement.rank)
     _clear_earlier_scratch(cfg, run, placement.rank, scratch)
-    server = _server(cfg, placement, model_path, scratch)
+    servers = host_servers.host_servers(cfg, placement, model_path, scratch)
     stats.concurrency, host = cfg.mode.concurrency, FileResult()
     try:
-        stats.engine_start_s = round(server.start(cfg.mode.start_timeout_s), 3)
-        asyncio.run(_serve_files(cfg, run, queue, first, server, stats, host))
+        stats.engine_start_s = round(host_servers.start_all(servers, cfg.mode.start_timeout_s), 3)
+        asyncio.run(_serve_files(cfg, run, queue, first, servers, stats, host))
     finally:
-        server.stop(cfg.mode.stop_grace_s)
+        host_servers.stop_all(servers, cfg.mode.stop_grace_s)
         shutil.copytree(scratch, run.host_logs(placement.rank), dirs_exist_ok=True)
         shutil.rmtree(scratch, ignore_errors=True)
         stats.count(host.tally)
@@ -172,8 +180,8 @@ def _run_host(cfg: DictConfig, run: RunDir, placement: Placement, model_path: st
 
 
 class ServerPerNode(Mode):
-    """mode=server_per_node: one host process per node, serving its GPUs with one `vllm serve`, taking input
-    files from a queue all hosts share."""
+    """mode=server_per_node: one host process per node, serving its GPUs with one `vllm serve` per engine of the
+    node's layout, taking input files from a queue all hosts share."""
 
     def procs_per_node(self) -> int:
         return 1
@@ -190,10 +198,18 @@ class ServerPerNode(Mode):
 
     def check(self, files: List[Path]) -> None:
         mode = typed_mode(self.cfg.mode)
+        self._check_layout()
         own = sorted({arg.split("=")[0] for arg in mode.serve_args} & _SERVER_OWN_FLAGS)
         if own:
             raise ConfigError(f"mode.serve_args sets {own}, which the runner sets for its own client (port and key "
                               "per run): leave them out (engine arguments go in model.engine or +engine.*)")
+
+    def _check_layout(self) -> None:
+        """Print the servers of each host at launch, as per_tile prints its ranks."""
+        laid_out = host_servers.host_layout(self.cfg)
+        layout.check_ranks_per_node(self.cfg, laid_out)
+        layout.check_heads(self.cfg, laid_out)
+        log.info("%s (one vllm serve each)", layout.describe(self.cfg, laid_out))
 
     def run(self, run: RunDir, placement: Placement, model_path: str, stats: WorkerStats) -> WorkerStats:
         return run_host(self.cfg, run, placement, model_path, stats)

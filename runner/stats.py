@@ -38,10 +38,12 @@ class WorkerStats:
     local_rank: Optional[int] = None
     device: Optional[Dict[str, str]] = None
     record_s: Optional[float] = None
-    # server_per_node: requests in flight, the files it answered, server restarts, stopped near the walltime
+    # server_per_node: requests in flight per server, the files it answered, server restarts (of all its
+    # servers), requests sent to each of its servers (a resent request counts again), stopped near the walltime
     concurrency: Optional[int] = None
     files: Optional[List[str]] = None
     restarts: Optional[int] = None
+    requests: Optional[List[int]] = None
     stopped_for_walltime: Optional[bool] = None
     # the job attempt that wrote it and when (epoch s), set by `write`
     attempt: str = ""

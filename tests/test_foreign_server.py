@@ -12,6 +12,7 @@ from runner.readers import Entry, Request
 from runner.record_log import RecordLog
 from runner.schema import ServerPerNodeConfig
 from runner.server import VllmServer, free_port
+from runner.server_pool import ServerPool
 
 
 def _server_on(port, tmp_path):
@@ -44,10 +45,10 @@ def test_a_foreign_answer_mid_run_stops_the_host_naming_the_port_and_records_not
     server = _server_on(port, tmp_path)
     server.alive = lambda: True  # the host's own process still runs; someone else answers on its port
     supervisor = Supervisor(server, mode)
-    client = FileClient(supervisor, mode, "smollm2_135m", {"max_tokens": 4})
     ledger = RecordLog(tmp_path / "a.log.jsonl")
 
     async def answer():
+        client = FileClient(ServerPool([supervisor], 2), mode, "smollm2_135m", {"max_tokens": 4})
         async with client.connected():
             await client.answer_file("a.txt", [Entry(n, f"line {n}", Request(f"line {n}")) for n in range(1, 6)], 0, ledger, FileResult(),
                                      asyncio.Event())
