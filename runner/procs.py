@@ -132,12 +132,13 @@ def unlink_shared_memory(inodes: set, folder: Path = Path("/dev/shm")) -> None:
             Path(entry.path).unlink(missing_ok=True)
 
 
-def kill_session(sid: int, tracker_grace_s: float = 5.0) -> None:
+def kill_session(sid: int, tracker_grace_s: float = 5.0, known_shared: frozenset = frozenset()) -> None:
     """SIGKILL every process of session `sid`; multiprocessing's resource trackers last, after they had
     `tracker_grace_s` to unlink the shared memory of the processes they served. What a tracker could not unlink
-    (it was killed too, or never learnt of it) is unlinked here, once no process of the session is left."""
+    (it was killed too, or never learnt of it) is unlinked here, once no process of the session is left; also
+    `known_shared`, the inodes the session mapped earlier (when it was killed whole, nothing maps them now)."""
     members = session_members(sid)
-    shared = shared_memory_of(members)
+    shared = shared_memory_of(members) | set(known_shared)
     _kill([p for p in members if not _is_tracker(p)], signal.SIGKILL)
     deadline = time.monotonic() + tracker_grace_s
     for left in _polled(sid, deadline):

@@ -100,6 +100,9 @@ class VllmServer:
         self.proc: Optional[subprocess.Popen] = None
         self.starts = 0
         self._log_offset = 0
+        # the /dev/shm inodes the server's session mapped once it was ready: a kill -9 of its whole process group
+        # (the resource tracker too) leaves no process that knows them when stop() cleans up
+        self._shared: frozenset = frozenset()
 
     @property
     def url(self) -> str:
@@ -153,6 +156,7 @@ class VllmServer:
                 raise JobFailedError(f"vllm serve did not answer on port {self.port} in {timeout_s} s{foreign}; "
                                      f"see {self.log_path}")
             time.sleep(1)
+        self._shared = frozenset(procs.shared_memory_of([self.proc.pid, *procs.session_members(self.proc.pid)]))
         return True
 
     def log_tail(self, lines: int = 12, since_spawn: bool = False) -> str:
@@ -205,7 +209,8 @@ class VllmServer:
                 self.proc.wait(timeout=grace_s)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        procs.kill_session(self.proc.pid)
+        procs.kill_session(self.proc.pid, known_shared=self._shared)
+        self._shared = frozenset()
         self.proc.wait()
         log.info("vllm serve stopped (exit %s)", self.proc.returncode)
         self.proc = None

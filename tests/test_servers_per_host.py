@@ -1,0 +1,116 @@
+"""Several `vllm serve` per server_per_node host, for real on the CPU: one per engine of cluster.engines, fed by
+the host's client (least outstanding requests), a server killed mid-run (kill -9 of its process group)."""
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.request
+import uuid
+
+import pytest
+import yaml
+
+from helpers.cli import run_runner
+from helpers.inputs import read_jsonl, write_inputs
+from helpers.processes import run_processes, run_shm_files, shm_files, tagged_env, wait_for
+
+pytestmark = pytest.mark.engine
+
+
+def _args(inputs, run, scratch, *extra):
+    return ["mode=server_per_node", f"mode.input_dir={inputs}", "mode.port=0", "mode.input_format=lines",
+            "mode.input_glob=*.txt", "mode.id_columns=[]", "mode.prompt_template='{line}'",
+            f"mode.scratch_dir={scratch}", "mode.health_interval_s=1", f"hydra.run.dir={run}", *extra]
+
+
+def _guard_of(tag, server: int):
+    """The pid of server `server`'s guard (the leader of its process group), found by its config file."""
+    for pid, argv in run_processes(tag).items():
+        if "runner.server_guard" in argv and any(a.endswith(f"server{server}/vllm-serve.yaml") for a in argv):
+            return pid
+    return None
+
+
+def _serves(scratch, server: int) -> bool:
+    """Server `server` answers /health on the port its config file names now (the restarted one's, once
+    respawned)."""
+    for config in scratch.glob(f"runner-*-host0/server{server}/vllm-serve.yaml"):
+        try:
+            port = yaml.safe_load(config.read_text())["port"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                return True
+        except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+            return False
+    return False
+
+
+class _Killer(threading.Thread):
+    """Once the ledger holds `after` records: SIGKILL server `server`'s process group, then watch, until the run
+    ends, whether lines were answered while that server was not serving."""
+
+    def __init__(self, tag, ledger, scratch, server=1, after=4):
+        super().__init__(daemon=True)
+        self.tag, self.ledger, self.scratch, self.server, self.after = tag, ledger, scratch, server, after
+        self.over, self.killed_at, self.answered_while_down, self.shared = threading.Event(), None, 0, set()
+
+    def _records(self) -> int:
+        return len(self.ledger.read_text().splitlines()) if self.ledger.exists() else 0
+
+    def run(self):
+        while not self.over.is_set() and (self._records() < self.after or _guard_of(self.tag, self.server) is None):
+            time.sleep(0.2)
+        if self.over.is_set():
+            return
+        self.shared = run_shm_files(self.tag)
+        os.killpg(_guard_of(self.tag, self.server), signal.SIGKILL)
+        self.killed_at = last = self._records()
+        while not self.over.wait(0.3):
+            now = self._records()
+            if now > last and not _serves(self.scratch, self.server):
+                self.answered_while_down += now - last
+            last = now
+
+
+def _run_with_killer(tmp_path, lines, *extra, server=1):
+    inputs = write_inputs(tmp_path / "in", {"q.txt": lines})
+    run, scratch, tag = tmp_path / "run", tmp_path / "scratch", uuid.uuid4().hex
+    killer = _Killer(tag, run / "out" / "q.txt.log.jsonl", scratch, server=server)
+    killer.start()
+    try:
+        proc = run_runner(_args(inputs, run, scratch, *extra), env=tagged_env(tag))
+    finally:
+        killer.over.set()
+        killer.join()
+    return proc, run, tag, killer
+
+
+def _answered_once(run, lines) -> dict:
+    """Every line has one SUCCESS record in the output, and the host appended one answer per line (a line
+    answered twice would count twice); returns the host's stats."""
+    records = read_jsonl(run / "out" / "q.txt.jsonl")
+    assert [(r["line"], r["prompt"], r["status"]) for r in records] == [
+        (n, text, "SUCCESS") for n, text in enumerate(lines, start=1)]
+    stats = json.loads((run / "stats" / "host0.json").read_text())
+    assert (stats["answered"], stats["errors"]) == (len(lines), 0)
+    return stats
+
+
+def test_two_servers_share_a_host_and_one_killed_mid_run_is_restarted_while_the_other_answers(tmp_path):
+    lines = [f"Write a short story about the number {i}." for i in range(1, 41)]
+    proc, run, tag, killer = _run_with_killer(tmp_path, lines, "cluster.engines=[1,1]", "mode.concurrency=3",
+                                              "sampling.max_tokens=32")
+    assert killer.killed_at is not None, "the server was never killed"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = _answered_once(run, lines)
+    assert stats["restarts"] == 1 and len(stats["requests"]) == 2
+    assert all(n > 0 for n in stats["requests"]), stats["requests"]  # least outstanding: both were fed
+    assert killer.answered_while_down > 0, "no line was answered while the killed server was down"
+    ports = {yaml.safe_load((run / "logs" / "host0" / f"server{i}" / "vllm-serve.yaml").read_text())["port"]
+             for i in (0, 1)}
+    assert len(ports) == 2  # each server on a port of its own
+    assert wait_for(lambda: not run_processes(tag), 30), f"outlived the run: {run_processes(tag)}"
+    assert killer.shared, "the servers share no semaphore: the leak check below would check nothing"
+    assert wait_for(lambda: not killer.shared & shm_files(), 10), f"leaked in /dev/shm: {killer.shared & shm_files()}"
+    assert not list((tmp_path / "scratch").iterdir())  # the host's scratch was copied to logs/ and removed
