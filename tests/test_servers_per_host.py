@@ -114,3 +114,23 @@ def test_two_servers_share_a_host_and_one_killed_mid_run_is_restarted_while_the_
     assert killer.shared, "the servers share no semaphore: the leak check below would check nothing"
     assert wait_for(lambda: not killer.shared & shm_files(), 10), f"leaked in /dev/shm: {killer.shared & shm_files()}"
     assert not list((tmp_path / "scratch").iterdir())  # the host's scratch was copied to logs/ and removed
+
+
+def test_a_tp3_server_beside_a_tp1_server_answers_alone_once_the_other_gives_up(tmp_path):
+    """cluster.engines=[3,1] on 4 CPU slots: a TP 3 server (vLLM's multiprocessing executor) and a TP 1 server;
+    the TP 1 one killed with no restart left: the TP 3 one answers its share, the host ends well."""
+    lines = [f"Name an animal that starts with the letter {c}." for c in "ABCDEFGHIJKL"]
+    proc, run, tag, killer = _run_with_killer(tmp_path, lines, "cluster.ranks_per_node=4", "cluster.engines=[3,1]",
+                                              "mode.max_restarts=0", "mode.concurrency=2", "sampling.max_tokens=16")
+    assert killer.killed_at is not None, "the server was never killed"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 engine(s) per node" in proc.stderr  # the layout, printed at launch
+    stats = _answered_once(run, lines)
+    assert stats["restarts"] == 0 and all(n > 0 for n in stats["requests"]), stats["requests"]
+    assert killer.killed_at < len(lines) and killer.answered_while_down > 0  # (the ledger is gone once complete)
+    tp3, tp1 = (yaml.safe_load((run / "logs" / "host0" / f"server{i}" / "vllm-serve.yaml").read_text())
+                for i in (0, 1))
+    assert (tp3["tensor-parallel-size"], tp3["distributed-executor-backend"]) == (3, "mp")
+    assert tp1.get("tensor-parallel-size", 1) == 1 and tp1["distributed-executor-backend"] == "uni"
+    assert wait_for(lambda: not run_processes(tag), 30), f"outlived the run: {run_processes(tag)}"
+    assert wait_for(lambda: not killer.shared & shm_files(), 10), f"leaked in /dev/shm: {killer.shared & shm_files()}"
