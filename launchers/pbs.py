@@ -6,12 +6,13 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from omegaconf import DictConfig
 
 from launchers.base import Launcher
 from launchers.steps import Step, job_steps
+from runner import cpu_bind
 from runner.errors import SubmissionError
 from runner.job import RunDir, run_dir_of
 from runner.run_lock import RunLock
@@ -31,8 +32,16 @@ def _step_line(step: Step, cfg: DictConfig, job_file: Path, python: str) -> str:
     if step.per_node == 0:
         return shlex.join(argv)
     mpiexec = [cfg.launcher.mpiexec, "-n", str(step.processes(cfg.nodes)), "-ppn", str(step.per_node),
-               *cfg.launcher.mpiexec_args]
+               *_cpu_bind(cfg, step.per_node), *cfg.launcher.mpiexec_args]
     return f'{shlex.join(mpiexec)} --hostfile "$PBS_NODEFILE" {shlex.join(argv)}'
+
+
+def _cpu_bind(cfg: DictConfig, per_node: int) -> List[str]:
+    """Each rank of a node on its own cores (runner/cpu_bind.py), unless launcher.mpiexec_args binds already."""
+    blocks = cpu_bind.node_blocks(cfg, per_node)
+    if blocks is None or any(arg.startswith("--cpu-bind") for arg in cfg.launcher.mpiexec_args):
+        return []
+    return ["--cpu-bind", cpu_bind.mpiexec_list(blocks)]
 
 
 def _lock_step(action: str, job_file: Path, python: str) -> str:

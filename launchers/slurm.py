@@ -9,11 +9,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from omegaconf import DictConfig
 
 from launchers.base import Launcher
+from runner import cpu_bind
 from runner.errors import JobFailedError
 from runner.job import RunDir, load, run_dir_of
 from runner.options import mode_of, staging_of
@@ -53,7 +54,7 @@ def executor_for(cfg: DictConfig, folder: Path):
         timeout_min=launcher.walltime_min,
         cpus_per_task=launcher.cpus_per_task,
         slurm_setup=list(launcher.setup),
-        slurm_srun_args=["--mpi=pmi2"] if staging_of(cfg).module else [],
+        slurm_srun_args=(["--mpi=pmi2"] if staging_of(cfg).module else []) + _cpu_bind(cfg),
         slurm_additional_parameters=dict(launcher.additional_parameters),
     )
     optional = {"slurm_partition": launcher.partition, "slurm_account": launcher.account,
@@ -61,6 +62,15 @@ def executor_for(cfg: DictConfig, folder: Path):
     params.update({k: v for k, v in optional.items() if v})
     executor.update_parameters(**params)
     return executor
+
+
+def _cpu_bind(cfg: DictConfig) -> List[str]:
+    """Each task of a node on its own cores (runner/cpu_bind.py), unless launcher.additional_parameters binds
+    already. The masks name the node's cores: the allocation must hold them (whole nodes, as GPU jobs get)."""
+    blocks = cpu_bind.node_blocks(cfg, mode_of(cfg).procs_per_node())
+    if blocks is None or "cpu_bind" in cfg.launcher.additional_parameters:
+        return []
+    return [f"--cpu-bind={cpu_bind.srun_masks(blocks)}"]
 
 
 class SlurmLauncher(Launcher):

@@ -1,5 +1,6 @@
 """The `vllm serve` processes of one server_per_node host: one per engine of the node's layout (runner/layout.py),
-each with its own port, device mask, engine arguments, log folder and supervisor.
+each with its own port, device mask, engine arguments, log folder, supervisor and (where the cluster names its
+cores) block of CPU cores.
 
 On a GPU cluster the layout decides (Aurora, TP 2: 6 servers on tiles 0,1 ... 10,11). On CPU the slots
 (cluster.ranks_per_node) count per_tile's ranks: a host runs one server, over all its cores, unless
@@ -14,7 +15,7 @@ from typing import List
 
 from omegaconf import DictConfig
 
-from runner import engine, layout
+from runner import cpu_bind, engine, layout
 from runner.errors import JobFailedError
 from runner.options import launcher_of
 from runner.server import PORT_TRIES, VllmServer
@@ -53,14 +54,16 @@ def first_port(cfg: DictConfig, placement: Placement, index: int, servers: int) 
 
 def host_servers(cfg: DictConfig, placement: Placement, model_path: str, scratch: Path) -> List[VllmServer]:
     engines = host_layout(cfg).engines
+    blocks = cpu_bind.node_blocks(cfg, len(engines)) or [None] * len(engines)
     servers = []
-    for i, eng in enumerate(engines):
+    for i, (eng, block) in enumerate(zip(engines, blocks)):
         folder = server_folder(scratch, i, len(engines))
         folder.mkdir(parents=True, exist_ok=True)
         env = {**{k: str(v) for k, v in cfg.cluster.env.items()}, **layout.engine_env(cfg, eng)}
         args = engine.engine_args(layout.with_engine_overrides(cfg, eng))
         servers.append(VllmServer(model_path, cfg.model.name, first_port(cfg, placement, i, len(engines)), args,
-                                  list(cfg.mode.serve_args), folder / SERVER_LOG, env))
+                                  list(cfg.mode.serve_args), folder / SERVER_LOG, env,
+                                  set(range(block[0], block[1] + 1)) if block else None))
     return servers
 
 

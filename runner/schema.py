@@ -330,6 +330,13 @@ class ClusterConfig:
     # engine on tiles 8-11); each entry's tensor_parallel_size is entry / pipeline_parallel_size. Empty: as many
     # engines of tensor_parallel_size x pipeline_parallel_size devices as the node holds
     engines: List[int] = field(default_factory=list)
+    # CPU sockets per node and physical cores per socket (numbered socket by socket, as on Aurora: socket 1 from
+    # core 52), and the first cores of each socket left to the OS; with them each rank of a node is bound to its
+    # own block of cores (mpiexec --cpu-bind list:..., srun --cpu-bind=mask_cpu:...; a server_per_node host binds
+    # each of its servers): runner/cpu_bind.py. cores_per_socket 0: no binding
+    sockets_per_node: int = 1
+    cores_per_socket: int = 0
+    reserved_cores_per_socket: int = 0
     # vLLM engine arguments for this machine; they override the model's
     engine: Dict[str, Any] = field(default_factory=dict)
     # environment variables for every rank and server

@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from runner import atomic, procs
 from runner.errors import JobFailedError
@@ -80,7 +80,7 @@ def free_port(first: int, host: str) -> int:
 
 class VllmServer:
     def __init__(self, model_path: str, served_name: str, port: int, engine: Dict[str, Any], extra: List[str],
-                 log_path: Path, env: Dict[str, str]):
+                 log_path: Path, env: Dict[str, str], cpus: Optional[Set[int]] = None):
         self.host = "127.0.0.1"  # each host's client talks to its own server only
         self.first_port, self.port = port, port
         self.served_name = served_name
@@ -97,6 +97,7 @@ class VllmServer:
                      "vllm.entrypoints.openai.api_server", "--config", str(self.config_path), *extra]
         self.log_path = log_path
         self.env = env
+        self.cpus = cpus  # the cores it and all it starts may run on (runner/cpu_bind.py); None: any
         self.proc: Optional[subprocess.Popen] = None
         self.starts = 0
         self._log_offset = 0
@@ -131,10 +132,15 @@ class VllmServer:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True,
+                                         start_new_session=True, preexec_fn=self._bind(),
                                          env={**os.environ, **self.env, "VLLM_API_KEY": self.api_key})
         self.starts += 1
         log.info("started vllm serve (pid %d) on %s, log %s", self.proc.pid, self.url, self.log_path)
+
+    def _bind(self) -> Optional[Callable[[], None]]:
+        """Between fork and exec: the server's process (and every process it starts) on its own cores."""
+        cpus = self.cpus
+        return None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Wait until the server answers as this run's; False when another process took the port first (start

@@ -54,6 +54,7 @@ class _Killer(threading.Thread):
         super().__init__(daemon=True)
         self.tag, self.ledger, self.scratch, self.server, self.after = tag, ledger, scratch, server, after
         self.over, self.killed_at, self.answered_while_down, self.shared = threading.Event(), None, 0, set()
+        self.cores = []  # each server's CPU cores (its guard's affinity), seen before the kill
 
     def _records(self) -> int:
         return len(self.ledger.read_text().splitlines()) if self.ledger.exists() else 0
@@ -64,6 +65,7 @@ class _Killer(threading.Thread):
         if self.over.is_set():
             return
         self.shared = run_shm_files(self.tag)
+        self.cores = [os.sched_getaffinity(_guard_of(self.tag, i)) for i in range(self.server + 1)]
         os.killpg(_guard_of(self.tag, self.server), signal.SIGKILL)
         self.killed_at = last = self._records()
         while not self.over.wait(0.3):
@@ -100,7 +102,7 @@ def _answered_once(run, lines) -> dict:
 def test_two_servers_share_a_host_and_one_killed_mid_run_is_restarted_while_the_other_answers(tmp_path):
     lines = [f"Write a short story about the number {i}." for i in range(1, 41)]
     proc, run, tag, killer = _run_with_killer(tmp_path, lines, "cluster.engines=[1,1]", "mode.concurrency=3",
-                                              "sampling.max_tokens=32")
+                                              "sampling.max_tokens=32", "cluster.cores_per_socket=2")
     assert killer.killed_at is not None, "the server was never killed"
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = _answered_once(run, lines)
@@ -110,6 +112,7 @@ def test_two_servers_share_a_host_and_one_killed_mid_run_is_restarted_while_the_
     ports = {yaml.safe_load((run / "logs" / "host0" / f"server{i}" / "vllm-serve.yaml").read_text())["port"]
              for i in (0, 1)}
     assert len(ports) == 2  # each server on a port of its own
+    assert killer.cores == [{0}, {1}]  # and on a core of its own (cluster.cores_per_socket=2: this machine's)
     assert wait_for(lambda: not run_processes(tag), 30), f"outlived the run: {run_processes(tag)}"
     assert killer.shared, "the servers share no semaphore: the leak check below would check nothing"
     assert wait_for(lambda: not killer.shared & shm_files(), 10), f"leaked in /dev/shm: {killer.shared & shm_files()}"

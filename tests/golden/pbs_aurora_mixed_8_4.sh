@@ -14,5 +14,5 @@ exec >> logs/job.log 2>&1
 echo "runner: job ${PBS_JOBID:-?} on $(sort -u "$PBS_NODEFILE" | wc -l) node(s)"
 trap '/PYTHON -u -m runner.run_lock release /RUN/job.yaml' EXIT
 /PYTHON -u -m runner.run_lock claim /RUN/job.yaml
-mpiexec -n 8 -ppn 2 --hostfile "$PBS_NODEFILE" /PYTHON -u -m runner.worker /RUN/job.yaml
+mpiexec -n 8 -ppn 2 --cpu-bind list:1-51:53-103 --hostfile "$PBS_NODEFILE" /PYTHON -u -m runner.worker /RUN/job.yaml
 /PYTHON -u -m runner.summary /RUN/job.yaml
