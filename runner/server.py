@@ -145,14 +145,14 @@ class VllmServer:
     def wait_ready(self, timeout_s: float) -> bool:
         """Wait until the server answers as this run's; False when another process took the port first (start
         it again); stop the server and raise when it exits otherwise or times out."""
-        started, answer = time.monotonic(), "down"
+        started, answer, proc = time.monotonic(), "down", self.proc  # (a concurrent stop may clear self.proc)
         while (answer := self.probe()) != "ours":
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 if "Address already in use" in self.log_tail(lines=40, since_spawn=True):
                     log.warning("port %d was taken before vllm serve bound it; trying another", self.port)
                     self.stop(grace_s=0)
                     return False
-                raise JobFailedError(f"vllm serve exited with {self.proc.returncode} while starting: "
+                raise JobFailedError(f"vllm serve exited with {proc.returncode} while starting: "
                                      f"{failure_reason(self.log_tail(lines=200, since_spawn=True))} (what it was "
                                      f"given, from model.engine, cluster.engine and mode.serve_args: "
                                      f"{self.config_path.name} beside {self.log_path.name} in the host's logs)")
@@ -162,7 +162,7 @@ class VllmServer:
                 raise JobFailedError(f"vllm serve did not answer on port {self.port} in {timeout_s} s{foreign}; "
                                      f"see {self.log_path}")
             time.sleep(1)
-        self._shared = frozenset(procs.shared_memory_of([self.proc.pid, *procs.session_members(self.proc.pid)]))
+        self._shared = frozenset(procs.shared_memory_of([proc.pid, *procs.session_members(proc.pid)]))
         return True
 
     def log_tail(self, lines: int = 12, since_spawn: bool = False) -> str:
@@ -206,17 +206,19 @@ class VllmServer:
 
     def stop(self, grace_s: float) -> None:
         """SIGINT to the server's process group; after grace_s, SIGKILL to every process left in its session
-        (the guard's): an engine core orphaned by a killed guard or API server goes too."""
-        if self.proc is None:
+        (the guard's): an engine core orphaned by a killed guard or API server goes too. Safe beside a second
+        stop of the same server from another thread (a host ending while a supervisor restarts it)."""
+        proc, shared = self.proc, self._shared
+        if proc is None:
             return
-        if self.proc.poll() is None:
+        if proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGINT)
-                self.proc.wait(timeout=grace_s)
+                os.killpg(proc.pid, signal.SIGINT)
+                proc.wait(timeout=grace_s)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        procs.kill_session(self.proc.pid, known_shared=self._shared)
-        self._shared = frozenset()
-        self.proc.wait()
-        log.info("vllm serve stopped (exit %s)", self.proc.returncode)
-        self.proc = None
+        procs.kill_session(proc.pid, known_shared=shared)
+        proc.wait()
+        log.info("vllm serve stopped (exit %s)", proc.returncode)
+        if self.proc is proc:  # not respawned meanwhile
+            self.proc, self._shared = None, frozenset()

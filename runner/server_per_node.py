@@ -98,9 +98,9 @@ async def _serve_files(cfg: DictConfig, run: RunDir, queue, first: Path, servers
 async def _end_watchers(watchers: List[asyncio.Task], supervisors: List[Supervisor], grace_s: float) -> None:
     """Stop watching; a server still restarting is stopped now, so that its start (in a thread) ends too and the
     host does not wait out its start timeout once its files are done."""
+    restarting = [s.server for s in supervisors if not s.ready.is_set()]  # (a cancelled restart sets ready)
     for watcher in watchers:
         watcher.cancel()
-    restarting = [s.server for s in supervisors if not s.ready.is_set()]
     if restarting:
         await asyncio.to_thread(host_servers.stop_all, restarting, grace_s)
 

@@ -51,7 +51,7 @@ class ServerPool:
                 return None
             changed = self._changed  # taken before waiting: a wake between the check and the wait is not lost
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(changed.wait(), 1.0)  # also notices a server process that exited
+                await asyncio.wait_for(changed.wait(), 5.0)  # (a safety net: every server's return wakes it)
         return self.supervisors[i]
 
     @contextlib.contextmanager
