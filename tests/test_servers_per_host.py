@@ -4,6 +4,7 @@ the host's client (least outstanding requests), a server killed mid-run (kill -9
 import json
 import os
 import signal
+import socket
 import threading
 import time
 import urllib.request
@@ -13,14 +14,15 @@ import pytest
 import yaml
 
 from helpers.cli import run_runner
+from helpers.foreign import serve_foreign
 from helpers.inputs import read_jsonl, write_inputs
 from helpers.processes import run_processes, run_shm_files, shm_files, tagged_env, wait_for
 
 pytestmark = pytest.mark.engine
 
 
-def _args(inputs, run, scratch, *extra):
-    return ["mode=server_per_node", f"mode.input_dir={inputs}", "mode.port=0", "mode.input_format=lines",
+def _args(inputs, run, scratch, port, *extra):
+    return ["mode=server_per_node", f"mode.input_dir={inputs}", f"mode.port={port}", "mode.input_format=lines",
             "mode.input_glob=*.txt", "mode.id_columns=[]", "mode.prompt_template='{line}'",
             f"mode.scratch_dir={scratch}", "mode.health_interval_s=1", f"hydra.run.dir={run}", *extra]
 
@@ -75,13 +77,25 @@ class _Killer(threading.Thread):
             last = now
 
 
-def _run_with_killer(tmp_path, lines, *extra, server=1):
+def _foreign_beside_a_free_port():
+    """(port, foreign): a port free now, and another user's HTTP service on the port after it."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        try:
+            return port, serve_foreign(port + 1)
+        except OSError:
+            continue
+
+
+def _run_with_killer(tmp_path, lines, *extra, server=1, port=0):
     inputs = write_inputs(tmp_path / "in", {"q.txt": lines})
     run, scratch, tag = tmp_path / "run", tmp_path / "scratch", uuid.uuid4().hex
     killer = _Killer(tag, run / "out" / "q.txt.log.jsonl", scratch, server=server)
     killer.start()
     try:
-        proc = run_runner(_args(inputs, run, scratch, *extra), env=tagged_env(tag))
+        proc = run_runner(_args(inputs, run, scratch, port, *extra), env=tagged_env(tag))
     finally:
         killer.over.set()
         killer.join()
@@ -100,18 +114,24 @@ def _answered_once(run, lines) -> dict:
 
 
 def test_two_servers_share_a_host_and_one_killed_mid_run_is_restarted_while_the_other_answers(tmp_path):
+    """Server 1 starts looking at mode.port + 1, where another service listens: it takes the next free port."""
     lines = [f"Write a short story about the number {i}." for i in range(1, 41)]
-    proc, run, tag, killer = _run_with_killer(tmp_path, lines, "cluster.engines=[1,1]", "mode.concurrency=3",
-                                              "sampling.max_tokens=32", "cluster.cores_per_socket=2")
+    port, foreign = _foreign_beside_a_free_port()
+    try:
+        proc, run, tag, killer = _run_with_killer(tmp_path, lines, "cluster.engines=[1,1]", "mode.concurrency=3",
+                                                  "sampling.max_tokens=32", "cluster.cores_per_socket=2", port=port)
+    finally:
+        foreign.shutdown()
+        foreign.server_close()
     assert killer.killed_at is not None, "the server was never killed"
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = _answered_once(run, lines)
     assert stats["restarts"] == 1 and len(stats["requests"]) == 2
     assert all(n > 0 for n in stats["requests"]), stats["requests"]  # least outstanding: both were fed
     assert killer.answered_while_down > 0, "no line was answered while the killed server was down"
-    ports = {yaml.safe_load((run / "logs" / "host0" / f"server{i}" / "vllm-serve.yaml").read_text())["port"]
-             for i in (0, 1)}
-    assert len(ports) == 2  # each server on a port of its own
+    ports = [yaml.safe_load((run / "logs" / "host0" / f"server{i}" / "vllm-serve.yaml").read_text())["port"]
+             for i in (0, 1)]
+    assert ports[0] == port and ports[1] > port + 1 and not foreign.seen  # the foreign service was never asked
     assert killer.cores == [{0}, {1}]  # and on a core of its own (cluster.cores_per_socket=2: this machine's)
     assert wait_for(lambda: not run_processes(tag), 30), f"outlived the run: {run_processes(tag)}"
     assert killer.shared, "the servers share no semaphore: the leak check below would check nothing"

@@ -21,9 +21,9 @@ class _ForeignHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def serve_foreign() -> http.server.ThreadingHTTPServer:
-    """A foreign HTTP server on a free loopback port, in a daemon thread; `.shutdown()` it when done."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForeignHandler)
+def serve_foreign(port: int = 0) -> http.server.ThreadingHTTPServer:
+    """A foreign HTTP server on a loopback port (0: a free one), in a daemon thread; `.shutdown()` it when done."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _ForeignHandler)
     server.seen = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
