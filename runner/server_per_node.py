@@ -17,7 +17,7 @@ from typing import List
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import host_servers, layout, preflight, rerun
+from runner import cpu_bind, host_servers, layout, preflight, rerun
 from runner.client import FileClient, FileResult, Supervisor, raise_open_file_limit
 from runner.errors import ConfigError, JobFailedError
 from runner.job import typed_mode
@@ -209,6 +209,7 @@ class ServerPerNode(Mode):
         laid_out = host_servers.host_layout(self.cfg)
         layout.check_ranks_per_node(self.cfg, laid_out)
         layout.check_heads(self.cfg, laid_out)
+        cpu_bind.node_blocks(self.cfg, len(laid_out.engines))  # a node too small for its servers is refused now
         log.info("%s (one vllm serve each)", layout.describe(self.cfg, laid_out))
 
     def run(self, run: RunDir, placement: Placement, model_path: str, stats: WorkerStats) -> WorkerStats:
