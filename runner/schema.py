@@ -105,7 +105,8 @@ class PerTileConfig(ModeConfig):
 
 @dataclass
 class ServerPerNodeConfig(ModeConfig):
-    """One `vllm serve` per host; each host's async client takes input files from a shared queue."""
+    """One `vllm serve` per engine of each host's layout; each host's async client takes input files from a shared
+    queue and feeds all its servers."""
 
     _target_: str = "runner.server_per_node.ServerPerNode"
     name: str = "server_per_node"

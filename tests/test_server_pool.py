@@ -14,7 +14,7 @@ from runner.server_pool import ServerPool
 
 
 def _supervisors(tmp_path, count):
-    mode = OmegaConf.merge(OmegaConf.structured(ServerPerNodeConfig), {"input_dir": str(tmp_path)})
+    mode = OmegaConf.structured(ServerPerNodeConfig)
     supervisors = []
     for i in range(count):
         server = VllmServer("/no/model", "m", 0, {}, [], tmp_path / f"serve{i}.log", {})

@@ -22,9 +22,8 @@ pytestmark = pytest.mark.engine
 
 
 def _args(inputs, run, scratch, port, *extra):
-    return ["mode=server_per_node", f"mode.input_dir={inputs}", f"mode.port={port}", "mode.input_format=lines",
-            "mode.input_glob=*.txt", "mode.id_columns=[]", "mode.prompt_template='{line}'",
-            f"mode.scratch_dir={scratch}", "mode.health_interval_s=1", f"hydra.run.dir={run}", *extra]
+    return ["mode=server_per_node", f"input.path={inputs}", f"mode.port={port}", f"mode.scratch_dir={scratch}",
+            "mode.health_interval_s=1", f"hydra.run.dir={run}", *extra]
 
 
 def _guard_of(tag, server: int):
