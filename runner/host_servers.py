@@ -16,7 +16,7 @@ from typing import List
 from omegaconf import DictConfig
 
 from runner import cpu_bind, engine, layout
-from runner.errors import JobFailedError
+from runner.errors import ConfigError, JobFailedError
 from runner.options import launcher_of
 from runner.server import PORT_TRIES, VllmServer
 from runner.topology import Placement
@@ -30,6 +30,11 @@ SERVER_LOG = "vllm-serve.log"
 def host_layout(cfg: DictConfig) -> layout.Layout:
     """The engines of each host: the layout's, or on CPU without cluster.engines its first engine alone."""
     laid_out = layout.layout_of(cfg)
+    if laid_out.nodes_per_engine > 1:
+        raise ConfigError(f"an engine of {laid_out.nodes_per_engine} nodes (on Ray) runs in mode=per_tile only: "
+                          f"server_per_node serves engines of one node (at most {laid_out.devices_per_node} "
+                          f"{laid_out.unit} each); use mode=per_tile, or a smaller tensor_parallel_size x "
+                          "pipeline_parallel_size")
     if laid_out.unit == layout.CPU_SLOTS and not cfg.cluster.get("engines"):
         first = laid_out.engines[0]
         return layout.Layout((first,), len(first.devices), laid_out.unit)

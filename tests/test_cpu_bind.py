@@ -1,4 +1,4 @@
-"""CPU binding per rank (runner/cpu_bind.py): the blocks of cores on the composed cluster configs, and what the
+"""CPU binding per rank (runner/cpu_bind.py) and the servers a server_per_node host runs (runner/host_servers.py): the
 PBS and Slurm launchers pass (no engine; the per_tile PBS goldens in tests/golden hold Aurora's lists)."""
 
 from pathlib import Path
@@ -48,3 +48,13 @@ def test_the_pbs_line_binds_ranks_unless_mpiexec_args_bind_and_slurm_passes_mask
     polaris = _cfg("cluster=polaris", "+engine.tensor_parallel_size=2", "launcher=slurm")
     assert slurm._cpu_bind(polaris) == ["--cpu-bind=mask_cpu:0xffff,0xffff0000"]
     assert slurm._cpu_bind(_cfg("cluster=polaris", "mode=server_per_node", "launcher=slurm")) == []
+
+
+def test_server_per_node_refuses_an_engine_across_nodes_naming_per_tile():
+    from runner import host_servers
+
+    with pytest.raises(ConfigError, match=r"^an engine of 2 nodes \(on Ray\) runs in mode=per_tile only"):
+        host_servers.host_layout(_cfg("cluster=aurora", "nodes=4", "model=llama3_405b", "mode=server_per_node"))
+    assert len(host_servers.host_layout(_cfg("cluster=local_cpu", "mode=server_per_node")).engines) == 1
+    assert len(host_servers.host_layout(_cfg("cluster=local_cpu", "mode=server_per_node",
+                                             "cluster.engines=[1,1]")).engines) == 2
