@@ -1,5 +1,6 @@
-"""CPU binding per rank (runner/cpu_bind.py) and the servers a server_per_node host runs (runner/host_servers.py): the
-PBS and Slurm launchers pass (no engine; the per_tile PBS goldens in tests/golden hold Aurora's lists)."""
+"""CPU binding per rank (runner/cpu_bind.py): the blocks of cores on the composed cluster configs, what the PBS and
+Slurm launchers pass (the per_tile PBS goldens in tests/golden hold Aurora's lists), and the servers a
+server_per_node host runs (runner/host_servers.py); no engine."""
 
 from pathlib import Path
 
