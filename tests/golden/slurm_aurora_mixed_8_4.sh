@@ -19,4 +19,4 @@
 
 # command
 export SUBMITIT_EXECUTOR=slurm
-srun --unbuffered --output /RUN/slurm/%j_%t_log.out --error /RUN/slurm/%j_%t_log.err /PYTHON -u -m submitit.core._submit /RUN/slurm
+srun --unbuffered --output /RUN/slurm/%j_%t_log.out --error /RUN/slurm/%j_%t_log.err --cpu-bind=mask_cpu:0xffffffffffffe,0xffffffffffffe0000000000000 /PYTHON -u -m submitit.core._submit /RUN/slurm
