@@ -77,9 +77,9 @@ def write(cfg: DictConfig, item: Item, entries: List[Entry], ledger: RecordLog) 
         ledger.finalize(item.output, render, keep_log=keeps_ledger(cfg), each=sink.add)
 
 
-def complete(cfg: DictConfig, item: Item, entries: List[Entry]) -> None:
+def complete(cfg: DictConfig, item: Item, entries: Optional[List[Entry]] = None) -> None:
     """A finished output left without its Parquet copy gets it now, from the records (the kept ledger, or the
-    JSONL output itself)."""
+    JSONL output itself); `entries`: the input's, when they were read already."""
     target = parquet_of(item.output)
     if not wants_parquet(cfg) or target.exists() or not item.output.exists():
         return
@@ -90,6 +90,7 @@ def complete(cfg: DictConfig, item: Item, entries: List[Entry]) -> None:
     from runner.output_parquet import ParquetSink
 
     log.info("%s: writing its missing %s", item.input.name, target.name)
+    entries = list(reader_of(cfg).read(item.input)) if entries is None else entries
     records = RecordLog(source, sync_every_s=None).records() if source == item.ledger else _read(source)
     with ParquetSink(target, id_types(entries), cfg.output.parquet_rows) as sink:
         for record in records:

@@ -129,12 +129,26 @@ def reopen_finished(cfg: DictConfig, items: List[Item]) -> None:
         action, why = decide(item, read_sidecar(item.ledger), epoch, policy, lambda: 0, locates=locates)
         if action == "refuse":
             raise ConfigError(f"{why}: rerun=changed answers it again from the start (or restore it)")
+        if action == "skip":
+            outputs.complete(cfg, item)  # no host is handed a finished file
         if action in ("restart", "reopen"):
             log.info("%s: %s; answering %s", item.input.name, why, "it again" if action == "restart" else "the rest")
             if action == "restart":
                 _drop(item)
             else:
-                os.replace(item.output, item.ledger)
+                _reopen(cfg, item)
+
+
+def _reopen(cfg: DictConfig, item: Item) -> None:
+    """A finished output becomes a ledger again (the queue hands out a file with no finished output): its records
+    go back into the ledger, or a rendered output's kept ledger is all that is left."""
+    if not outputs.keeps_ledger(cfg):
+        os.replace(item.output, item.ledger)
+    elif item.ledger.exists():
+        item.output.unlink()
+    else:
+        log.warning("%s: its rendered output has no ledger to add lines to; a new run_name answers them",
+                    item.input.name)
 
 
 def begin(cfg: DictConfig, item: Item, sync_every_s: Optional[float]) -> Tuple[List[Entry], Optional[RecordLog]]:
