@@ -138,3 +138,25 @@ def test_output_format_openai_batch_needs_custom_ids(tmp_path):
     proc = run_runner([f"input.path={inputs}", "cluster.ranks_per_node=1", "output.format=openai_batch",
                        f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 2 and "input.id_fields" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_job_yaml_names_the_format_auto_picked_and_an_older_job_files_mode_output_format_still_counts(tmp_path):
+    import yaml
+
+    from runner import job
+    from runner.fingerprint import config_print
+    from runner.outputs import format_of
+
+    inputs = write_inputs(tmp_path / "in", {"b.jsonl": [_request("a")]})
+    run = tmp_path / "run"
+    proc = run_runner(["mode=server_per_node", "input=openai_batch", f"input.path={inputs}", "dry_run=true",
+                       f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    new = yaml.safe_load((run / "job.yaml").read_text())
+    assert new["output"] == {"format": "openai_batch", "parquet": False, "parquet_rows": 65536}
+    old = {**new, "mode": {**new["mode"], "output_format": "jsonl"}}
+    del old["output"]  # a job file of a runner before output.format
+    (run / "job.yaml").write_text(yaml.safe_dump(old))
+    loaded = job.load(run / "job.yaml")
+    assert format_of(loaded).name == "jsonl" and "output_format" not in loaded.mode
+    assert config_print(OmegaConf.create(old)) == config_print(OmegaConf.create({**new, "output": {"format": "jsonl"}}))
