@@ -16,8 +16,8 @@ def test_sweep_over_two_models(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     outs = sorted((tmp_path / "sweep").glob("*/out/0.out"))
     assert [p.parent.parent.name for p in outs] == [
-        "cluster.ranks_per_node=1,output.format=text,model=smollm2_135m,sampling.max_tokens=16",
-        "cluster.ranks_per_node=1,output.format=text,model=smollm2_135m_fp32,sampling.max_tokens=16",
+        "cluster.ranks_per_node=1,model=smollm2_135m,output.format=text,sampling.max_tokens=16",
+        "cluster.ranks_per_node=1,model=smollm2_135m_fp32,output.format=text,sampling.max_tokens=16",
     ]
     for out in outs:
         (line,) = out.read_text().splitlines()
