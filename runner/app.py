@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, job, models, options, preflight, readers, rerun, run_lock, vllm_names
+from runner import engine, job, models, options, outputs, preflight, readers, rerun, run_lock, vllm_names
 from runner.errors import ConfigError
 from runner.job import RunDir
 from runner.run_lock import RunLock
@@ -61,6 +61,8 @@ def resolve(cfg: DictConfig) -> Tuple[DictConfig, Optional[preflight.Report]]:
     check_vllm_names(cfg)  # before the mode reads engine values (the layout's tensor_parallel_size)
     files = mode.input_files()
     mode.check(files)
+    cfg.output.format = outputs.format_of(cfg).name  # job.yaml names what is written (`auto` resolved)
+    outputs.check(cfg)
     readers.validate(reader, files)
     problem = reader.check(files)  # the template and the ids against the files' fields
     if problem:

@@ -111,13 +111,14 @@ _NOT_SHAPING = ("path", "_target_", "batch_rows")
 def config_print(cfg: DictConfig) -> Dict[str, Any]:
     """The settings that shape the answers, as flat dotted keys (so a refusal can name what changed)."""
     from runner.engine import engine_args
+    from runner.outputs import format_of
 
     flat: Dict[str, Any] = {"model.name": cfg.model.name, "model.path": cfg.model.path}
     flat.update({f"engine.{k}": _plain(v) for k, v in engine_args(cfg).items()})
     flat.update({f"sampling.{k}": _plain(v) for k, v in cfg.sampling.items()})
-    for key in ("prompt_style", "output_format"):
-        if key in cfg.mode:
-            flat[f"mode.{key}"] = _plain(cfg.mode[key])
+    if "prompt_style" in cfg.mode:
+        flat["mode.prompt_style"] = _plain(cfg.mode.prompt_style)
+    flat["output.format"] = format_of(cfg).name  # a job file of an older runner had mode.output_format
     flat.update({f"input.{k}": _plain(v) for k, v in (cfg.get("input") or {}).items() if k not in _NOT_SHAPING})
     return json.loads(json.dumps(flat, default=str))
 

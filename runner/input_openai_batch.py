@@ -9,10 +9,11 @@ request is an ERROR record naming what it lacks.
 """
 
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 from runner import inputs
 from runner.readers import Entry, Request, TextReader, json_object, malformed, messages_problem
+from runner.schema import OutputFormat
 
 _CHAT, _COMPLETION = "/v1/chat/completions", "/v1/completions"
 # body keys that are no sampling value: the model is the job's, answers are not streamed, and OpenAI's
@@ -25,6 +26,9 @@ _RENAMED = {"max_completion_tokens": "max_tokens"}
 
 
 class OpenAIBatchReader(TextReader):
+    # the output vllm run-batch writes, so that the tools that read its output read ours
+    output_format = OutputFormat.openai_batch
+
     def entry(self, path: Path, line: inputs.Line) -> Entry:
         value, problem = json_object(line)
         if value is None:
@@ -38,6 +42,30 @@ class OpenAIBatchReader(TextReader):
         if value["url"] == _CHAT:
             return Entry(line.number, line.text, Request(messages=body["messages"], ids=ids, sampling=sampling))
         return Entry(line.number, line.text, Request(body["prompt"], ids=ids, sampling=sampling))
+
+    def check(self, files: List[Path]) -> str:
+        """As every reader's, and a custom_id twice in one file is refused: its answers are joined on it."""
+        return super().check(files) or next(filter(None, (_duplicate(path) for path in files)), "")
+
+
+def _duplicate(path: Path) -> str:
+    """'' or the first custom_id that is on two lines of the file, naming every line it is on."""
+    first: Dict[str, int] = {}
+    twice, lines = None, []
+    for line in inputs.iter_lines(path):
+        value, _ = json_object(line)
+        custom_id = value.get("custom_id") if value is not None else None
+        if not isinstance(custom_id, str):
+            continue  # the line's own ERROR record says so
+        if twice is None and custom_id in first:
+            twice, lines = custom_id, [first[custom_id]]
+        if custom_id == twice:
+            lines.append(line.number)
+        first.setdefault(custom_id, line.number)
+    if twice is None:
+        return ""
+    return (f"{path}: custom_id {twice!r} is on lines {', '.join(map(str, lines))}: the answers are joined on "
+            "custom_id, so each request needs its own; rename or remove the repeats")
 
 
 def _problem(value: Dict[str, Any]) -> str:

@@ -21,6 +21,9 @@ def load(path: Path) -> DictConfig:
     raw = OmegaConf.load(path)
     if "gpus_per_node" in raw.get("launcher", {}):  # a Slurm job file of a runner before cluster.gpus_per_node
         del raw.launcher["gpus_per_node"]
+    if "output_format" in raw.get("mode", {}):  # a job file of a runner before output.format
+        old = raw.mode.pop("output_format")
+        raw.output = raw.get("output") or {"format": old}
     typed = OmegaConf.structured(schema.RunnerConfig)
     for group in schema.GROUP_BASES:
         if group not in raw:  # e.g. `input`, which a runner before the input formats did not write

@@ -20,10 +20,10 @@ from runner.devices import DEVICE_VARS
 from runner.errors import ConfigError, JobFailedError
 from runner.mode import Mode
 from runner.readers import Entry
-from runner.record_log import RecordLog, as_jsonl, as_original_text
+from runner.record_log import RecordLog
 from runner.records import LINE, Record
 from runner.run_dir import Item, RunDir
-from runner.schema import OnTooLong, OutputFormat
+from runner.schema import OnTooLong
 from runner.stats import WorkerStats
 from runner.tally import Tally
 from runner.topology import Placement
@@ -75,8 +75,7 @@ def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
                 todo = _record_too_long(run, rank, item.input.name, todo, ledger, tally)
             if todo:
                 _answer_all(cfg, rank, todo, ledger, model_path, stats, tally)
-            render = as_jsonl if cfg.mode.output_format == OutputFormat.jsonl else as_original_text
-            complete = rerun.finish(cfg, item, lines, ledger, render)
+            complete = rerun.finish(cfg, item, lines, ledger)
             if complete:
                 log.info("rank %d: wrote %s (%d answers)", rank, item.output, len(lines))
     finally:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import inputs, records
 from runner.errors import ConfigError
+from runner.schema import OutputFormat
 
 # shared by every request without ids or sampling values of its own (millions of entries, one empty mapping)
 NONE: Mapping[str, Any] = MappingProxyType({})
@@ -69,6 +70,8 @@ def _style_is_chat(cfg: DictConfig) -> bool:
 class InputReader(ABC):
     # False: where a changed file changed cannot be told (a binary format): any change is a change at record 1
     locates_changes = True
+    # what output.format=auto writes for this input
+    output_format = OutputFormat.jsonl
 
     def __init__(self, cfg: DictConfig):
         self.input = cfg.input

@@ -100,13 +100,17 @@ class RecordLog:
             self._file.close()
             self._file = None
 
-    def finalize(self, out_path: Path, render: Callable[[dict], str], keep_log: bool = False) -> None:
+    def finalize(self, out_path: Path, render: Callable[[dict], str], keep_log: bool = False,
+                 each: Optional[Callable[[dict], None]] = None) -> None:
         """Write every line's newest record once, in line order, to out_path (atomically); drop the log unless
-        keep_log (an output a rerun cannot read back, e.g. the text format, keeps its records there)."""
+        keep_log (an output a rerun cannot read back, e.g. the text format, keeps its records there). `each` is
+        handed every record in the same pass (the Parquet copy)."""
         self.close()
         with atomic.replacing(out_path) as f:
             for record in self.records():
                 f.write(render(record) + "\n")
+                if each is not None:
+                    each(record)
         if not keep_log:
             self.path.unlink(missing_ok=True)
 

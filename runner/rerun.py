@@ -21,6 +21,7 @@ from typing import Callable, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
+from runner import outputs
 from runner.errors import ConfigError
 from runner.fingerprint import (InputPrint, Sidecar, changed_from, config_print, differing, read_sidecar, scan,
                                 unchanged, write_sidecar)
@@ -28,7 +29,7 @@ from runner.options import mode_of
 from runner.readers import Entry, reader_of
 from runner.run_dir import Item, RunDir  # noqa: F401  (Item: re-exported)
 from runner.record_log import RecordLog
-from runner.schema import OutputFormat, RerunPolicy
+from runner.schema import RerunPolicy
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +129,26 @@ def reopen_finished(cfg: DictConfig, items: List[Item]) -> None:
         action, why = decide(item, read_sidecar(item.ledger), epoch, policy, lambda: 0, locates=locates)
         if action == "refuse":
             raise ConfigError(f"{why}: rerun=changed answers it again from the start (or restore it)")
+        if action == "skip":
+            outputs.complete(cfg, item)  # no host is handed a finished file
         if action in ("restart", "reopen"):
             log.info("%s: %s; answering %s", item.input.name, why, "it again" if action == "restart" else "the rest")
             if action == "restart":
                 _drop(item)
             else:
-                os.replace(item.output, item.ledger)
+                _reopen(cfg, item)
+
+
+def _reopen(cfg: DictConfig, item: Item) -> None:
+    """A finished output becomes a ledger again (the queue hands out a file with no finished output): its records
+    go back into the ledger, or a rendered output's kept ledger is all that is left."""
+    if not outputs.keeps_ledger(cfg):
+        os.replace(item.output, item.ledger)
+    elif item.ledger.exists():
+        item.output.unlink()
+    else:
+        log.warning("%s: its rendered output has no ledger to add lines to; a new run_name answers them",
+                    item.input.name)
 
 
 def begin(cfg: DictConfig, item: Item, sync_every_s: Optional[float]) -> Tuple[List[Entry], Optional[RecordLog]]:
@@ -154,25 +169,21 @@ def begin(cfg: DictConfig, item: Item, sync_every_s: Optional[float]) -> Tuple[L
     if why:
         log.info("%s: %s", item.input.name, why)
     if action == "skip" or (action == "adopt" and item.output.exists()):
+        outputs.complete(cfg, item, lines)
         return lines, None
     if action == "restart":
         if ledger is not None:
             ledger.close()
         _drop(item)
         ledger = None
-    if action == "reopen" and not _is_text(cfg):
+    if action == "reopen" and not outputs.keeps_ledger(cfg):
         os.replace(item.output, item.ledger)  # its records are the ledger's; the final output is written again
     elif action == "reopen" and not item.ledger.exists():
-        log.warning("%s: %s, but its text output has no ledger to add them to; a new run_name answers them",
+        log.warning("%s: %s, but its rendered output has no ledger to add them to; a new run_name answers them",
                     item.input.name, why)
         return lines, None
     write_sidecar(item.ledger, Sidecar(str(cfg.rerun_epoch), config_print(cfg), now))  # before any new record
     return lines, ledger or RecordLog(item.ledger, sync_every_s=sync_every_s)
-
-
-def _is_text(cfg: DictConfig) -> bool:
-    value = cfg.mode.get("output_format", OutputFormat.jsonl)
-    return getattr(value, "name", value) == OutputFormat.text.name
 
 
 def todo(lines: List[Entry], ledger: RecordLog, cfg: DictConfig) -> List[Entry]:
@@ -181,14 +192,15 @@ def todo(lines: List[Entry], ledger: RecordLog, cfg: DictConfig) -> List[Entry]:
     return [line for line in lines if ledger.needs(line.number, retry)]
 
 
-def finish(cfg: DictConfig, item: Item, lines: List[Entry], ledger: RecordLog, render) -> bool:
-    """Write the finished output once every line has a record (the sidecar first gets the output's counts, so
-    a rerun and runner.progress need not read the output). False: lines are left for a rerun."""
+def finish(cfg: DictConfig, item: Item, lines: List[Entry], ledger: RecordLog) -> bool:
+    """Write the finished output once every line has a record, in output.format (runner/outputs.py; the sidecar
+    first gets the output's counts, so a rerun and runner.progress need not read the output). False: lines are
+    left for a rerun."""
     if not all(line.number in ledger.done() for line in lines):
         ledger.close()
         return False
     sidecar = read_sidecar(item.ledger)
     sidecar.answered, sidecar.errors = len(ledger.done()), sorted(ledger.errors())
     write_sidecar(item.ledger, sidecar)
-    ledger.finalize(item.output, render, keep_log=_is_text(cfg))  # text cannot be read back: its ledger is kept
+    outputs.write(cfg, item, lines, ledger)  # a rendered output cannot be read back: its ledger is kept
     return True

@@ -3,7 +3,8 @@
     job.yaml  job.pbs | job.sh | job.sbatch  pbs_job_id | slurm_job_id  slurm/  summary.json  too_long.json
     staging.json  lock/  claims/<attempt>/  ray/<attempt>/engine<g>.address  stats/<worker>.json  logs/<step><i>.log
     logs/job.log  logs/host<i>/  logs/ray<rank>.log
-    out/{rank}.out | out/<input>.jsonl  out/<key>.log.jsonl (ledger)  out/<key>.fp.json (sidecar)
+    out/{rank}.out | out/<input>.jsonl  out/{rank}.parquet | out/<input>.parquet  out/<key>.log.jsonl (ledger)
+    out/<key>.fp.json (sidecar)
 """
 
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ class Item:
 def sidecar_of(ledger: Path) -> Path:
     """The fingerprint sidecar beside a ledger (it outlives the ledger: a finished output keeps it)."""
     return ledger.with_name(ledger.name.removesuffix(_LEDGER) + _SIDECAR)
+
+
+def parquet_of(output: Path) -> Path:
+    """output.parquet: the Parquet copy beside a finished output (0.out -> 0.parquet, a.tsv.jsonl -> a.tsv.parquet)."""
+    return output.with_suffix(".parquet")
 
 
 def file_output_name(input_name: str) -> str:

@@ -21,7 +21,10 @@ class Accelerator(Enum):
 
 
 class OutputFormat(Enum):
+    # the input's own: openai_batch for input=openai_batch, else jsonl (runner/outputs.py)
+    auto = "auto"
     jsonl = "jsonl"
+    openai_batch = "openai_batch"
     text = "text"
 
 
@@ -91,8 +94,6 @@ class PerTileConfig(ModeConfig):
 
     _target_: str = "runner.per_tile.PerTile"
     name: str = "per_tile"
-    # jsonl: one object per input line; text: the original "Prompt: ..., Generated text: ..." lines
-    output_format: OutputFormat = OutputFormat.jsonl
     # requests kept in the engine at once; each answer is checkpointed as it finishes and the engine is
     # topped up from the file when half have finished (keep it well above vLLM's max_num_seqs)
     max_in_flight: int = 4096
@@ -217,6 +218,21 @@ class ParquetInputConfig(TemplatedInputConfig):
     template: str = "{prompt}"
     # rows decoded at once (pyarrow record batches inside a row group): bounds a reader's memory
     batch_rows: int = 4096
+
+
+@dataclass
+class OutputConfig:
+    """What a finished output holds (both modes); the resume ledger holds the records in every format."""
+
+    # jsonl: the records (runner/records.py); openai_batch: the lines `vllm run-batch` writes (id, custom_id,
+    # response with status_code and body, error), under the ids' custom_id; text: the original per-tile script's
+    # "Prompt: ..., Generated text: ..." lines; auto: openai_batch for input=openai_batch, else jsonl
+    format: OutputFormat = OutputFormat.auto
+    # also write each finished output's records as <output without its suffix>.parquet beside it (columns: the
+    # record's keys)
+    parquet: bool = False
+    # records per Parquet row group: what is held in memory while it is written
+    parquet_rows: int = 65536
 
 
 @dataclass
@@ -354,6 +370,7 @@ class ClusterConfig:
 class RunnerConfig:
     mode: ModeConfig = MISSING
     input: InputConfig = MISSING
+    output: OutputConfig = field(default_factory=OutputConfig)
     model: ModelConfig = MISSING
     launcher: LauncherConfig = MISSING
     staging: StagingConfig = MISSING

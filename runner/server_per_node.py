@@ -23,7 +23,6 @@ from runner.errors import ConfigError, JobFailedError
 from runner.job import typed_mode
 from runner.run_dir import Item, RunDir
 from runner.mode import Mode
-from runner.record_log import as_jsonl
 from runner.schema import OnTooLong
 from runner.server import VllmServer
 from runner.server_pool import ServerPool
@@ -124,7 +123,7 @@ async def _answer_file(cfg: DictConfig, client: FileClient, queue: FileQueue, in
             return
         todo = rerun.todo(lines, ledger, cfg)
         await client.answer_file(input_file.name, todo, len(lines) - len(todo), ledger, result, handed_out)
-        if await asyncio.to_thread(rerun.finish, cfg, item, lines, ledger, as_jsonl):
+        if await asyncio.to_thread(rerun.finish, cfg, item, lines, ledger):
             queue.finished(input_file)
             log.info("%s: %d lines answered (%d errors, %d before) in %.1f s", input_file.name,
                      result.tally.answered, result.tally.errors, result.resumed, result.seconds)

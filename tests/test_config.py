@@ -52,7 +52,7 @@ def test_unknown_group_option_names_the_valid_ones():
 
 def test_wrong_enum_value_names_the_valid_ones():
     with pytest.raises(ConfigCompositionException) as err:
-        _compose(["mode.output_format=csv"])
+        _compose(["output.format=csv"])
     assert "jsonl" in str(err.value.__cause__) and "text" in str(err.value.__cause__)
 
 

@@ -104,16 +104,15 @@ def test_newest_record_wins_an_error_is_retried_a_success_never_twice(tmp_path):
     assert [json.loads(x)["response"] for x in out.read_text().splitlines()] == ["fixed", "ok"]
 
 
-def _cfg(tmp_path, **mode):
+def _cfg(tmp_path, output_format="jsonl", **mode):
     return OmegaConf.create({"model": {"name": "m", "path": "/p", "engine": {}}, "cluster": {"engine": {}},
                              "sampling": {"max_tokens": 8}, "rerun": "errors", "rerun_epoch": "e1",
-                             "mode": {"name": "per_tile", "output_format": "jsonl", **mode},
+                             "mode": {"name": "per_tile", **mode}, "output": {"format": output_format},
                              "input": {"name": "lines", "path": str(tmp_path), "template": "{line}"}})
 
 
 def _answer(cfg, item, statuses):
     """What a rank does between rerun.begin and rerun.finish, with made-up answers instead of an engine."""
-    from runner.record_log import as_original_text
     from runner.rerun import begin, finish, todo
 
     lines, ledger = begin(cfg, item, None)
@@ -122,7 +121,7 @@ def _answer(cfg, item, statuses):
     asked = todo(lines, ledger, cfg)
     ledger.append([{"line": line.number, "prompt": line.raw, "response": f"answer {line.number}",
                     "status": statuses.get(line.number, "SUCCESS")} for line in asked])
-    finish(cfg, item, lines, ledger, as_original_text if cfg.mode.output_format == "text" else json.dumps)
+    finish(cfg, item, lines, ledger)
     return [line.number for line in asked]
 
 

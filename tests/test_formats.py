@@ -157,9 +157,14 @@ def test_openai_batch_requests_carry_their_own_sampling_and_path_in_both_modes(t
     (inputs / "0.in").write_text("".join(json.dumps(request) + "\n" for request in BATCH))
     run = tmp_path / "run"
     proc = run_runner([*mode, "input=openai_batch", f"input.path={inputs}", "cluster.ranks_per_node=1",
-                       "sampling.max_tokens=5", "+sampling.ignore_eos=true", f"hydra.run.dir={run}"])
+                       "sampling.max_tokens=5", "+sampling.ignore_eos=true", "output.format=jsonl",
+                       "output.parquet=true", "output.parquet_rows=2", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     output = run / "out" / ("0.out" if not mode else "0.in.jsonl")
+    # the Parquet copy beside it holds the same records, the `input` of a malformed line null in the others
+    table = pq.ParquetFile(run / "out" / ("0.parquet" if not mode else "0.in.parquet"))
+    assert table.metadata.num_row_groups > 1
+    assert table.read().to_pylist() == [{"input": None, **r} for r in read_jsonl(output)]
     records = {r["custom_id"]: r for r in read_jsonl(output)}
     assert list(records) == [request["custom_id"] for request in BATCH]
     tokens = {name: records[name]["output_tokens"] for name in ("chat-3", "completion-2", "job-default")}
