@@ -115,7 +115,7 @@ def config_print(cfg: DictConfig) -> Dict[str, Any]:
     flat: Dict[str, Any] = {"model.name": cfg.model.name, "model.path": cfg.model.path}
     flat.update({f"engine.{k}": _plain(v) for k, v in engine_args(cfg).items()})
     flat.update({f"sampling.{k}": _plain(v) for k, v in cfg.sampling.items()})
-    for key in ("prompt_style", "output_format"):
+    for key in ("prompt_style", "output_format", "assign"):
         if key in cfg.mode:
             flat[f"mode.{key}"] = _plain(cfg.mode[key])
     flat.update({f"input.{k}": _plain(v) for k, v in (cfg.get("input") or {}).items() if k not in _NOT_SHAPING})
