@@ -225,9 +225,6 @@ class PerTile(Mode):
 
     def check(self, files: List[Path]) -> None:
         """Print the layout at launch; idle devices are named, not left idle silently."""
-        if self._spread and not files:
-            raise ConfigError(f"input.path={self.cfg.input.path} names no input file: set input.path to a file, a "
-                              "folder or a glob of the files to answer")
         laid_out = self.node_layout()
         layout.check_ranks_per_node(self.cfg, laid_out)
         layout.check_heads(self.cfg, laid_out)
