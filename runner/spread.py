@@ -131,7 +131,9 @@ def _ranges(cfg: DictConfig, run: RunDir, path: Path, items, action: str,
         return [], []
     if action == "reopen":
         sidecar = read_sidecar(_item(cfg, run, path).ledger)
-        stop, retry = sidecar.input.lines + 1, policy == RerunPolicy.errors and bool(sidecar.errors)
+        # the records it holds: the lines of a text file as fingerprinted, or (rows) the records it has
+        stop = (sidecar.input.lines if reader_of(cfg).locates_changes else sidecar.answered) + 1
+        retry = policy == RerunPolicy.errors and bool(sidecar.errors)
         result.reopened[path.name] = (stop, "log" if retry else "done")
         return [(1, stop)], [(1, stop)] if retry else []
     retry = ("log", "errors") if policy == RerunPolicy.errors else ("log",)
@@ -150,7 +152,8 @@ def apply(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path]) -> Non
         _apply_files(cfg, run, planned, files)
     paths = sorted({p.path for share in planned.shares for p in share})
     number = {path: k for k, path in enumerate(paths)}  # each path once: 24k ranks read this file
-    work = {"epoch": str(cfg.rerun_epoch), "files": paths,
+    ends = {name: index.end for name, index in planned.indexes.items()}  # where each file's records end
+    work = {"epoch": str(cfg.rerun_epoch), "files": paths, "ends": ends,
             "shares": [[[number[p.path], p.start, p.stop, p.offset, p.lines] for p in share]
                        for share in planned.shares]}
     atomic.write_json(run.work_file, work)
@@ -198,14 +201,15 @@ def share_of(run: RunDir, rank: int) -> List[Piece]:
 
 def join_finished(cfg: DictConfig, run: RunDir, files: List[Path], dry: bool = False) -> List[str]:
     """Join every file whose finished items cover all its lines (`dry`: only say which); their names."""
-    joined, listed = [], run.pieces()
+    joined, listed, ends = [], run.pieces(), _ends(run)
     for path in files:
         items, sidecar = listed.get(path.name, []), read_sidecar(_item(cfg, run, path).ledger)
         if items and _item(cfg, run, path).output.exists():  # left by a joiner killed before it removed them
             if not dry:
                 _remove(run, path.name, items)
             continue
-        if sidecar is None or not items or not _covers(items, sidecar.input.lines):
+        end = ends.get(path.name) or (sidecar.input.lines + 1 if sidecar and reader_of(cfg).locates_changes else 0)
+        if sidecar is None or not items or not end or not _covers(items, end):
             continue
         if not dry and not _join(cfg, run, path, items, sidecar):
             continue
@@ -213,13 +217,22 @@ def join_finished(cfg: DictConfig, run: RunDir, files: List[Path], dry: bool = F
     return joined
 
 
-def _covers(items, last: int) -> bool:
+def _ends(run: RunDir) -> Dict[str, int]:
+    """Where each input's records ended when the last launch planned them (work.json)."""
+    try:
+        return json.loads(run.work_file.read_text()).get("ends", {})
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _covers(items, end: int) -> bool:
+    """Whether finished items cover every record before `end`."""
     at = 1
     for start, stop, state in items:
         if state == "log" or start > at:
             return False
         at = max(at, stop)
-    return at > last
+    return at >= end
 
 
 def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar) -> bool:

@@ -45,6 +45,8 @@ class FileIndex:
     # per entry k: physical line k * _EVERY + 1, its byte offset, the non-blank lines before it
     offsets: List[int] = field(default_factory=list)
     before: List[int] = field(default_factory=list)
+    # one past the last non-blank line: the records a file's work items must cover to be joined
+    end: int = 1
     _file: Optional[BinaryIO] = field(default=None, repr=False)
     _found: Dict[int, Tuple[int, int]] = field(default_factory=dict, repr=False)
 
@@ -120,12 +122,13 @@ def index_of(path: Path, reader) -> FileIndex:
     """The index of an input file as the job's reader reads it (text: by lines; else by rows)."""
     if reader.locates_changes:
         return index_file(path)
-    return RowIndex(path, scan(path, by_lines=False), reader.count(path))
+    rows = reader.count(path)
+    return RowIndex(path, scan(path, by_lines=False), rows, end=rows + 1)
 
 
 def index_file(path: Path) -> FileIndex:
     """Fingerprint and index a text file in one pass (its bytes are read once)."""
-    scanner, offsets, before, seen, offset = Scanner(), [], [], 0, 0
+    scanner, offsets, before, seen, offset, end = Scanner(), [], [], 0, 0, 1
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             if number % _EVERY == 1:
@@ -133,9 +136,10 @@ def index_file(path: Path) -> FileIndex:
                 before.append(seen)
             scanner.add(raw)
             offset, seen = offset + len(raw), seen + bool(raw.strip())
+            end = number + 1 if raw.strip() else end
     if not offsets:
         offsets, before = [0], [0]
-    return FileIndex(path, scanner.finish(path), seen, offsets, before)
+    return FileIndex(path, scanner.finish(path), seen, offsets, before, end)
 
 
 @dataclass(frozen=True)

@@ -231,3 +231,24 @@ def test_ranges_resume_rejoin_and_a_killed_joiner_without_an_engine(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["answered"], summary["prompts"], summary["error_lines"]) == (5, 5, 5)
     assert [r["line"] for r in read_jsonl(out)] == [1, 2, 3, 4, 5]
+
+
+def test_parquet_rows_are_spread_as_row_ranges_and_rejoined_once_without_an_engine(tmp_path):
+    """Parquet has no lines: its rows are cut into row ranges (the reader finds them from the row groups), and a
+    reopened output (its ERROR records answered again) is the range of the rows it holds, whatever its bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    rows = [" ".join([f"w{i}"] * 80) for i in range(7)]
+    pq.write_table(pa.table({"prompt": rows}), tmp_path / "in" / "t.parquet", row_group_size=3)
+    run = tmp_path / "run"
+    args = ["input=parquet", f"input.path={tmp_path / 'in'}", f"hydra.run.dir={run}", "+engine.max_model_len=64",
+            "sampling.max_tokens=4", "mode.on_too_long=record"]
+    for ranks in (3, 2):
+        proc = run_runner([*args, f"cluster.ranks_per_node={ranks}"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        records = read_jsonl(run / "out" / "t.parquet.jsonl")
+        assert [(r["line"], r["prompt"]) for r in records] == list(enumerate(rows, 1))
+    # the reopened output is one kept range (its ledger is keyed by it): one rank answers its 7 rows again
+    assert [json.loads((run / "stats" / f"rank{r}.json").read_text())["answered"] for r in range(2)] == [7, 0]
