@@ -23,7 +23,8 @@ from helpers.processes import run_processes, tagged_env, wait_for
 pytestmark = pytest.mark.engine
 
 # ignore_eos: every answer runs to max_tokens, so the job takes long enough to be killed in the middle
-PER_TILE = ["cluster.ranks_per_node=1", "mode.max_in_flight=2", "sampling.max_tokens=16", "+sampling.ignore_eos=true"]
+PER_TILE = ["mode.assign=by_rank", "cluster.ranks_per_node=1",
+            "mode.max_in_flight=2", "sampling.max_tokens=16", "+sampling.ignore_eos=true"]
 SERVER = ["mode=server_per_node", "mode.port=0", "mode.concurrency=2", "sampling.max_tokens=16",
           "+sampling.ignore_eos=true"]
 
@@ -159,7 +160,7 @@ def test_openai_batch_requests_carry_their_own_sampling_and_path_in_both_modes(t
     proc = run_runner([*mode, "input=openai_batch", f"input.path={inputs}", "cluster.ranks_per_node=1",
                        "sampling.max_tokens=5", "+sampling.ignore_eos=true", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    output = run / "out" / ("0.out" if not mode else "0.in.jsonl")
+    output = run / "out" / "0.in.jsonl"  # one output per input file in both modes (per_tile spreads its ranks)
     records = {r["custom_id"]: r for r in read_jsonl(output)}
     assert list(records) == [request["custom_id"] for request in BATCH]
     tokens = {name: records[name]["output_tokens"] for name in ("chat-3", "completion-2", "job-default")}
