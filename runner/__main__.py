@@ -21,6 +21,8 @@ def main(cfg: DictConfig) -> None:
 
     try:
         launch(cfg)
+        if cfg.plan:  # the plan made nothing: Hydra's own folder goes again
+            _remove_if_only_hydras()
     except RunnerError as e:
         log.error("%s: %s", type(e).__name__, e)
         _remove_if_only_hydras()
@@ -29,7 +31,7 @@ def main(cfg: DictConfig) -> None:
 
 def _remove_if_only_hydras() -> None:
     """Hydra makes the run directory (its .hydra/ and the job's log) before main runs; a launch refused before
-    the runner wrote anything there takes it away again, so a refused config leaves no empty run directory."""
+    the runner wrote anything there (or a plan=true) takes it away again, so it leaves no empty run directory."""
     hydra = HydraConfig.get()
     out = Path(hydra.runtime.output_dir)
     if out.is_dir() and {p.name for p in out.iterdir()} <= {".hydra", f"{hydra.job.name}.log"}:

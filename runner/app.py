@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, job, models, options, outputs, preflight, readers, rerun, run_lock, vllm_names
+from runner import engine, job, models, options, outputs, plan, preflight, readers, rerun, run_lock, vllm_names
 from runner.errors import ConfigError
 from runner.job import RunDir
 from runner.run_lock import RunLock
@@ -73,15 +73,30 @@ def resolve(cfg: DictConfig) -> Tuple[DictConfig, Optional[preflight.Report]]:
     return cfg, preflight.check(cfg, files)
 
 
+def show_plan(resolved: DictConfig, report: Optional[preflight.Report]) -> None:
+    """plan=true: print what a launch would do; nothing is made, locked or started."""
+    run = RunDir(Path(HydraConfig.get().runtime.output_dir))
+    previous = OmegaConf.load(run.job_file) if run.job_file.is_file() else None
+    resolved.rerun_epoch = rerun.check_launch(resolved, run, previous)
+    mode = options.mode_of(resolved)
+    print(plan.describe(resolved, run, mode.input_files(), report, mode.prepare(run, dry=True)), flush=True)
+
+
 def launch(cfg: DictConfig) -> None:
     """Check everything, then make the run directory: a refused config leaves no run directory behind."""
     resolved, report = resolve(cfg)
+    if resolved.plan:
+        return show_plan(resolved, report)
     run = RunDir(Path(HydraConfig.get().runtime.output_dir)).make()
     lock = RunLock(run.root)
     lock.acquire(run_lock.holder(), force=resolved.force_lock)  # before job.yaml, which a live run reads
     try:
         previous = OmegaConf.load(run.job_file) if run.job_file.is_file() else None
         resolved.rerun_epoch = rerun.check_launch(resolved, run, previous)  # refuses before job.yaml is rewritten
+        mode = options.mode_of(resolved)
+        planned = mode.prepare(run)  # per_tile: the ranks' work items (work.json)
+        if resolved.dry_run:
+            print(plan.describe(resolved, run, mode.input_files(), report, planned), flush=True)
         job_file = job.write(resolved, run)
         preflight.write_for_ranks(report, run.too_long_file)
         log.info("run directory %s", run.root)

@@ -116,8 +116,9 @@ def config_print(cfg: DictConfig) -> Dict[str, Any]:
     flat: Dict[str, Any] = {"model.name": cfg.model.name, "model.path": cfg.model.path}
     flat.update({f"engine.{k}": _plain(v) for k, v in engine_args(cfg).items()})
     flat.update({f"sampling.{k}": _plain(v) for k, v in cfg.sampling.items()})
-    if "prompt_style" in cfg.mode:
-        flat["mode.prompt_style"] = _plain(cfg.mode.prompt_style)
+    for key in ("prompt_style", "assign"):
+        if key in cfg.mode:
+            flat[f"mode.{key}"] = _plain(cfg.mode[key])
     flat["output.format"] = format_of(cfg).name  # a job file of an older runner had mode.output_format
     flat.update({f"input.{k}": _plain(v) for k, v in (cfg.get("input") or {}).items() if k not in _NOT_SHAPING})
     return json.loads(json.dumps(flat, default=str))

@@ -43,6 +43,18 @@ class Mode(ABC):
     def check(self, files: List[Path]) -> None:
         """Refuse, with a ConfigError, a config that cannot run on these inputs."""
 
+    def prepare(self, run: "RunDir", dry: bool = False):
+        """At launch, after the rerun checks and before job.yaml is written: lay out the work of the workers
+        (`dry`: plan it only, writing nothing); returns the plan, or None when the mode has none."""
+        return None
+
+    def after_run(self, run: "RunDir") -> None:
+        """Once every worker ended (the job's summary step): bring the outputs together."""
+
+    def partial_outputs(self, run: "RunDir", item: "Item") -> List[Path]:
+        """The files holding an unfinished item's records so far (runner.progress counts them)."""
+        return [item.ledger] if item.ledger.exists() else []
+
     def device_env(self, placement: "Placement") -> Dict[str, str]:
         """The variables that pin a worker to its devices; set before vLLM is imported."""
         return {}

@@ -1,5 +1,6 @@
-"""mode=per_tile, one rank: read {rank}.in (through the `input` reader), answer every record with an offline vLLM
-engine, write {rank}.out.
+"""mode=per_tile, one rank: answer its records (through the `input` reader) with an offline vLLM engine. With
+mode.assign=spread (the default) they are its share of every input file (runner/spread.py, runner/spread_rank.py);
+with assign=by_rank, the original layout, it reads {rank}.in and writes {rank}.out:
 
 Each answer is appended to out/{rank}.log.jsonl as it finishes; a rerun answers only the lines not in it (and
 those with only ERROR records, and lines appended since; runner/rerun.py). {rank}.out appears, complete, only
@@ -11,19 +12,19 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, layout, preflight, ray_group, rerun
+from runner import engine, layout, outputs, preflight, ray_group, rerun
 from runner.devices import DEVICE_VARS
 from runner.errors import ConfigError, JobFailedError
 from runner.mode import Mode
-from runner.readers import Entry
+from runner.readers import Entry, reader_of
 from runner.record_log import RecordLog
 from runner.records import LINE, Record
 from runner.run_dir import Item, RunDir
-from runner.schema import OnTooLong
+from runner.schema import Assign, OnTooLong, OutputFormat
 from runner.stats import WorkerStats
 from runner.tally import Tally
 from runner.topology import Placement
@@ -74,7 +75,8 @@ def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
             if todo and cfg.mode.on_too_long == OnTooLong.record:
                 todo = _record_too_long(run, rank, item.input.name, todo, ledger, tally)
             if todo:
-                _answer_all(cfg, rank, todo, ledger, model_path, stats, tally)
+                write = lambda pairs: _append(ledger, [_record(rank, line, answer) for line, answer in pairs])
+                answer_all(cfg, rank, todo, write, model_path, stats, tally)
             complete = rerun.finish(cfg, item, lines, ledger)
             if complete:
                 log.info("rank %d: wrote %s (%d answers)", rank, item.output, len(lines))
@@ -114,7 +116,15 @@ def _record_too_long(run: RunDir, rank: int, input_name: str, todo: List[Entry],
     return [line for line in todo if line.number not in reasons]
 
 
-def _answer_all(cfg, rank, todo, ledger, model_path, stats: WorkerStats, tally: Tally) -> None:
+def _append(ledger: RecordLog, records: List[dict]) -> List[dict]:
+    ledger.append(records)
+    return records
+
+
+def answer_all(cfg, rank, todo, write: Callable[[list], List[dict]], model_path, stats: WorkerStats,
+               tally: Tally) -> None:
+    """Answer the lines with one engine; `write` gets each step's finished (line, answer) pairs and returns the
+    records it appended (counted in the tally)."""
     margin = cfg.mode.walltime_margin_s
 
     def may_add() -> bool:
@@ -132,9 +142,7 @@ def _answer_all(cfg, rank, todo, ledger, model_path, stats: WorkerStats, tally: 
     try:
         for finished in engine.stream_answers(llm, todo, sampling, cfg.mode.max_in_flight, may_add):
             got = time.monotonic()
-            records = [_record(rank, line, answer) for line, answer in finished]
-            ledger.append(records)
-            for record in records:
+            for record in write(finished):
                 tally.count(record)
             if got - last_report >= every:
                 last_report = got
@@ -158,11 +166,61 @@ class PerTile(Mode):
     def procs_per_node(self) -> int:
         return len(self.node_layout().engines)
 
+    @property
+    def _spread(self) -> bool:
+        """mode.assign=spread (a job file of a runner before `assign` has {rank}.in inputs)."""
+        assign = self.cfg.mode.get("assign", Assign.by_rank)
+        return Assign(getattr(assign, "value", assign)) == Assign.spread
+
+    def ranks(self) -> int:
+        """The workers that answer: one per engine of the job (an engine across nodes answers from its head)."""
+        return self.node_layout().engines_in_job(self.cfg.nodes)
+
     def input_files(self) -> List[Path]:
-        return input_paths(self.cfg, self.node_layout().engines_in_job(self.cfg.nodes))
+        if self._spread:
+            return reader_of(self.cfg).files()
+        return input_paths(self.cfg, self.ranks())
 
     def work_items(self, run: RunDir) -> List[Item]:
+        if self._spread:
+            text = outputs.format_of(self.cfg) == OutputFormat.text
+            return [run.spread_item(path, text) for path in self.input_files()]
         return [run.rank_item(path, rank) for rank, path in enumerate(self.input_files())]
+
+    def weights(self) -> List[float]:
+        """Each rank's share of the lines: its engine's devices (a TP 8 engine beside a TP 4 one gets twice)."""
+        engines = self.node_layout().engines
+        return [float(len(engines[e % len(engines)].devices) * engines[e % len(engines)].nodes)
+                for e in range(self.ranks())]
+
+    def prepare(self, run: RunDir, dry: bool = False):
+        """At launch, after the rerun checks (spread): the work items of every rank, written to work.json
+        (`dry`: only planned, for the plan)."""
+        if not self._spread:
+            return None
+        from runner import spread
+
+        planned = spread.plan(self.cfg, run, self.input_files(), self.weights())
+        if not dry:
+            spread.apply(self.cfg, run, planned, self.input_files())
+        return planned
+
+    def after_run(self, run: RunDir) -> None:
+        """After every rank ended (the summary step): join each input's finished work items into its output."""
+        if self._spread and run.job_file.is_file():
+            from runner import spread
+
+            spread.join_finished(self.cfg, run, self.input_files())
+
+    def partial_outputs(self, run: RunDir, item: Item) -> List[Path]:
+        if not self._spread:
+            return super().partial_outputs(run, item)
+        return [run.piece(item.input.name, *found) for found in self._pieces(run).get(item.input.name, [])]
+
+    def _pieces(self, run: RunDir):
+        if getattr(self, "_listed", None) is None:
+            self._listed = run.pieces()  # one listing for all the files of a progress report
+        return self._listed
 
     def check(self, files: List[Path]) -> None:
         """Print the layout at launch; idle devices are named, not left idle silently."""
@@ -184,11 +242,15 @@ class PerTile(Mode):
         log.info("rank %d: engine on %d device(s) %s%s, engine arguments %s", placement.rank, len(mine.devices),
                  layout.engine_env(self.cfg, mine) or "(no device mask)",
                  f" of each of {mine.nodes} nodes" if mine.nodes > 1 else "", engine.engine_args(cfg))
+        answer = run_rank
+        if self._spread:
+            from runner.spread_rank import run_spread as answer
         if mine.nodes == 1:
-            return run_rank(cfg, run, placement, model_path, stats)
-        group = ray_group.engine_index(placement, mine)  # the engine's rank: it reads {group}.in
-        output = run.rank_item(input_path(cfg, group), group).output
-        return ray_group.run_node(cfg, run, placement, stats, self.node_layout(), output, lambda: run_rank(
+            return answer(cfg, run, placement, model_path, stats)
+        group = ray_group.engine_index(placement, mine)  # the engine's rank: it answers {group}.in or share `group`
+        # a held node fails the job when its engine's output is missing; spread: the head's exit says it
+        output = run.work_file if self._spread else run.rank_item(input_path(cfg, group), group).output
+        return ray_group.run_node(cfg, run, placement, stats, self.node_layout(), output, lambda: answer(
             cfg, run, dataclasses.replace(placement, rank=group), model_path, stats))
 
     def _engine(self, placement: Placement) -> layout.Engine:

@@ -47,6 +47,10 @@ class Report:
     lines: int = 0
     # of `lines`, those tokenized by this check (the others' files were unchanged since an earlier check)
     tokenized: int = 0
+    # the prompts' tokens, and the longest prompt's tokens and where it is ("file:line")
+    prompt_tokens: int = 0
+    longest: int = 0
+    longest_at: str = ""
     seconds: float = 0.0
 
     @property
@@ -107,13 +111,17 @@ def _scan(files: List[Path], prompts_of: Callable[[Path], Iterator[Tuple[int, st
         stat = path.stat()
         stamp = [stat.st_size, stat.st_mtime_ns]
         entry = cache.get(path.name)
-        if entry is None or entry["stamp"] != stamp:
-            before = report.lines
-            found = _too_long_in(path, prompts_of, counter, report)
-            entry = cache[path.name] = {"stamp": stamp, "lines": report.lines - before, "too_long": found}
+        if entry is None or entry["stamp"] != stamp or "tokens" not in entry:  # (an entry before token totals)
+            before, tokens = report.lines, report.prompt_tokens
+            longest = [0, 0]
+            found = _too_long_in(path, prompts_of, counter, report, longest)
+            entry = cache[path.name] = {"stamp": stamp, "lines": report.lines - before, "too_long": found,
+                                        "tokens": report.prompt_tokens - tokens, "longest": longest}
             tokenized += entry["lines"]
         else:
-            report.lines += entry["lines"]
+            report.lines, report.prompt_tokens = report.lines + entry["lines"], report.prompt_tokens + entry["tokens"]
+        if entry["longest"][0] > report.longest:
+            report.longest, report.longest_at = entry["longest"][0], f"{path.name}:{entry['longest'][1]}"
         found = {int(number): tokens for number, tokens in entry["too_long"].items()}
         if found:
             report.too_long[path.name] = found
@@ -151,8 +159,10 @@ def _counter(model_path: str, chat: bool) -> Optional[PromptCounter]:
         return None
 
 
-def _too_long_in(path: Path, prompts_of: Callable[[Path], Iterator[Tuple[int, str]]], counter: PromptCounter, report: Report) -> Dict[int, int]:
-    """{line number: prompt tokens} of the file's lines that do not fit; counted exactly near the limit."""
+def _too_long_in(path: Path, prompts_of: Callable[[Path], Iterator[Tuple[int, str]]], counter: PromptCounter,
+                 report: Report, longest: List[int]) -> Dict[int, int]:
+    """{line number: prompt tokens} of the file's lines that do not fit; counted exactly near the limit. Adds the
+    prompts' tokens to the report and sets `longest` to [tokens, line number] of the file's longest prompt."""
     room = report.max_model_len - report.max_tokens
     margin = 0 if counter.exact_estimates else _RECHECK_MARGIN
     found = {}
@@ -161,6 +171,9 @@ def _too_long_in(path: Path, prompts_of: Callable[[Path], Iterator[Tuple[int, st
         for (number, prompt), tokens in zip(batch, counter.estimates([prompt for _, prompt in batch])):
             if tokens > room - margin and margin:
                 tokens = counter.exact(prompt)
+            report.prompt_tokens += tokens
+            if tokens > longest[0]:
+                longest[:] = [tokens, number]
             if tokens > room:
                 found[number] = tokens
     return found

@@ -9,7 +9,7 @@ unfinished files and the total.
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Callable, List
 
 from omegaconf import OmegaConf
 
@@ -34,7 +34,7 @@ class FileProgress:
     errors: int = 0
 
 
-def _file_progress(item: Item, reader: InputReader) -> FileProgress:
+def _file_progress(item: Item, reader: InputReader, partial: Callable[[Item], List[Path]]) -> FileProgress:
     lines = reader.count(item.input) if item.input.exists() else 0
     sidecar = read_sidecar(item.ledger)
     if item.output.exists() and (sidecar is None or sidecar.answered is None):  # a runner without sidecars
@@ -42,7 +42,12 @@ def _file_progress(item: Item, reader: InputReader) -> FileProgress:
     if item.output.exists():
         current = item.input.exists() and unchanged(sidecar.input, item.input)  # else: appended or edited since
         return FileProgress(item.input.name, sidecar.answered, lines, current, len(sidecar.errors))
-    newest = scan(item.ledger) if item.ledger.exists() else {}
+    newest = {}
+    for path in partial(item):  # the ledger, or a file's work items (per_tile spread over its ranks)
+        try:
+            newest.update(scan(path))
+        except FileNotFoundError:  # joined meanwhile: counted by a later look
+            continue
     return FileProgress(item.input.name, len(newest), lines, False, sum(newest.values()))
 
 
@@ -50,8 +55,8 @@ def progress(run: RunDir) -> List[FileProgress]:
     """Every input file's progress: a finished output's counts come from its sidecar (one small read), a ledger's
     from its distinct lines."""
     cfg = OmegaConf.load(run.job_file)  # untyped: a job file of an older runner version is read too
-    reader = reader_of(cfg)
-    return [_file_progress(item, reader) for item in mode_of(cfg).work_items(run)]
+    reader, mode = reader_of(cfg), mode_of(cfg)
+    return [_file_progress(item, reader, lambda item: mode.partial_outputs(run, item)) for item in mode.work_items(run)]
 
 
 def describe(run: RunDir, files: List[FileProgress]) -> str:

@@ -5,16 +5,22 @@
     logs/job.log  logs/host<i>/  logs/ray<rank>.log
     out/{rank}.out | out/<input>.jsonl  out/{rank}.parquet | out/<input>.parquet  out/<key>.log.jsonl (ledger)
     out/<key>.fp.json (sidecar)
+    work.json  out/parts/<input>.<start>-<stop>[.log|.errors].jsonl (per_tile's work items, joined at the end)
 """
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Dict, List, Tuple
 
 # the ledger's suffix; the sidecar replaces it with _SIDECAR
 _LEDGER = ".log.jsonl"
 _SIDECAR = ".fp.json"
 # a server_per_node output: out/<input file name> + this (its ledger ends in .log.jsonl, so this too)
 FILE_OUTPUT_SUFFIX = ".jsonl"
+# per_tile's joined output of an input in mode.output_format=text (the original per_tile script's lines)
+_TEXT_OUTPUT = ".out"
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,11 @@ class Item:
     input: Path
     output: Path
     ledger: Path
+
+
+# a work item's file in out/parts/: a ledger (.log), finished with ERROR records among them (.errors), or finished
+PIECE_STATES = ("log", "errors", "done")
+_PIECE = re.compile(r"^(.+)\.(\d+)-(\d+)(?:\.(log|errors))?\.jsonl$")
 
 
 def sidecar_of(ledger: Path) -> Path:
@@ -133,6 +144,41 @@ class RunDir:
         """server_per_node: an input file, its finished output and its resume ledger."""
         name = input_file.name
         return Item(input_file, self.out / file_output_name(name), self.out / f"{name}{_LEDGER}")
+
+    def spread_item(self, input_file: Path, text: bool = False) -> Item:
+        """per_tile spread over its ranks: an input file, its joined output (out/<input>.jsonl, or out/<input>.out
+        in mode.output_format=text) and the ledger name its sidecar is kept under (the answers themselves are in
+        its work items' files until they are joined)."""
+        item = self.file_item(input_file)
+        return Item(item.input, self.out / f"{input_file.name}{_TEXT_OUTPUT}", item.ledger) if text else item
+
+    @property
+    def work_file(self) -> Path:
+        """per_tile: the work items of this launch and which rank answers which (written by the launch)."""
+        return self.root / "work.json"
+
+    @property
+    def parts(self) -> Path:
+        return self.out / "parts"
+
+    def piece(self, name: str, start: int, stop: int, state: str) -> Path:
+        """The file of the work item [start, stop) of input `name` in one of PIECE_STATES."""
+        suffix = "" if state == "done" else f".{state}"
+        return self.parts / f"{name}.{start}-{stop}{suffix}{FILE_OUTPUT_SUFFIX}"
+
+    def pieces(self) -> Dict[str, List[Tuple[int, int, str]]]:
+        """input name -> its work items' (start, stop, state), sorted, from one listing of out/parts/."""
+        found: Dict[str, List[Tuple[int, int, str]]] = {}
+        try:
+            with os.scandir(self.parts) as entries:
+                names = [entry.name for entry in entries]
+        except FileNotFoundError:
+            return found
+        for name in names:
+            match = _PIECE.match(name)
+            if match:
+                found.setdefault(match[1], []).append((int(match[2]), int(match[3]), match[4] or "done"))
+        return {name: sorted(items) for name, items in found.items()}
 
     def make(self) -> "RunDir":
         for path in (self.root, self.out, self.logs, self.stats, self.claims):

@@ -33,6 +33,13 @@ class PromptStyle(Enum):
     completion = "completion"
 
 
+class Assign(Enum):
+    # the job's input files cut into line ranges, each rank an equal share of the lines (runner/spread.py)
+    spread = "spread"
+    # the original layout: rank r reads {r}.in and writes {r}.out
+    by_rank = "by_rank"
+
+
 class OnTooLong(Enum):
     error = "error"
     record = "record"
@@ -90,10 +97,14 @@ class ModeConfig:
 
 @dataclass
 class PerTileConfig(ModeConfig):
-    """One offline vLLM engine per GPU or tile; rank r reads {r}.in from the folder input.path, writes {r}.out."""
+    """One offline vLLM engine per GPU or tile; the ranks share the records of every file of input.path (or, with
+    assign=by_rank, rank r reads {r}.in from the folder input.path and writes {r}.out)."""
 
     _target_: str = "runner.per_tile.PerTile"
     name: str = "per_tile"
+    # spread: every input file cut into line ranges, each engine an equal share of the lines (by its devices),
+    # one output per input (out/<input>.jsonl); by_rank: rank r reads {r}.in, writes {r}.out
+    assign: Assign = Assign.spread
     # requests kept in the engine at once; each answer is checkpointed as it finishes and the engine is
     # topped up from the file when half have finished (keep it well above vLLM's max_num_seqs)
     max_in_flight: int = 4096
@@ -389,8 +400,13 @@ class RunnerConfig:
     rerun: RerunPolicy = RerunPolicy.errors
     # set by the launcher, not by hand: the answer set the outputs belong to (a new one under rerun=all)
     rerun_epoch: str = ""
-    # write the job's scripts into the run directory and exit without running them
+    # write the job's scripts into the run directory and exit without running them (the plan is printed too)
     dry_run: bool = False
+    # print the pre-flight plan (files, lines, tokens, work items per rank, time estimate) and exit: no run
+    # directory, no lock, nothing started or submitted
+    plan: bool = False
+    # output tokens per second of the whole job, for the plan's time estimate; 0: the run's last summary.json
+    plan_tokens_per_s: float = 0.0
     # take the run directory's lock even though a live launch or a queued or running job holds it (only when
     # you know that holder is gone, e.g. on a host this one cannot check; the holder is named when refused)
     force_lock: bool = False

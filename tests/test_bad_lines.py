@@ -17,7 +17,8 @@ LINES = ["What is the capital of France?", LONG, "Say hello.", "Name a planet."]
 def test_per_tile_records_the_long_line_answers_the_rest_and_a_rerun_finishes_too(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"0.in": LINES})
     run = tmp_path / "run"
-    args = [f"input.path={inputs}", f"hydra.run.dir={run}", "cluster.ranks_per_node=1", "sampling.max_tokens=16",
+    args = [f"input.path={inputs}", "mode.assign=by_rank", f"hydra.run.dir={run}", "cluster.ranks_per_node=1",
+            "sampling.max_tokens=16",
             "mode.on_too_long=record"]
     for attempt in ("first", "rerun"):
         proc = run_runner(args)

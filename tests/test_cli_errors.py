@@ -6,7 +6,7 @@ from helpers.inputs import write_inputs
 
 def test_missing_rank_input_names_the_file(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"0.in": ["a"], "1.in": ["b"]})
-    proc = run_runner([f"input.path={inputs}", "nodes=2", f"hydra.run.dir={tmp_path / 'run'}"])
+    proc = run_runner([f"input.path={inputs}", "nodes=2", "mode.assign=by_rank", f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 2
     assert "2 input file(s) cannot be used" in proc.stderr
     assert f"{inputs}/2.in: missing" in proc.stderr and f"{inputs}/3.in: missing" in proc.stderr
@@ -37,7 +37,9 @@ def test_unknown_sampling_argument_is_named(tmp_path):
 def test_missing_input_folder(tmp_path):
     proc = run_runner([f"input.path={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 2
-    assert "is not a folder" in proc.stderr
+    assert "no such file or folder" in proc.stderr
+    by_rank = run_runner([f"input.path={tmp_path / 'nope'}", "mode.assign=by_rank", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert by_rank.returncode == 2 and "is not a folder" in by_rank.stderr
 
 
 def _refused(tmp_path, *overrides, inputs=None):

@@ -23,7 +23,8 @@ from helpers.processes import run_processes, tagged_env, wait_for
 pytestmark = pytest.mark.engine
 
 # ignore_eos: every answer runs to max_tokens, so the job takes long enough to be killed in the middle
-PER_TILE = ["cluster.ranks_per_node=1", "mode.max_in_flight=2", "sampling.max_tokens=16", "+sampling.ignore_eos=true"]
+PER_TILE = ["mode.assign=by_rank", "cluster.ranks_per_node=1",
+            "mode.max_in_flight=2", "sampling.max_tokens=16", "+sampling.ignore_eos=true"]
 SERVER = ["mode=server_per_node", "mode.port=0", "mode.concurrency=2", "sampling.max_tokens=16",
           "+sampling.ignore_eos=true"]
 
@@ -160,9 +161,9 @@ def test_openai_batch_requests_carry_their_own_sampling_and_path_in_both_modes(t
                        "sampling.max_tokens=5", "+sampling.ignore_eos=true", "output.format=jsonl",
                        "output.parquet=true", "output.parquet_rows=2", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    output = run / "out" / ("0.out" if not mode else "0.in.jsonl")
+    output = run / "out" / "0.in.jsonl"  # one output per input file in both modes (per_tile spreads its ranks)
     # the Parquet copy beside it holds the same records, the `input` of a malformed line null in the others
-    table = pq.ParquetFile(run / "out" / ("0.parquet" if not mode else "0.in.parquet"))
+    table = pq.ParquetFile(run / "out" / "0.in.parquet")
     assert table.metadata.num_row_groups > 1
     assert table.read().to_pylist() == [{"input": None, **r} for r in read_jsonl(output)]
     records = {r["custom_id"]: r for r in read_jsonl(output)}

@@ -204,7 +204,8 @@ def test_a_tp3_engine_on_three_cpu_slots_answers_every_line_once_on_three_worker
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        proc = run_runner([f"input.path={inputs}", f"hydra.run.dir={run}", "cluster.ranks_per_node=3",
+        proc = run_runner([f"input.path={inputs}", "mode.assign=by_rank", f"hydra.run.dir={run}",
+                           "cluster.ranks_per_node=3",
                            "+engine.tensor_parallel_size=3", "sampling.max_tokens=12"], env=tagged_env(tag))
     finally:
         done.set()

@@ -14,7 +14,7 @@ def test_sweep_over_two_models(tmp_path):
                        f"input.path={inputs}", "sampling.max_tokens=16", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                       multirun=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    outs = sorted((tmp_path / "sweep").glob("*/out/0.out"))
+    outs = sorted((tmp_path / "sweep").glob("*/out/0.in.out"))  # per_tile's joined output in the text format
     assert [p.parent.parent.name for p in outs] == [
         "cluster.ranks_per_node=1,model=smollm2_135m,output.format=text,sampling.max_tokens=16",
         "cluster.ranks_per_node=1,model=smollm2_135m_fp32,output.format=text,sampling.max_tokens=16",

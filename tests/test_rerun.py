@@ -52,7 +52,8 @@ def test_per_tile_rerun_after_a_kill_an_edit_an_append_and_a_config_change(tmp_p
     lines = {"0.in": ["Say yes.", "Say no.", "Say yes."], "1.in": COUNT}  # line 3 repeats line 1
     inputs = write_inputs(tmp_path / "in", lines)
     run = tmp_path / "run"
-    args = [f"input.path={inputs}", "mode.max_in_flight=4", "sampling.max_tokens=24", f"hydra.run.dir={run}"]
+    args = [f"input.path={inputs}", "mode.assign=by_rank", "mode.max_in_flight=4", "sampling.max_tokens=24",
+            f"hydra.run.dir={run}"]
     ledger = run / "out" / "1.log.jsonl"
     _kill_when(args, run, lambda: (run / "out" / "0.out").exists() and len(_records(ledger)) >= 3)
     assert (run / "out" / "0.out").exists() and not (run / "out" / "1.out").exists()

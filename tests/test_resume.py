@@ -23,7 +23,8 @@ def test_killed_run_resumes_and_answers_every_line_exactly_once(tmp_path):
     lines = {"0.in": ["Say yes.", "Say no."], "1.in": [f"Count to {i}." for i in range(1, 61)]}
     inputs = write_inputs(tmp_path / "in", lines)
     run = tmp_path / "run"
-    args = [f"input.path={inputs}", "mode.max_in_flight=4", "sampling.max_tokens=24", f"hydra.run.dir={run}",
+    args = [f"input.path={inputs}", "mode.assign=by_rank", "mode.max_in_flight=4", "sampling.max_tokens=24",
+            f"hydra.run.dir={run}",
             "mode.progress_every_s=0.5"]
     tag = uuid.uuid4().hex
     first = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, start_new_session=True,

@@ -72,6 +72,7 @@ def test_submitit_job_stages_the_model_by_mpi_broadcast_then_answers(tmp_path):
     run, target = tmp_path / "run", tmp_path / "node-local"
     proc = run_runner(["launcher=slurm", "launcher.wait=true", "launcher.walltime_min=20", "launcher.cpus_per_task=1",
                        "staging=mpi_bcast", f"staging.target_dir={target}", f"input.path={inputs}",
+                       "mode.assign=by_rank",
                        "sampling.max_tokens=8", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     staged = list(target.iterdir())

@@ -99,6 +99,7 @@ class LauncherSuite:
 
     def args(self, tmp: Path, inputs: Path, run: Path, *extra: str) -> List[str]:
         return [f"launcher={self.launcher}", *self.launcher_args(tmp), f"input.path={inputs}",
+                "mode.assign=by_rank",
                 f"hydra.run.dir={run}", "sampling.max_tokens=8", *extra]
 
     def job_runs(self, tag: str) -> bool:

@@ -1,0 +1,297 @@
+"""per_tile's input files spread over its ranks (mode.assign=spread): what the launch plans, what a rank reads,
+and how a file's work items are joined into its one output, out/<input>.jsonl.
+
+The launch (one process, holding the run's lock) looks at each input file as server_per_node's rerun rules do
+(runner.rerun.decide: the file's sidecar out/<input>.fp.json, fingerprint and answer set) and at its work items
+in out/parts/ (one listing): a range with a ledger keeps its bounds (its records are keyed by them); every line no
+work item covers is cut afresh for the ranks of this launch (runner.work_items), so a rerun with more or fewer
+ranks spreads what is left over all of them. It writes work.json (every rank's items) once; a rank reads it once
+and seeks to its ranges. A rank finishes an item by writing its sorted output (out/parts/<input>.<a>-<b>.jsonl,
+or .errors.jsonl when it holds an ERROR record, so a rerun knows which to open again without reading them).
+
+Joined by one process: the job's summary step (after every rank ended), the launch of a rerun, or
+`python -m runner.summary` (Slurm jobs run no step after their ranks). A file is joined only when finished items
+cover all its lines: their outputs are concatenated in line order into out/<input>.jsonl (atomically, the
+sidecar's counts first), then removed. Two joiners at once (a user's summary beside the job's) write the same
+bytes under the same name, and a joiner that finds an item gone finds the file joined.
+"""
+
+import json
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Set, Tuple
+
+from omegaconf import DictConfig
+
+from runner import atomic, outputs
+from runner.errors import ConfigError
+from runner.fingerprint import Sidecar, config_print, read_sidecar, write_sidecar
+from runner.record_log import scan
+from runner.records import is_error, line_of
+from runner.rerun import _policy, decide
+from runner.run_dir import Item, RunDir
+from runner.schema import OutputFormat, RerunPolicy
+from runner.readers import reader_of
+from runner.work_items import FileIndex, Piece, deal, gaps_of, index_of, piece_of
+
+log = logging.getLogger(__name__)
+
+_LISTED = 5
+
+
+@dataclass
+class Plan:
+    """What a launch does: per rank its work items; the files' actions, applied by `apply`."""
+
+    shares: List[List[Piece]]
+    # name -> (action, why) as runner.rerun.decide says
+    actions: Dict[str, Tuple[str, str]] = field(default_factory=dict)
+    indexes: Dict[str, FileIndex] = field(default_factory=dict)
+    # reopened joined outputs: name -> (the stop of the range of lines they hold, "log" to answer its ERROR
+    # records again or "done")
+    reopened: Dict[str, Tuple[int, str]] = field(default_factory=dict)
+    # the files with lines for the ranks (the others can be joined now)
+    pending: Set[str] = field(default_factory=set)
+    refused: List[str] = field(default_factory=list)
+
+    @property
+    def lines(self) -> int:
+        return sum(p.lines for share in self.shares for p in share)
+
+
+def plan(cfg: DictConfig, run: RunDir, files: List[Path], weights: List[float]) -> Plan:
+    """Read-only: each file's action and the work items of every rank (`weights`: each rank's engine size)."""
+    listed = run.pieces()
+    fixed, gaps, result = [], [], Plan([])
+    for path in files:
+        if _finished(cfg, run, path):  # not read: a rerun with nothing to do reads no input
+            result.actions[path.name] = ("skip", "")
+            continue
+        joined = _item(cfg, run, path).output.exists()  # items beside a joined output are a killed joiner's
+        index, items = index_of(path, reader_of(cfg)), [] if joined else listed.get(path.name, [])
+        action, why = _decide(cfg, run, path, items, index)
+        result.actions[path.name], result.indexes[path.name] = (action, why), index
+        if action == "refuse":
+            result.refused.append(why)
+        if action in ("refuse", "skip"):
+            continue
+        covered, kept = _ranges(cfg, run, path, items, action, result)
+        found = [piece for piece in (piece_of(index, start, stop) for start, stop in kept) if piece.lines]
+        open_lines = gaps_of(index, covered)
+        fixed, gaps = fixed + found, gaps + open_lines
+        if found or open_lines:
+            result.pending.add(path.name)
+    result.shares = deal(fixed, gaps, weights)
+    return result
+
+
+def _item(cfg: DictConfig, run: RunDir, path: Path) -> Item:
+    return run.spread_item(path, outputs.format_of(cfg) == OutputFormat.text)
+
+
+def _finished(cfg: DictConfig, run: RunDir, path: Path) -> bool:
+    """A joined output with nothing to do, told from its sidecar and the input's size and mtime alone."""
+    item = _item(cfg, run, path)
+    sidecar = read_sidecar(item.ledger) if item.output.exists() else None
+    locates = reader_of(cfg).locates_changes
+    return sidecar is not None and decide(item, sidecar, str(cfg.rerun_epoch), _policy(cfg), lambda: 0, None,
+                                          locates)[0] == "skip"
+
+
+def _decide(cfg: DictConfig, run: RunDir, path: Path, items, index: FileIndex) -> Tuple[str, str]:
+    policy, epoch, text = _policy(cfg), str(cfg.rerun_epoch), outputs.keeps_ledger(cfg)
+    item = _item(cfg, run, path)
+    sidecar = read_sidecar(item.ledger)
+    if not item.output.exists() and not items:
+        return "fresh", ""
+    if sidecar is None:
+        return "resume", "answered by a runner without fingerprints: kept as it is"
+    if items and not item.output.exists():  # decide asks the ledger whether anything was answered: a part was
+        item = Item(item.input, item.output, run.piece(path.name, *items[0]))
+    last = lambda: max((max(scan(run.piece(path.name, a, b, s)), default=0) for a, b, s in items), default=0)
+    action, why = decide(item, sidecar, epoch, policy, last, index.print, reader_of(cfg).locates_changes)
+    if action == "resume" and item.output.exists():
+        return "skip", ""
+    if action == "reopen" and text:  # its records cannot be read back from a rendered output
+        log.warning("%s: %s, but its output is rendered (output.format=%s); a new run_name answers them",
+                    path.name, why, outputs.format_of(cfg).name)
+        return "skip", ""
+    return action, why
+
+
+def _ranges(cfg: DictConfig, run: RunDir, path: Path, items, action: str,
+            result: Plan) -> Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]:
+    """(the ranges answered or kept, the ranges whose ledger a rank continues: every ledger, and under
+    rerun=errors the finished items with ERROR records). A reopened joined output is the range of the lines it
+    had: continued when it has ERROR records to answer again (rerun=errors), else kept as a finished item."""
+    policy = _policy(cfg)
+    if action in ("fresh", "restart"):
+        return [], []
+    if action == "reopen":
+        sidecar = read_sidecar(_item(cfg, run, path).ledger)
+        # the records it holds: the lines of a text file as fingerprinted, or (rows) the records it has
+        stop = (sidecar.input.lines if reader_of(cfg).locates_changes else sidecar.answered) + 1
+        retry = policy == RerunPolicy.errors and bool(sidecar.errors)
+        result.reopened[path.name] = (stop, "log" if retry else "done")
+        return [(1, stop)], [(1, stop)] if retry else []
+    retry = ("log", "errors") if policy == RerunPolicy.errors else ("log",)
+    return [(a, b) for a, b, _ in items], [(a, b) for a, b, state in items if state in retry]
+
+
+def apply(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path]) -> None:
+    """Bring out/ in line with the plan (restarted files forgotten, reopened outputs back to ledgers, sidecars
+    with the fingerprint the ranks answer against) and write work.json. A dry run writes work.json only (its
+    script can be run by hand; out/ is left as it is)."""
+    if planned.refused:
+        more = f" (and {len(planned.refused) - _LISTED} more)" if len(planned.refused) > _LISTED else ""
+        raise ConfigError(f"{'; '.join(planned.refused[:_LISTED])}{more}: its records would no longer match its "
+                          "lines; rerun=changed answers such files again from the start (or restore them)")
+    if not cfg.dry_run:
+        _apply_files(cfg, run, planned, files)
+    paths = sorted({p.path for share in planned.shares for p in share})
+    number = {path: k for k, path in enumerate(paths)}  # each path once: 24k ranks read this file
+    ends = {name: index.end for name, index in planned.indexes.items()}  # where each file's records end
+    work = {"epoch": str(cfg.rerun_epoch), "files": paths, "ends": ends,
+            "shares": [[[number[p.path], p.start, p.stop, p.offset, p.lines] for p in share]
+                       for share in planned.shares]}
+    atomic.write_json(run.work_file, work)
+
+
+def _apply_files(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path]) -> None:
+    listed = run.pieces()
+    for path in files:  # what a joiner killed after its rename left
+        if path.name in listed and _item(cfg, run, path).output.exists():
+            _remove(run, path.name, listed[path.name])
+    join_finished(cfg, run, [path for path in files if path.name not in planned.pending])
+    listed = run.pieces()
+    for path in files:
+        action, why = planned.actions[path.name]
+        if why:
+            log.info("%s: %s", path.name, why)
+        if action != "skip":
+            _apply_file(cfg, run, path, action, listed.get(path.name, []), planned.indexes[path.name],
+                        planned.reopened.get(path.name))
+
+
+def _apply_file(cfg: DictConfig, run: RunDir, path: Path, action: str, items, index: FileIndex,
+                reopened: Optional[Tuple[int, str]]) -> None:
+    item, policy = _item(cfg, run, path), _policy(cfg)
+    if action == "restart":
+        for start, stop, state in items:
+            run.piece(path.name, start, stop, state).unlink(missing_ok=True)
+        item.output.unlink(missing_ok=True)
+    if action == "reopen":  # a ledger again (its ERROR records answered again), else a finished item
+        os.makedirs(run.parts, exist_ok=True)
+        os.replace(item.output, run.piece(path.name, 1, *reopened))
+    retry = ("errors",) if policy == RerunPolicy.errors else ()
+    for start, stop, state in items:
+        if state in retry:
+            os.replace(run.piece(path.name, start, stop, state), run.piece(path.name, start, stop, "log"))
+    write_sidecar(item.ledger, Sidecar(str(cfg.rerun_epoch), config_print(cfg), index.print))
+
+
+def share_of(run: RunDir, rank: int) -> List[Piece]:
+    """The work items of one rank (one read of work.json)."""
+    work = json.loads(run.work_file.read_text())
+    shares, paths = work["shares"], work["files"]
+    return [Piece(paths[k], *rest) for k, *rest in shares[rank]] if rank < len(shares) else []
+
+
+def join_finished(cfg: DictConfig, run: RunDir, files: List[Path], dry: bool = False) -> List[str]:
+    """Join every file whose finished items cover all its lines (`dry`: only say which); their names."""
+    joined, listed, ends = [], run.pieces(), _ends(run)
+    for path in files:
+        items, sidecar = listed.get(path.name, []), read_sidecar(_item(cfg, run, path).ledger)
+        if items and _item(cfg, run, path).output.exists():  # left by a joiner killed before it removed them
+            if not dry:
+                _remove(run, path.name, items)
+            continue
+        end = ends.get(path.name) or (sidecar.input.lines + 1 if sidecar and reader_of(cfg).locates_changes else 0)
+        if sidecar is None or not items or not end or not _covers(items, end):
+            continue
+        if not dry and not _join(cfg, run, path, items, sidecar):
+            continue
+        joined.append(path.name)
+    return joined
+
+
+def _ends(run: RunDir) -> Dict[str, int]:
+    """Where each input's records ended when the last launch planned them (work.json)."""
+    try:
+        return json.loads(run.work_file.read_text()).get("ends", {})
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _covers(items, end: int) -> bool:
+    """Whether finished items cover every record before `end`."""
+    at = 1
+    for start, stop, state in items:
+        if state == "log" or start > at:
+            return False
+        at = max(at, stop)
+    return at >= end
+
+
+def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar) -> bool:
+    item, answered, errors = _item(cfg, run, path), 0, []
+    rendered, parquet = outputs.keeps_ledger(cfg), outputs.wants_parquet(cfg)
+    # the renderers and the Parquet column types need the input's entries (chat or completion, id types)
+    entries = list(reader_of(cfg).read(path)) if rendered or parquet else []
+    render = outputs.renderer(cfg, entries) if rendered else None
+    try:
+        with atomic.replacing(item.output) as out, _sink(cfg, item, entries) as add:
+            for start, stop, state in items:
+                with open(run.piece(path.name, start, stop, state), "r", encoding="utf-8") as part:
+                    answered += _copy(part, out, errors, render, add)
+            sidecar.answered, sidecar.errors = answered, sorted(errors)
+            write_sidecar(item.ledger, sidecar)  # the counts before the output: a reader of both sees them
+    except FileNotFoundError:  # another joiner took them away: it has joined the file
+        return False
+    _remove(run, path.name, items)
+    log.info("%s: joined %d work items into %s (%d records)", path.name, len(items), item.output, answered)
+    return True
+
+
+@contextmanager
+def _sink(cfg: DictConfig, item: Item, entries):
+    """The Parquet copy's writer (output.parquet=true), fed each joined record; else a no-op."""
+    if not outputs.wants_parquet(cfg):
+        yield None
+        return
+    from runner.output_parquet import ParquetSink
+    from runner.run_dir import parquet_of
+
+    with ParquetSink(parquet_of(item.output), outputs.id_types(entries), cfg.output.parquet_rows) as sink:
+        yield sink.add
+
+
+def _copy(part, out, errors: List[int], render, add) -> int:
+    """Copy one finished item's records (line order already), rendered unless the output is the records; the
+    ERROR lines are noted. Returns the records."""
+    count = 0
+    for raw in part:
+        count += 1
+        record = json.loads(raw) if render is not None or add is not None or '"ERROR"' in raw else None
+        if record is not None and is_error(record):
+            errors.append(line_of(record))
+        out.write(raw if render is None else render(record) + "\n")
+        if add is not None:
+            add(record)
+    return count
+
+
+def _remove(run: RunDir, name: str, items) -> None:
+    for start, stop, state in items:
+        run.piece(name, start, stop, state).unlink(missing_ok=True)
+
+
+def previous_rate(run: RunDir) -> Optional[float]:
+    """The generation tokens/s of the run's last summary, if it has one."""
+    try:
+        return float(json.loads(run.summary_file.read_text())["generation_tokens_per_s"]) or None
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
