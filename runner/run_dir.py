@@ -19,7 +19,7 @@ _LEDGER = ".log.jsonl"
 _SIDECAR = ".fp.json"
 # a server_per_node output: out/<input file name> + this (its ledger ends in .log.jsonl, so this too)
 FILE_OUTPUT_SUFFIX = ".jsonl"
-# per_tile's joined output of an input in mode.output_format=text (the original per_tile script's lines)
+# per_tile's joined output of an input in output.format=text (the original per_tile script's lines)
 _TEXT_OUTPUT = ".out"
 
 
@@ -147,7 +147,7 @@ class RunDir:
 
     def spread_item(self, input_file: Path, text: bool = False) -> Item:
         """per_tile spread over its ranks: an input file, its joined output (out/<input>.jsonl, or out/<input>.out
-        in mode.output_format=text) and the ledger name its sidecar is kept under (the answers themselves are in
+        in output.format=text) and the ledger name its sidecar is kept under (the answers themselves are in
         its work items' files until they are joined)."""
         item = self.file_item(input_file)
         return Item(item.input, self.out / f"{input_file.name}{_TEXT_OUTPUT}", item.ledger) if text else item
