@@ -53,3 +53,10 @@ class Launcher(ABC):
         run.job_id_file(scheduler).write_text(f"{job_id}\n")
         if lock is not None:
             lock.hand_over(holder(scheduler, job_id))
+
+
+def launcher_of(cfg: DictConfig) -> Launcher:
+    """The job's launcher option (its `_target_`), built with the job's config."""
+    from runner.options import build
+
+    return build(cfg, "launcher", Launcher)

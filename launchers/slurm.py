@@ -17,7 +17,8 @@ from launchers.base import Launcher
 from runner import cpu_bind
 from runner.errors import JobFailedError
 from runner.job import RunDir, load, run_dir_of
-from runner.options import mode_of, staging_of
+from runner.mode import mode_of
+from runner.staging import staging_of
 from runner.run_lock import RunLock
 from runner.summary import describe, summarize
 from runner.walltime import DEADLINE_VAR, deadline_env

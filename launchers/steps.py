@@ -7,7 +7,8 @@ from typing import List
 
 from omegaconf import DictConfig
 
-from runner.options import mode_of, staging_of
+from runner.mode import mode_of
+from runner.staging import staging_of
 
 
 @dataclass(frozen=True)

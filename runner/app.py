@@ -8,8 +8,11 @@ from typing import Optional, Tuple
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, job, models, options, outputs, plan, preflight, readers, rerun, run_lock, vllm_names
+from runner import engine, job, models, outputs, plan, preflight, readers, rerun, run_lock, vllm_names
+from launchers.base import launcher_of
 from runner.errors import ConfigError
+from runner.mode import mode_of
+from runner.staging import staging_of
 from runner.job import RunDir
 from runner.run_lock import RunLock
 
@@ -51,10 +54,10 @@ def resolve(cfg: DictConfig) -> Tuple[DictConfig, Optional[preflight.Report]]:
     pre-flight report of the lines too long for the model."""
     check_missing(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    options.launcher_of(cfg), options.staging_of(cfg)  # a class that cannot be built fails before anything is made
+    launcher_of(cfg), staging_of(cfg)  # a class that cannot be built fails before anything is made
     # absolute (the workers' working directory is not this one's), a glob's wildcards kept
     cfg.input.path = os.path.abspath(os.path.expanduser(cfg.input.path))
-    mode, reader = options.mode_of(cfg), readers.reader_of(cfg)
+    mode, reader = mode_of(cfg), readers.reader_of(cfg)
     mode.resolve()
     if cfg.nodes < 1 or cfg.cluster.ranks_per_node < 1:
         raise ConfigError(f"nodes={cfg.nodes}, cluster.ranks_per_node={cfg.cluster.ranks_per_node}: both must be >= 1")
@@ -78,7 +81,7 @@ def show_plan(resolved: DictConfig, report: Optional[preflight.Report]) -> None:
     run = RunDir(Path(HydraConfig.get().runtime.output_dir))
     previous = OmegaConf.load(run.job_file) if run.job_file.is_file() else None
     resolved.rerun_epoch = rerun.check_launch(resolved, run, previous)
-    mode = options.mode_of(resolved)
+    mode = mode_of(resolved)
     print(plan.describe(resolved, run, mode.input_files(), report, mode.prepare(run, dry=True)), flush=True)
 
 
@@ -93,7 +96,7 @@ def launch(cfg: DictConfig) -> None:
     try:
         previous = OmegaConf.load(run.job_file) if run.job_file.is_file() else None
         resolved.rerun_epoch = rerun.check_launch(resolved, run, previous)  # refuses before job.yaml is rewritten
-        mode = options.mode_of(resolved)
+        mode = mode_of(resolved)
         planned = mode.prepare(run)  # per_tile: the ranks' work items (work.json)
         if resolved.dry_run:
             print(plan.describe(resolved, run, mode.input_files(), report, planned), flush=True)
@@ -101,6 +104,6 @@ def launch(cfg: DictConfig) -> None:
         preflight.write_for_ranks(report, run.too_long_file)
         log.info("run directory %s", run.root)
         loaded = job.load(job_file)
-        options.launcher_of(loaded).launch(job_file, lock)
+        launcher_of(loaded).launch(job_file, lock)
     finally:
         lock.release()  # a local run ended; a batch job's lock was handed to the job (nothing left here)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from runner import cpu_bind, engine, layout
 from runner.errors import ConfigError, JobFailedError
-from runner.options import launcher_of
+from launchers.base import launcher_of
 from runner.server import PORT_TRIES, VllmServer
 from runner.topology import Placement
 

@@ -71,3 +71,10 @@ class Mode(ABC):
                 text = request.prompt if request.messages is None else "\n".join(
                     str(m.get("content") or "") for m in request.messages)
                 yield entry.number, text
+
+
+def mode_of(cfg: DictConfig) -> Mode:
+    """The job's mode option (its `_target_`), built with the job's config."""
+    from runner.options import build
+
+    return build(cfg, "mode", Mode)

@@ -3,6 +3,8 @@
 The classes take the whole job config (a mode needs the cluster's ranks per node, a launcher the mode's
 processes), so they are imported by their path and called with it, rather than instantiated by hydra from
 their own group's fields (and hydra.utils.get_class logs a multi-line error before the one-line one here).
+Each seam builds its own option with `build` (runner.mode.mode_of, launchers.base.launcher_of,
+runner.staging.staging_of, runner.readers.reader_of), so this module imports none of them.
 """
 
 import importlib
@@ -42,21 +44,3 @@ def class_of(target: str, key: str):
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         raise ConfigError(f"{key}={target} names no importable class: fix the module.Class path") from None
-
-
-def mode_of(cfg: DictConfig):
-    from runner.mode import Mode
-
-    return build(cfg, "mode", Mode)
-
-
-def launcher_of(cfg: DictConfig):
-    from launchers.base import Launcher
-
-    return build(cfg, "launcher", Launcher)
-
-
-def staging_of(cfg: DictConfig):
-    from runner.staging import Staging
-
-    return build(cfg, "staging", Staging)

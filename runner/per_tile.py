@@ -12,11 +12,11 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict, List
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from runner import engine, layout, outputs, preflight, ray_group, rerun
+from runner import engine, layout, outputs, preflight, rank_engine, ray_group, rerun
 from runner.devices import DEVICE_VARS
 from runner.errors import ConfigError, JobFailedError
 from runner.mode import Mode
@@ -28,7 +28,6 @@ from runner.schema import Assign, OnTooLong, OutputFormat
 from runner.stats import WorkerStats
 from runner.tally import Tally
 from runner.topology import Placement
-from runner.walltime import near_end
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ def run_rank(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str
                 todo = _record_too_long(run, rank, item.input.name, todo, ledger, tally)
             if todo:
                 write = lambda pairs: _append(ledger, [_record(rank, line, answer) for line, answer in pairs])
-                answer_all(cfg, rank, todo, write, model_path, stats, tally)
+                rank_engine.answer_all(cfg, rank, todo, write, model_path, stats, tally)
             complete = rerun.finish(cfg, item, lines, ledger)
             if complete:
                 log.info("rank %d: wrote %s (%d answers)", rank, item.output, len(lines))
@@ -119,39 +118,6 @@ def _record_too_long(run: RunDir, rank: int, input_name: str, todo: List[Entry],
 def _append(ledger: RecordLog, records: List[dict]) -> List[dict]:
     ledger.append(records)
     return records
-
-
-def answer_all(cfg, rank, todo, write: Callable[[list], List[dict]], model_path, stats: WorkerStats,
-               tally: Tally) -> None:
-    """Answer the lines with one engine; `write` gets each step's finished (line, answer) pairs and returns the
-    records it appended (counted in the tally)."""
-    margin = cfg.mode.walltime_margin_s
-
-    def may_add() -> bool:
-        return not near_end(margin)
-
-    if not may_add():
-        log.warning("rank %d: less than %.0f s of walltime left; not starting", rank, margin)
-        return
-    t0 = time.monotonic()
-    llm = engine.build_llm(model_path, engine.engine_args(cfg))
-    sampling = engine.Sampling(OmegaConf.to_container(cfg.sampling))
-    t1 = last_report = time.monotonic()
-    stats.engine_start_s = round(t1 - t0, 3)
-    every, record_s = cfg.mode.progress_every_s, 0.0
-    try:
-        for finished in engine.stream_answers(llm, todo, sampling, cfg.mode.max_in_flight, may_add):
-            got = time.monotonic()
-            for record in write(finished):
-                tally.count(record)
-            if got - last_report >= every:
-                last_report = got
-                log.info("rank %d: %s", rank, tally.progress(len(todo), got - t1))
-            record_s += time.monotonic() - got
-    finally:
-        # record_s: the part of generate_s the rank spent on its own work between engine steps (records,
-        # checkpoint, progress lines); the rest was vLLM
-        stats.generate_s, stats.record_s = round(time.monotonic() - t1, 3), round(record_s, 6)
 
 
 class PerTile(Mode):

@@ -25,7 +25,7 @@ from runner import atomic
 from runner.engine import engine_args
 from runner.errors import ConfigError
 from runner.job import typed_mode
-from runner.options import mode_of
+from runner.mode import mode_of
 from runner.prompt_tokens import PromptCounter, cache_root
 from runner.schema import OnTooLong, PromptStyle
 

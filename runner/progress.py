@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from runner.errors import RunnerError
 from runner.fingerprint import read_sidecar, unchanged
-from runner.options import mode_of
+from runner.mode import mode_of
 from runner.readers import InputReader, reader_of
 from runner.record_log import scan
 from runner.run_dir import Item, RunDir

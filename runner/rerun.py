@@ -25,7 +25,7 @@ from runner import outputs
 from runner.errors import ConfigError
 from runner.fingerprint import (InputPrint, Sidecar, changed_from, config_print, differing, read_sidecar, scan,
                                 unchanged, write_sidecar)
-from runner.options import mode_of
+from runner.mode import mode_of
 from runner.readers import Entry, reader_of
 from runner.run_dir import Item, RunDir  # noqa: F401  (Item: re-exported)
 from runner.record_log import RecordLog

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from runner import engine, preflight, spread
 from runner.devices import DEVICE_VARS
 from runner.errors import JobFailedError
-from runner.per_tile import answer_all
+from runner.rank_engine import answer_all
 from runner.readers import Entry, InputReader, reader_of
 from runner.record_log import RecordLog, as_jsonl
 from runner.records import LINE, Record

@@ -207,3 +207,10 @@ def main(argv: List[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def staging_of(cfg: DictConfig) -> Staging:
+    """The job's staging option (its `_target_`), built with the job's config."""
+    from runner.options import build
+
+    return build(cfg, "staging", Staging)

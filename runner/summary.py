@@ -33,7 +33,7 @@ def summarize(run: RunDir, wall_s: float = 0.0) -> Dict:
     where the launcher knows it."""
     from omegaconf import OmegaConf
 
-    from runner.options import mode_of
+    from runner.mode import mode_of
     from runner.progress import progress
 
     mode_of(OmegaConf.load(run.job_file)).after_run(run)  # e.g. per_tile's work items joined into one output each

@@ -12,9 +12,10 @@ from typing import List
 
 from omegaconf import DictConfig
 
-from runner import job, options
+from runner import job
 from runner.errors import RunnerError
-from runner.mode import Mode
+from runner.mode import Mode, mode_of
+from runner.staging import staging_of
 from runner.stats import WorkerStats
 from runner.stats import write as write_stats
 from runner.topology import Placement, discover
@@ -31,9 +32,9 @@ def pin_environment(cfg: DictConfig, mode: Mode, placement: Placement) -> None:
 def run(job_file: Path) -> None:
     cfg = job.load(job_file)
     run_dir = job.run_dir_of(job_file)
-    placement, mode = discover(), options.mode_of(cfg)
+    placement, mode = discover(), mode_of(cfg)
     pin_environment(cfg, mode, placement)
-    model_path = options.staging_of(cfg).model_path_for_workers()
+    model_path = staging_of(cfg).model_path_for_workers()
     log.info("rank %d/%d local %d on %s, model %s", placement.rank, placement.world_size, placement.local_rank,
              placement.hostname, model_path)
     stats = WorkerStats()

@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from helpers.cli import run_runner
 from helpers.inputs import read_jsonl, write_inputs
 from helpers.processes import run_processes, tagged_env
-from runner import job, layout, options
+from runner import job, layout
+from runner.mode import mode_of
 from runner.engine import engine_args
 from runner.errors import ConfigError
 from runner.schema import register_configs
@@ -147,7 +148,7 @@ def _dry_run(tmp_path: Path, name: str, ranks: int, overrides: list) -> str:
 
 def _rank_masks(job_file: str, per_node: int) -> list:
     cfg = job.load(Path(job_file))
-    mode = options.mode_of(cfg)
+    mode = mode_of(cfg)
     return [mode.device_env(Placement(r, r % per_node, 4 * per_node, per_node, "x")) for r in range(per_node)]
 
 
@@ -165,11 +166,11 @@ def test_dry_run_of_4_aurora_nodes_of_mixed_8_4_engines_matches_golden(tmp_path)
 
 def test_a_tensor_parallel_size_that_does_not_split_the_models_attention_heads_is_refused_at_launch():
     # SmolLM2-135M has 9 attention heads: TP 2 cannot split them, TP 3 can
-    mode = options.mode_of(_cfg("cluster=local_cpu", "+engine.tensor_parallel_size=2"))
+    mode = mode_of(_cfg("cluster=local_cpu", "+engine.tensor_parallel_size=2"))
     with pytest.raises(ConfigError, match=r"^tensor_parallel_size=2 does not divide the 9 attention heads of "
                                           r"model=smollm2_135m: use one of 1, 3, 9$"):
         mode.check([])
-    options.mode_of(_cfg("cluster=local_cpu", "cluster.ranks_per_node=3", "+engine.tensor_parallel_size=3")).check([])
+    mode_of(_cfg("cluster=local_cpu", "cluster.ranks_per_node=3", "+engine.tensor_parallel_size=3")).check([])
 
 
 def _children_of(parents) -> dict:

@@ -12,7 +12,8 @@ from hydra import compose, initialize_config_dir
 from helpers.cli import run_runner
 from helpers.inputs import write_inputs
 from launchers.local import rank_env
-from runner import layout, options
+from runner import layout
+from runner.mode import mode_of
 from runner.errors import ConfigError
 from runner.schema import register_configs
 from runner.topology import NODE_IP_VAR
@@ -34,7 +35,7 @@ def test_405b_spans_two_aurora_nodes_on_ray_and_each_engine_reads_one_file():
     assert (laid_out.nodes_per_engine, engine.nodes, engine.devices) == (2, 2, tuple(range(12)))
     assert (engine.tensor_parallel_size, engine.pipeline_parallel_size) == (8, 3)
     assert layout.engine_overrides(cfg, engine) == {"distributed_executor_backend": "ray"}
-    mode = options.mode_of(cfg)
+    mode = mode_of(cfg)
     assert mode.procs_per_node() == 1  # one rank per node: the group's first answers, the others hold a raylet
     assert [p.name for p in mode.input_files()] == ["0.in", "1.in"]  # 4 nodes = 2 engines
     assert layout.engine_env(cfg, engine) == {"ZE_AFFINITY_MASK": ",".join(map(str, range(12)))}
@@ -59,8 +60,8 @@ def test_an_engine_across_nodes_that_does_not_take_whole_nodes_is_refused_naming
 def test_pipeline_stages_on_cpu_under_enforce_eager_are_refused_at_launch():
     cfg = _cfg("nodes=2", "cluster.ranks_per_node=1", "+engine.pipeline_parallel_size=2")
     with pytest.raises(ConfigError, match=r"needs enforce_eager off .* add \+engine.enforce_eager=false$"):
-        options.mode_of(cfg).check([])
-    options.mode_of(_cfg("nodes=2", "cluster.ranks_per_node=1", "+engine.pipeline_parallel_size=2",
+        mode_of(cfg).check([])
+    mode_of(_cfg("nodes=2", "cluster.ranks_per_node=1", "+engine.pipeline_parallel_size=2",
                          "+engine.enforce_eager=false")).check([])
 
 

@@ -10,7 +10,9 @@ from omegaconf import OmegaConf
 from helpers.cli import ROOT, run_runner
 from helpers.inputs import write_inputs
 from runner import options, schema
+from launchers.base import launcher_of
 from runner.errors import ConfigError
+from runner.mode import mode_of
 
 CONF = ROOT / "conf"
 SINGLE_SCHEMA = {"model": schema.ModelConfig, "cluster": schema.ClusterConfig}
@@ -55,16 +57,16 @@ def test_every_option_names_a_class_of_its_groups_seam(group):
 def test_a_target_that_names_no_class_or_another_groups_class_is_refused():
     cfg = OmegaConf.create({"mode": {"name": "per_tile", "_target_": "runner.no_such_module.Mode"}})
     with pytest.raises(ConfigError, match=r"mode\._target_=runner\.no_such_module\.Mode"):
-        options.mode_of(cfg)
+        mode_of(cfg)
     cfg.mode._target_ = "launchers.local.LocalLauncher"
     with pytest.raises(ConfigError, match="is not a concrete runner.mode.Mode"):
-        options.mode_of(cfg)
+        mode_of(cfg)
 
 
 def test_a_job_file_without_target_gets_its_options_class_and_an_unknown_option_is_named():
-    assert type(options.mode_of(OmegaConf.create({"mode": {"name": "server_per_node"}}))).__name__ == "ServerPerNode"
+    assert type(mode_of(OmegaConf.create({"mode": {"name": "server_per_node"}}))).__name__ == "ServerPerNode"
     with pytest.raises(ConfigError, match=r"mode=flux .*\['per_tile', 'server_per_node'\]"):
-        options.mode_of(OmegaConf.create({"mode": {"name": "flux"}}))
+        mode_of(OmegaConf.create({"mode": {"name": "flux"}}))
 
 
 def test_no_group_option_is_dispatched_on_its_name():
@@ -119,4 +121,4 @@ def test_a_slurm_job_file_of_the_runner_before_cluster_gpus_per_node_still_loads
     from runner import job
     loaded = job.load(run / "job.yaml")
     assert loaded.launcher.name == "slurm" and "gpus_per_node" not in loaded.launcher
-    assert type(options.launcher_of(loaded)).__name__ == "SlurmLauncher"
+    assert type(launcher_of(loaded)).__name__ == "SlurmLauncher"
