@@ -2,8 +2,8 @@
 several row groups and a JSONL with and without messages, each killed (SIGKILL of the launch) mid-run and
 resumed, every row answered exactly once; an OpenAI batch file's per-request sampling in both modes.
 
-One job per (format, mode) costs an engine start each: the formats are spread over the modes so that each
-reader's numbering survives a kill in at least one mode, and the per-request path is run in both."""
+Each (format, mode) is its own killed and resumed job: a reader's numbering must survive a kill in both modes'
+ways of resuming (per_tile's rank ledger, server_per_node's file queue)."""
 
 import json
 import os
@@ -27,6 +27,13 @@ PER_TILE = ["mode.assign=by_rank", "cluster.ranks_per_node=1",
             "mode.max_in_flight=2", "sampling.max_tokens=16", "+sampling.ignore_eos=true"]
 SERVER = ["mode=server_per_node", "mode.port=0", "mode.concurrency=2", "sampling.max_tokens=16",
           "+sampling.ignore_eos=true"]
+
+
+# where each mode puts a file's ledger, output and stats (per_tile by rank: its rank's file is 0.in)
+LAYOUTS = {
+    "per_tile": (PER_TILE, "0.log.jsonl", "0.out", "rank0.json", "rank"),
+    "server_per_node": (SERVER, "0.in.log.jsonl", "0.in.jsonl", "host0.json", "file"),
+}
 
 
 def _complete_records(ledger):
@@ -72,16 +79,18 @@ TSV_ROWS[5:5] = ["G90\tEscherichia coli\tshort"]
 TSV_ROWS[12:12] = ["G91\tonly two"]
 
 
-def test_per_tile_tsv_with_a_header_and_mixed_column_counts_killed_and_resumed(tmp_path):
+@pytest.mark.parametrize("mode", list(LAYOUTS))
+def test_tsv_with_a_header_and_mixed_column_counts_killed_and_resumed(tmp_path, mode):
+    mode_args, ledger, output, stats, first_id = LAYOUTS[mode]
     inputs = tmp_path / "in"
     inputs.mkdir()
     (inputs / "0.in").write_text("\r\n".join([TSV_HEADER, *TSV_ROWS]) + "\r\n")
     run = tmp_path / "run"
     args = ["input=tsv", f"input.path={inputs}", "input.header=true", "input.rest=description",
             "input.id_fields=[genome_id,gene_id]", "input.template='Describe {gene_id} of {organism}: {description}'",
-            *PER_TILE, f"hydra.run.dir={run}"]
-    before = _killed_mid_run(args, run / "out" / "0.log.jsonl", successes=4)
-    records = _resumed(args, run / "out" / "0.out", before, len(TSV_ROWS), run / "stats" / "rank0.json")
+            *mode_args, f"hydra.run.dir={run}"]
+    before = _killed_mid_run(args, run / "out" / ledger, successes=4)
+    records = _resumed(args, run / "out" / output, before, len(TSV_ROWS), run / "stats" / stats)
     assert [r["line"] for r in records] == list(range(2, len(TSV_ROWS) + 2))  # line 1 is the header
     short = {r["genome_id"]: r for r in records if r["status"] == "ERROR"}
     assert sorted(short) == ["G90", "G91"]
@@ -92,10 +101,12 @@ def test_per_tile_tsv_with_a_header_and_mixed_column_counts_killed_and_resumed(t
     assert len(good) == 18 and all(r["output_tokens"] == 16 for r in good)
     nine = next(r for r in good if r["gene_id"] == "gene3")  # 9 columns: the description takes the last six
     assert nine["prompt"] == "Describe gene3 of Escherichia coli: " + "\t".join(["note"] * 6)
-    assert list(nine)[:4] == ["rank", "line", "genome_id", "gene_id"]
+    assert list(nine)[:4] == [first_id, "line", "genome_id", "gene_id"]
 
 
-def test_per_tile_parquet_of_several_row_groups_killed_and_resumed(tmp_path):
+@pytest.mark.parametrize("mode", list(LAYOUTS))
+def test_parquet_of_several_row_groups_killed_and_resumed(tmp_path, mode):
+    mode_args, ledger, output, stats, _ = LAYOUTS[mode]
     inputs = tmp_path / "in"
     inputs.mkdir()
     rows = [{"id": 100 + i, "question": None if i == 7 else f"Name a city, number {i}."} for i in range(18)]
@@ -103,9 +114,9 @@ def test_per_tile_parquet_of_several_row_groups_killed_and_resumed(tmp_path):
     assert pq.ParquetFile(inputs / "0.in").metadata.num_row_groups == 4
     run = tmp_path / "run"
     args = ["input=parquet", f"input.path={inputs}", "input.template='{question}'", "input.id_fields=[id]",
-            "input.batch_rows=2", *PER_TILE, f"hydra.run.dir={run}"]
-    before = _killed_mid_run(args, run / "out" / "0.log.jsonl", successes=4)
-    records = _resumed(args, run / "out" / "0.out", before, len(rows), run / "stats" / "rank0.json")
+            "input.batch_rows=2", *mode_args, f"hydra.run.dir={run}"]
+    before = _killed_mid_run(args, run / "out" / ledger, successes=4)
+    records = _resumed(args, run / "out" / output, before, len(rows), run / "stats" / stats)
     assert [(r["line"], r["id"]) for r in records] == [(i + 1, 100 + i) for i in range(18)]
     null = records[7]
     assert null["status"] == "ERROR" and null["error"].startswith("the record has null ['question']")
@@ -113,18 +124,20 @@ def test_per_tile_parquet_of_several_row_groups_killed_and_resumed(tmp_path):
     assert all(r["status"] == "SUCCESS" and r["prompt"] == rows[i]["question"] for i, r in enumerate(records) if i != 7)
 
 
-def test_server_per_node_jsonl_with_and_without_messages_killed_and_resumed(tmp_path):
+@pytest.mark.parametrize("mode", list(LAYOUTS))
+def test_jsonl_with_and_without_messages_killed_and_resumed(tmp_path, mode):
+    mode_args, ledger, output, stats, _ = LAYOUTS[mode]
     inputs = tmp_path / "in"
     inputs.mkdir()
     lines = [json.dumps({"id": i, "messages": [{"role": "user", "content": f"Name a color, {i}."}]}) if i % 2 else
              json.dumps({"id": i, "topic": f"number {i}"}) for i in range(16)]
     lines[3:3] = ["[1, 2, 3]"]
-    (inputs / "chat.jsonl").write_text("\n".join(lines) + "\n")
+    (inputs / "0.in").write_text("\n".join(lines) + "\n")
     run = tmp_path / "run"
-    args = [*SERVER, "input=jsonl", f"input.path={inputs}", "input.template='Write about {topic}.'",
+    args = [*mode_args, "input=jsonl", f"input.path={inputs}", "input.template='Write about {topic}.'",
             "input.id_fields=[id]", f"hydra.run.dir={run}"]
-    before = _killed_mid_run(args, run / "out" / "chat.jsonl.log.jsonl", successes=4)
-    records = _resumed(args, run / "out" / "chat.jsonl.jsonl", before, len(lines), run / "stats" / "host0.json")
+    before = _killed_mid_run(args, run / "out" / ledger, successes=4)
+    records = _resumed(args, run / "out" / output, before, len(lines), run / "stats" / stats)
     assert [r["line"] for r in records] == list(range(1, len(lines) + 1))
     array = records[3]
     assert array["status"] == "ERROR" and array["error"] == "the line is a JSON array, not an object"
