@@ -5,20 +5,15 @@ server_per_node host runs (runner/host_servers.py); no engine."""
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
+from helpers.compose import compose_config
 from launchers import pbs, slurm
 from runner import cpu_bind
 from runner.errors import ConfigError
-from runner.schema import register_configs
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def _cfg(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+
+_cfg = compose_config
 
 
 def test_12_aurora_ranks_get_alcfs_blocks_of_8_cores_leaving_cores_0_and_52_to_the_os():

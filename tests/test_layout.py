@@ -8,27 +8,22 @@ import threading
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from helpers.cli import run_runner
 from helpers.inputs import read_jsonl, write_inputs
 from helpers.processes import run_processes, tagged_env
+from helpers.compose import compose_config
 from runner import job, layout
 from runner.mode import mode_of
 from runner.engine import engine_args
 from runner.errors import ConfigError
-from runner.schema import register_configs
 from runner.topology import Placement
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def _cfg(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+_cfg = compose_config
 
 
 def _shape(cfg):

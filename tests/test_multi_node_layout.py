@@ -7,25 +7,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from helpers.cli import run_runner
 from helpers.inputs import write_inputs
+from helpers.compose import compose_config
 from launchers.local import rank_env
 from runner import layout
 from runner.mode import mode_of
 from runner.errors import ConfigError
-from runner.schema import register_configs
 from runner.topology import NODE_IP_VAR
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def _cfg(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+_cfg = compose_config
 
 
 def test_405b_spans_two_aurora_nodes_on_ray_and_each_engine_reads_one_file():
