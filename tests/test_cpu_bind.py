@@ -2,7 +2,6 @@
 Slurm launchers pass (the per_tile PBS goldens in tests/golden hold Aurora's lists), and the servers a
 server_per_node host runs (runner/host_servers.py); no engine."""
 
-from pathlib import Path
 
 import pytest
 
