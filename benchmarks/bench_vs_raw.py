@@ -84,7 +84,8 @@ def runner_leg(mode: str, args, prompts_dir: Path, name: str, engine: dict) -> d
     run = Path(args.work_dir).resolve() / name
     overrides = [
         f"mode={mode}", f"cluster={args.cluster}", "cluster.ranks_per_node=1", "model.source=path", f"model.path={args.model_dir}",
-        f"model.name={Path(args.model_dir).name}", f"input.path={prompts_dir}",
+        # the prompts only: the raw leg's result and log lie beside them
+        f"model.name={Path(args.model_dir).name}", f"input.path={prompts_dir}/*.in",
         f"mode.prompt_style={'chat' if args.until_eos else 'completion'}", "sampling.temperature=0.0",
         f"sampling.max_tokens={args.output_len}", f"+sampling.ignore_eos={str(not args.until_eos).lower()}",
         "+sampling.seed=0", f"hydra.run.dir={run}",
@@ -93,7 +94,7 @@ def runner_leg(mode: str, args, prompts_dir: Path, name: str, engine: dict) -> d
         f"model.engine.max_model_len={engine.get('max_model_len', 2048)}",
     ]
     if mode == "server_per_node":
-        overrides += ["input=lines", f"input.path={prompts_dir}/*.in", "input.id_fields=[]",
+        overrides += ["input=lines", "input.id_fields=[]",
                       "input.template='{line}'", f"mode.concurrency={args.concurrency}",
                       f"mode.scratch_dir={run}/scratch"]
     overrides += args.override
