@@ -106,7 +106,7 @@ def test_per_tile_rerun_after_a_kill_an_edit_an_append_and_a_config_change(tmp_p
 
     # a changed answer-shaping config is refused, before job.yaml is rewritten
     job_yaml = (run / "job.yaml").read_bytes()
-    proc = run_runner([*args[:2], "sampling.max_tokens=12", *args[3:]])
+    proc = run_runner([a if a != "sampling.max_tokens=24" else "sampling.max_tokens=12" for a in args])
     assert proc.returncode == 2 and "sampling.max_tokens" in proc.stderr and "rerun=all" in proc.stderr
     assert (run / "job.yaml").read_bytes() == job_yaml
 
