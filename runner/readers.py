@@ -98,6 +98,11 @@ class InputReader(ABC):
     def problem(self, path: Path) -> str:
         """'' when the file can be read, else what is wrong with it (missing, empty, undecodable)."""
 
+    def read_all(self, path: Path, scanner=None) -> Iterator[Entry]:
+        """Every entry of the file; a text format feeds `scanner` (its `add`) every raw line as it reads it, so
+        the launch's one pass also indexes the file (runner.launch_pass). A binary format feeds nothing."""
+        return self.read(path)
+
     def known_fields(self, path: Path) -> Optional[Tuple[str, List[str]]]:
         """(where they come from, the field names) a record of this file has; None: unknown before reading."""
         return None
@@ -170,7 +175,13 @@ class TextReader(InputReader):
 
     def read(self, path: Path, start: int = 1, stop: Optional[int] = None,
              offset: Optional[int] = None) -> Iterator[Entry]:
-        for line in inputs.iter_lines(path, start, stop, offset):
+        return self._entries(path, inputs.iter_lines(path, start, stop, offset))
+
+    def read_all(self, path: Path, scanner=None) -> Iterator[Entry]:
+        return self._entries(path, inputs.iter_lines(path, scanner=scanner))
+
+    def _entries(self, path: Path, lines: Iterator[inputs.Line]) -> Iterator[Entry]:
+        for line in lines:
             entry = self.entry(path, line)
             if entry is not None:
                 yield entry
@@ -280,8 +291,3 @@ def reader_of(cfg: DictConfig) -> InputReader:
     from runner.options import build
 
     return build(cfg, "input", InputReader)
-
-
-def validate(reader: InputReader, paths: List[Path]) -> None:
-    """Raise one ConfigError listing every unusable file."""
-    inputs.report([p for p in (reader.problem(path) for path in paths) if p])

@@ -62,8 +62,11 @@ class Plan:
         return sum(p.lines for share in self.shares for p in share)
 
 
-def plan(cfg: DictConfig, run: RunDir, files: List[Path], weights: List[float]) -> Plan:
-    """Read-only: each file's action and the work items of every rank (`weights`: each rank's engine size)."""
+def plan(cfg: DictConfig, run: RunDir, files: List[Path], weights: List[float],
+         indexes: Optional[Dict[str, FileIndex]] = None) -> Plan:
+    """Read-only: each file's action and the work items of every rank (`weights`: each rank's engine size;
+    `indexes`: the files' indexes the launch's pass made, by name; a file without one is indexed here)."""
+    indexes = indexes or {}
     listed = run.pieces()
     fixed, gaps, result = [], [], Plan([])
     for path in files:
@@ -71,7 +74,8 @@ def plan(cfg: DictConfig, run: RunDir, files: List[Path], weights: List[float]) 
             result.actions[path.name] = ("skip", "")
             continue
         joined = _item(cfg, run, path).output.exists()  # items beside a joined output are a killed joiner's
-        index, items = index_of(path, reader_of(cfg)), [] if joined else listed.get(path.name, [])
+        index = indexes.get(path.name) or index_of(path, reader_of(cfg))
+        items = [] if joined else listed.get(path.name, [])
         action, why = _decide(cfg, run, path, items, index)
         result.actions[path.name], result.indexes[path.name] = (action, why), index
         if action == "refuse":

@@ -1,9 +1,21 @@
-"""Input validation reports every unusable file before anything starts."""
+"""Input validation reports every unusable file before anything starts (in the launch's one pass over them)."""
+
+from pathlib import Path
+from typing import List
 
 import pytest
 
+from helpers.compose import compose_config
 from runner.errors import ConfigError
-from runner.inputs import read_lines, validate
+from runner.inputs import read_lines
+from runner.launch_pass import read_inputs
+from runner.readers import reader_of
+
+
+def validate(paths: List[Path]) -> None:
+    """The launch's pass over the files (validated, counted, indexed)."""
+    cfg = compose_config(f"input.path={paths[0].parent}")
+    read_inputs(cfg, reader_of(cfg), paths)
 
 
 def test_blank_lines_are_skipped_and_numbers_kept(tmp_path):

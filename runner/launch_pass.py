@@ -1,0 +1,80 @@
+"""The launch's one pass over each input file: millions of lines on a filesystem every user shares are read once
+at launch, not once per check. The job's reader reads a file's entries and feeds every raw line it reads to the
+file's spread index (runner.work_items.Indexer); the entries' prompts go to the pre-flight token count
+(runner.preflight), and what the pass met (a missing file, a line that is not UTF-8, no record) is the
+validation. Neither the index nor the count reads an input at launch itself.
+
+A binary format (Parquet) feeds no index: its reader asks the file's metadata whether it can be read, the pass
+decodes the rows the count needs, and the spread plan fingerprints its bytes (runner.work_items.index_of).
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from omegaconf import DictConfig
+
+from runner import inputs, preflight
+from runner.mode import mode_of
+from runner.readers import InputReader
+from runner.work_items import FileIndex, Indexer
+
+
+@dataclass
+class Inputs:
+    """What the pass gave: the pre-flight report (None: no tokenizer here) and the text files' indexes."""
+
+    report: Optional[preflight.Report]
+    # input file name -> its index (by the spread plan; none for a binary format)
+    indexes: Dict[str, FileIndex] = field(default_factory=dict)
+
+
+def read_inputs(cfg: DictConfig, reader: InputReader, files: List[Path]) -> Inputs:
+    """Validate, count and index every input file in one read of each; one ConfigError lists every unusable
+    file, then the pre-flight check refuses the lines too long (mode.on_too_long=error)."""
+    problems = {path.name: f"{path}: missing" for path in files if not path.is_file()}
+    present = [path for path in files if path.name not in problems]
+    one = _Pass(cfg, reader, problems)
+    report = preflight.count(cfg, present, one.prompts)  # asks only for the files it has not counted before
+    for path in present:
+        if path.name not in one.done:  # not counted (unchanged since an earlier check, no tokenizer) or cut
+            # short (a count that gave up)
+            for _ in one.prompts(path):
+                pass
+    inputs.report([problems[path.name] for path in files if path.name in problems])
+    return Inputs(preflight.judge(cfg, report), one.indexes)
+
+
+class _Pass:
+    def __init__(self, cfg: DictConfig, reader: InputReader, problems: Dict[str, str]):
+        self.mode, self.reader, self.problems = mode_of(cfg), reader, problems
+        self.indexes: Dict[str, FileIndex] = {}
+        # the files read to their end (or found unusable)
+        self.done: set = set()
+
+    def prompts(self, path: Path) -> Iterator[Tuple[int, str]]:
+        """The file's prompts for the count, read once: the index is fed as they are read."""
+        binary = not self.reader.locates_changes
+        problem = self.reader.problem(path) if binary else ""  # from the file's metadata, no pass over it
+        if problem:
+            self.problems[path.name] = problem
+            self.done.add(path.name)
+            return
+        indexer, records = (None if binary else Indexer()), [0]
+        try:
+            yield from self.mode.prompts(path, _counted(self.reader.read_all(path, indexer), records))
+        except inputs.NotUtf8 as e:
+            self.problems[path.name] = str(e)
+            self.done.add(path.name)
+            return
+        if not records[0] and not binary:
+            self.problems[path.name] = f"{path}: empty (no record)"
+        if indexer is not None:
+            self.indexes[path.name] = indexer.finish(path)
+        self.done.add(path.name)
+
+
+def _counted(entries, records: List[int]):
+    for entry in entries:
+        records[0] += 1
+        yield entry
