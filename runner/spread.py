@@ -242,12 +242,12 @@ def _covers(items, end: int) -> bool:
 
 def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar) -> bool:
     item, answered, errors = _item(cfg, run, path), 0, []
-    rendered, parquet = outputs.keeps_ledger(cfg), outputs.wants_parquet(cfg)
-    # the renderers and the Parquet column types need the input's entries (chat or completion, id types)
-    entries = list(reader_of(cfg).read(path)) if rendered or parquet else []
-    render = outputs.renderer(cfg, entries) if rendered else None
+    reader = reader_of(cfg)
+    # the renderers and the Parquet column types need the input's entries (chat or completion, id types): each
+    # streams them (a file of millions of lines is not held), the renderer alongside the records in line order
+    render = outputs.renderer(cfg, reader.read(path)) if outputs.keeps_ledger(cfg) else None
     try:
-        with atomic.replacing(item.output) as out, _sink(cfg, item, entries) as add:
+        with atomic.replacing(item.output) as out, _sink(cfg, item, reader.read(path)) as add:
             for start, stop, state in items:
                 with open(run.piece(path.name, start, stop, state), "r", encoding="utf-8") as part:
                     answered += _copy(part, out, errors, render, add)
@@ -262,7 +262,8 @@ def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar) -> 
 
 @contextmanager
 def _sink(cfg: DictConfig, item: Item, entries):
-    """The Parquet copy's writer (output.parquet=true), fed each joined record; else a no-op."""
+    """The Parquet copy's writer (output.parquet=true), fed each joined record; else a no-op. `entries`: the
+    input's, streamed once for the id columns' types."""
     if not outputs.wants_parquet(cfg):
         yield None
         return
