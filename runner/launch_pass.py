@@ -5,7 +5,9 @@ file's spread index (runner.work_items.Indexer); the entries' prompts go to the 
 validation. Neither the index nor the count reads an input at launch itself.
 
 A binary format (Parquet) feeds no index: its reader asks the file's metadata whether it can be read, the pass
-decodes the rows the count needs, and the spread plan fingerprints its bytes (runner.work_items.index_of).
+decodes the rows the count needs, and the spread plan fingerprints its bytes (runner.work_items.index_of). A
+mode that does not spread its inputs (server_per_node, per_tile's by_rank) gets no index: its lines are not
+hashed.
 """
 
 from dataclasses import dataclass, field
@@ -48,6 +50,8 @@ def read_inputs(cfg: DictConfig, reader: InputReader, files: List[Path]) -> Inpu
 class _Pass:
     def __init__(self, cfg: DictConfig, reader: InputReader, problems: Dict[str, str]):
         self.mode, self.reader, self.problems = mode_of(cfg), reader, problems
+        # a text file is indexed only for a mode that cuts it into ranges (hashing its lines costs CPU)
+        self.index = reader.locates_changes and self.mode.spreads_inputs()
         self.indexes: Dict[str, FileIndex] = {}
         # the files read to their end (or found unusable)
         self.done: set = set()
@@ -60,11 +64,11 @@ class _Pass:
             self.problems[path.name] = problem
             self.done.add(path.name)
             return
-        indexer, records = (None if binary else Indexer()), [0]
+        indexer, records = (Indexer() if self.index else None), [0]
         try:
             yield from self.mode.prompts(path, _counted(self.reader.read_all(path, indexer), records))
-        except inputs.NotUtf8 as e:
-            self.problems[path.name] = str(e)
+        except (inputs.NotUtf8, OSError) as e:  # OSError: unreadable, or gone since it was listed
+            self.problems[path.name] = str(e) if isinstance(e, inputs.NotUtf8) else f"{path}: cannot be read ({e})"
             self.done.add(path.name)
             return
         if not records[0] and not binary:

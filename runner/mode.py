@@ -45,6 +45,10 @@ class Mode(ABC):
     def check(self, files: List[Path]) -> None:
         """Refuse, with a ConfigError, a config that cannot run on these inputs."""
 
+    def spreads_inputs(self) -> bool:
+        """Whether `prepare` cuts the input files into line ranges (the launch's pass then indexes them)."""
+        return False
+
     def prepare(self, run: "RunDir", dry: bool = False, indexes: Optional[Dict[str, "FileIndex"]] = None):
         """At launch, after the rerun checks and before job.yaml is written: lay out the work of the workers
         (`dry`: plan it only, writing nothing; `indexes`: the input files' indexes from the launch's pass over

@@ -159,6 +159,9 @@ class PerTile(Mode):
         return [float(len(engines[e % len(engines)].devices) * engines[e % len(engines)].nodes)
                 for e in range(self.ranks())]
 
+    def spreads_inputs(self) -> bool:
+        return self._spread
+
     def prepare(self, run: RunDir, dry: bool = False, indexes=None):
         """At launch, after the rerun checks (spread): the work items of every rank, written to work.json
         (`dry`: only planned, for the plan; `indexes`: the files' indexes from the launch's pass)."""

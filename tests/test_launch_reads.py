@@ -38,15 +38,17 @@ def _inputs(folder: Path) -> Path:
     return folder
 
 
-def _launch(tmp_path: Path, inputs: Path, ranks: int):
-    """(opens per input file, the plan's output, work.json) of a dry-run launch over `ranks` local ranks."""
-    run, counted = tmp_path / f"run{ranks}", tmp_path / f"opens{ranks}.json"
+def _launch(tmp_path: Path, inputs: Path, ranks: int, *extra: str):
+    """(opens per input file, the plan's output, work.json or None) of a dry-run launch over `ranks` local
+    ranks."""
+    run, counted = tmp_path / f"run{ranks}{len(extra)}", tmp_path / f"opens{ranks}{len(extra)}.json"
     args = [f"input.path={inputs}", f"cluster.ranks_per_node={ranks}", "dry_run=true", "plan_tokens_per_s=100",
-            f"hydra.run.dir={run}"]
+            f"hydra.run.dir={run}", *extra]
     proc = subprocess.run([sys.executable, "-c", _COUNTING, str(inputs), str(counted), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(counted.read_text()), proc.stdout, json.loads((run / "work.json").read_text())
+    work = run / "work.json"
+    return json.loads(counted.read_text()), proc.stdout, json.loads(work.read_text()) if work.exists() else None
 
 
 def _offsets(path: Path) -> dict:
@@ -79,3 +81,7 @@ def test_a_launch_reads_each_input_once_and_plans_the_same_numbers(tmp_path):
     for share in work["shares"]:
         for k, start, _, offset, _ in share:
             assert offset == _offsets(files[k])[start]  # where the rank seeks is where its first line begins
+
+    opens, plan, work = _launch(tmp_path, inputs, 2, "mode=server_per_node")
+    assert opens == {"a.txt": 1, "b.txt": 1} and work is None  # validated and counted in one pass, not indexed
+    assert "lines: 600; prompt tokens: 27770 (longest prompt 48 tokens, a.txt:101)" in plan
