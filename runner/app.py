@@ -74,6 +74,7 @@ def resolve(cfg: DictConfig) -> Tuple[DictConfig, launch_pass.Inputs]:
     problem = reader.check(files)  # the template and the ids against the files' fields
     if problem:
         raise ConfigError(problem)
+    preflight.judge(cfg, found.report)  # lines too long: refused under mode.on_too_long=error
     return cfg, found
 
 

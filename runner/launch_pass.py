@@ -32,19 +32,17 @@ class Inputs:
 
 
 def read_inputs(cfg: DictConfig, reader: InputReader, files: List[Path]) -> Inputs:
-    """Validate, count and index every input file in one read of each; one ConfigError lists every unusable
-    file, then the pre-flight check refuses the lines too long (mode.on_too_long=error)."""
+    """Validate, count and index every input file in one read of each: one ConfigError lists every unusable
+    file. The lines too long are the report's (runner.preflight.judge refuses them)."""
     problems = {path.name: f"{path}: missing" for path in files if not path.is_file()}
     present = [path for path in files if path.name not in problems]
     one = _Pass(cfg, reader, problems)
     report = preflight.count(cfg, present, one.prompts)  # asks only for the files it has not counted before
-    for path in present:
-        if path.name not in one.done:  # not counted (unchanged since an earlier check, no tokenizer) or cut
-            # short (a count that gave up)
-            for _ in one.prompts(path):
-                pass
+    for path in (path for path in present if path.name not in one.done):
+        for _ in one.prompts(path):  # not counted (unchanged since an earlier check, no tokenizer here) or cut
+            pass                     # short (a count that gave up): read for the validation and the index
     inputs.report([problems[path.name] for path in files if path.name in problems])
-    return Inputs(preflight.judge(cfg, report), one.indexes)
+    return Inputs(report, one.indexes)
 
 
 class _Pass:
