@@ -32,27 +32,33 @@ from runner.output_openai_batch import _error_info, _skeletons
 if "output.format=openai_batch" in sys.argv:  # vLLM's protocol classes, imported before the count
     _skeletons(), _error_info("", 400)
 
-folder, root = Path(sys.argv[1]), Path(sys.argv[2])
-cfg = compose_config(f"input.path={folder}", *sys.argv[3:])
-cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-cfg.rerun_epoch = "e1"
-run, reader = RunDir(root), reader_of(cfg)
-files = reader.files()
-planned = spread.plan(cfg, run, files, [1.0, 1.0])
-spread.apply(cfg, run, planned, files)
-run.parts.mkdir(parents=True, exist_ok=True)
-for piece in (p for share in planned.shares for p in share):  # as a rank finishes its item
-    name = Path(piece.path).name
-    with open(run.piece(name, piece.start, piece.stop, "done"), "w") as out:
-        for e in reader.read(Path(piece.path), piece.start, piece.stop, piece.offset):
-            ids = {"file": name, LINE: e.number, **e.request.ids}
-            record = (Record.failed(ids, None, e.error, e.raw) if e.error else
-                      Record(ids, e.request.text, f"answer {e.number}", prompt_tokens=3, output_tokens=2,
-                             finish_reason="stop"))
-            out.write(json.dumps(record.to_json()) + "\\n")
-tracemalloc.start()
-joined = spread.join_finished(cfg, run, files)
-print(json.dumps({"joined": joined, "peak": tracemalloc.get_traced_memory()[1]}))
+
+def join(folder, root):
+    cfg = compose_config(f"input.path={folder}", *sys.argv[2:])
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    cfg.rerun_epoch = "e1"
+    run, reader = RunDir(root), reader_of(cfg)
+    files = reader.files()
+    planned = spread.plan(cfg, run, files, [1.0, 1.0])
+    spread.apply(cfg, run, planned, files)
+    run.parts.mkdir(parents=True, exist_ok=True)
+    for piece in (p for share in planned.shares for p in share):  # as a rank finishes its item
+        name = Path(piece.path).name
+        with open(run.piece(name, piece.start, piece.stop, "done"), "w") as out:
+            for e in reader.read(Path(piece.path), piece.start, piece.stop, piece.offset):
+                ids = {"file": name, LINE: e.number, **e.request.ids}
+                record = (Record.failed(ids, None, e.error, e.raw) if e.error else
+                          Record(ids, e.request.text, f"answer {e.number}", prompt_tokens=3, output_tokens=2,
+                                 finish_reason="stop"))
+                out.write(json.dumps(record.to_json()) + "\\n")
+    tracemalloc.start()
+    joined = spread.join_finished(cfg, run, files)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"joined": joined, "peak": peak}
+
+
+print(json.dumps([join(Path(folder), Path(root)) for folder, root in json.loads(sys.argv[1])]))
 """
 
 
@@ -67,29 +73,37 @@ def _batch_line(n: int) -> str:
                        "body": {"messages": [{"role": "user", "content": f"What is {n} times {n}? Say why."}]}})
 
 
-def _join(tmp_path: Path, lines: int, fmt: str):
-    """(peak bytes of the join, the joined output file, its Parquet copy) for an input of `lines` lines."""
-    folder, root = tmp_path / f"in{lines}", tmp_path / f"run{lines}"
+def _inputs(folder: Path, lines: int, fmt: str) -> None:
     folder.mkdir()
     if fmt == "openai_batch":
         (folder / "x.jsonl").write_text("".join(_batch_line(n) + "\n" for n in range(1, lines + 1)))
-        args, output = ["input=openai_batch", "output.format=openai_batch"], root / "out" / "x.jsonl.jsonl"
     else:
         (folder / "x.txt").write_text("".join(f"Describe the number {n} in one sentence.\n" for n in range(lines)))
-        args, output = ["output.format=text"], root / "out" / "x.txt.out"
+
+
+def _joins(tmp_path: Path, sizes, fmt: str):
+    """Per size: (peak bytes of the join of an input of that many lines, its joined output, its Parquet copy),
+    all joined in one child (vLLM's protocol classes, which openai_batch renders with, imported once)."""
+    places = [(tmp_path / f"in{n}", tmp_path / f"run{n}") for n in sizes]
+    for (folder, _), lines in zip(places, sizes):
+        _inputs(folder, lines, fmt)
+    args = ["input=openai_batch", "output.format=openai_batch"] if fmt == "openai_batch" else ["output.format=text"]
     args += ["output.parquet=true", "output.parquet_rows=500"]
-    proc = subprocess.run([sys.executable, "-c", _JOIN, str(folder), str(root), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", _JOIN, json.dumps([[str(f), str(r)] for f, r in places]), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert found["joined"] == [p.name for p in folder.iterdir()]
-    return found["peak"], output, parquet_of(output)
+    found = []
+    for (folder, root), joined in zip(places, json.loads(proc.stdout.strip().splitlines()[-1])):
+        assert joined["joined"] == [p.name for p in folder.iterdir()]
+        name = next(folder.iterdir()).name
+        output = root / "out" / (f"{name}.jsonl" if fmt == "openai_batch" else f"{name}.out")
+        found.append((joined["peak"], output, parquet_of(output)))
+    return found
 
 
 @pytest.mark.parametrize("fmt", ["text", "openai_batch"])
 def test_the_join_of_a_rendered_output_and_its_parquet_copy_stays_flat_as_lines_grow(tmp_path, fmt):
-    small, _, _ = _join(tmp_path, 4000, fmt)
-    big, output, parquet = _join(tmp_path, 32000, fmt)
+    (small, _, _), (big, output, parquet) = _joins(tmp_path, [4000, 32000], fmt)
     assert big < small * 1.5, (small, big)  # 8 times the lines: the same peak (it held them all: ~8 times)
     rows = pq.read_table(parquet)
     assert rows.num_rows == 32000 and rows.column("line").to_pylist() == list(range(1, 32001))
