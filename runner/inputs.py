@@ -57,9 +57,10 @@ def iter_lines(path: Path, start: int = 1, stop: Optional[int] = None, offset: O
     return _iter_lines(path, scanner, start, stop, offset)
 
 
-def count_lines(path: Path) -> int:
-    """The non-blank lines of a UTF-8 file (the lines a job answers), without keeping them."""
-    return sum(1 for _ in _iter_lines(path))
+def count_lines(path: Path, scanner=None) -> int:
+    """The non-blank lines of a UTF-8 file (the lines a job answers), without keeping them; `scanner`: fed every
+    raw line read (its `add`)."""
+    return sum(1 for _ in _iter_lines(path, scanner))
 
 
 def report(problems: List[str]) -> None:

@@ -12,7 +12,7 @@ hashed.
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from omegaconf import DictConfig
 
@@ -39,8 +39,7 @@ def read_inputs(cfg: DictConfig, reader: InputReader, files: List[Path]) -> Inpu
     one = _Pass(cfg, reader, problems)
     report = preflight.count(cfg, present, one.prompts)  # asks only for the files it has not counted before
     for path in (path for path in present if path.name not in one.done):
-        for _ in one.prompts(path):  # not counted (unchanged since an earlier check, no tokenizer here) or cut
-            pass                     # short (a count that gave up): read for the validation and the index
+        one.lines(path)  # not counted (unchanged since an earlier check, no tokenizer here) or cut short
     inputs.report([problems[path.name] for path in files if path.name in problems])
     return Inputs(report, one.indexes)
 
@@ -52,24 +51,46 @@ class _Pass:
         self.index = reader.locates_changes and self.mode.spreads_inputs()
         self.indexes: Dict[str, FileIndex] = {}
         # the files read to their end (or found unusable)
-        self.done: set = set()
+        self.done: Set[str] = set()
 
     def prompts(self, path: Path) -> Iterator[Tuple[int, str]]:
         """The file's prompts for the count, read once: the index is fed as they are read."""
-        binary = not self.reader.locates_changes
-        problem = self.reader.problem(path) if binary else ""  # from the file's metadata, no pass over it
+        indexer, records = self._start(path), [0]
+        if path.name in self.done:
+            return
+        try:
+            yield from self.mode.prompts(path, _counted(self.reader.read_all(path, indexer), records))
+        except (inputs.NotUtf8, OSError) as e:
+            return self._unusable(path, e)
+        self._finish(path, records[0], indexer)
+
+    def lines(self, path: Path) -> None:
+        """A file the count does not ask for: its lines decoded (no entry built) and indexed."""
+        indexer = self._start(path)
+        if path.name in self.done or not self.reader.locates_changes:  # (a binary file: its metadata told)
+            return self.done.add(path.name)
+        try:
+            records = self.reader.count(path, indexer)
+        except (inputs.NotUtf8, OSError) as e:
+            return self._unusable(path, e)
+        self._finish(path, records, indexer)
+
+    def _start(self, path: Path) -> Optional[Indexer]:
+        """The file's indexer (None: not indexed); a binary file's problem is told by its metadata, no pass."""
+        problem = "" if self.reader.locates_changes else self.reader.problem(path)
         if problem:
             self.problems[path.name] = problem
             self.done.add(path.name)
-            return
-        indexer, records = (Indexer() if self.index else None), [0]
-        try:
-            yield from self.mode.prompts(path, _counted(self.reader.read_all(path, indexer), records))
-        except (inputs.NotUtf8, OSError) as e:  # OSError: unreadable, or gone since it was listed
-            self.problems[path.name] = str(e) if isinstance(e, inputs.NotUtf8) else f"{path}: cannot be read ({e})"
-            self.done.add(path.name)
-            return
-        if not records[0] and not binary:
+        return Indexer() if self.index else None
+
+    def _unusable(self, path: Path, error: Exception) -> None:
+        """Not UTF-8, or unreadable (gone since it was listed, no permission): one line among the problems."""
+        unreadable = f"{path}: cannot be read ({error})"
+        self.problems[path.name] = str(error) if isinstance(error, inputs.NotUtf8) else unreadable
+        self.done.add(path.name)
+
+    def _finish(self, path: Path, records: int, indexer: Optional[Indexer]) -> None:
+        if not records and self.reader.locates_changes:
             self.problems[path.name] = f"{path}: empty (no record)"
         if indexer is not None:
             self.indexes[path.name] = indexer.finish(path)

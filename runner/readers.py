@@ -85,8 +85,9 @@ class InputReader(ABC):
         return list_files(str(self.input.path))
 
     @abstractmethod
-    def count(self, path: Path) -> int:
-        """The records of a file."""
+    def count(self, path: Path, scanner=None) -> int:
+        """The records of a file; a text format feeds `scanner` (its `add`) every raw line as it reads it (see
+        read_all)."""
 
     @abstractmethod
     def read(self, path: Path, start: int = 1, stop: Optional[int] = None,
@@ -170,8 +171,8 @@ def malformed(number: int, raw: str, error: str, ids: Mapping[str, Any] = NONE) 
 class TextReader(InputReader):
     """A record per non-blank line of a UTF-8 file (CRLF and a leading BOM taken off)."""
 
-    def count(self, path: Path) -> int:
-        return inputs.count_lines(path)
+    def count(self, path: Path, scanner=None) -> int:
+        return inputs.count_lines(path, scanner)
 
     def read(self, path: Path, start: int = 1, stop: Optional[int] = None,
              offset: Optional[int] = None) -> Iterator[Entry]:
