@@ -6,9 +6,14 @@ when it read every file three times."""
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from helpers.cli import ROOT
+from helpers.compose import compose_config
+from runner.launch_pass import read_inputs
+from runner.readers import reader_of
+from runner.work_items import index_file
 
 # the launch under an audit hook: every open of a file under the input folder, by file name, written at exit
 _COUNTING = """
@@ -85,3 +90,17 @@ def test_a_launch_reads_each_input_once_and_plans_the_same_numbers(tmp_path):
     opens, plan, work = _launch(tmp_path, inputs, 2, "mode=server_per_node")
     assert opens == {"a.txt": 1, "b.txt": 1} and work is None  # validated and counted in one pass, not indexed
     assert "lines: 600; prompt tokens: 27770 (longest prompt 48 tokens, a.txt:101)" in plan
+
+
+def test_the_pass_indexes_a_file_as_an_index_of_its_own_does(tmp_path):
+    inputs = _inputs(tmp_path / "in")
+    (inputs / "c.txt").write_bytes(b"x" * 3_000_000 + b"\n\n" + b"y\n" * 1000)  # a line longer than a hashed block
+    cfg = compose_config(f"input.path={inputs}")
+    reader = reader_of(cfg)
+    found = read_inputs(cfg, reader, reader.files())
+    assert sorted(found.indexes) == ["a.txt", "b.txt", "c.txt"]
+    for name, index in found.indexes.items():
+        alone = index_file(inputs / name)
+        assert asdict(index.print) == asdict(alone.print)  # the fingerprint the sidecar keeps, blocks and all
+        assert (index.lines, index.offsets, index.before, index.end) == (alone.lines, alone.offsets, alone.before,
+                                                                        alone.end)
