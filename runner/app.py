@@ -3,12 +3,12 @@
 import logging
 import os
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Tuple
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, job, models, outputs, plan, preflight, readers, rerun, run_lock, vllm_names
+from runner import engine, job, launch_pass, models, outputs, plan, preflight, readers, rerun, run_lock, vllm_names
 from launchers.base import launcher_of
 from runner.errors import ConfigError
 from runner.mode import mode_of
@@ -49,9 +49,10 @@ def check_missing(cfg: DictConfig) -> None:
         raise ConfigError(f"{', '.join(missing)} must be set for this config: add {given} to the command line")
 
 
-def resolve(cfg: DictConfig) -> Tuple[DictConfig, Optional[preflight.Report]]:
-    """A copy of cfg with absolute input paths and a loadable model path, checked against the inputs; and the
-    pre-flight report of the lines too long for the model."""
+def resolve(cfg: DictConfig) -> Tuple[DictConfig, launch_pass.Inputs]:
+    """A copy of cfg with absolute input paths and a loadable model path, checked against the inputs; and what
+    the launch's one pass over the inputs found (the pre-flight report of the lines too long for the model, the
+    spread index of each file)."""
     check_missing(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     launcher_of(cfg), staging_of(cfg)  # a class that cannot be built fails before anything is made
@@ -66,30 +67,33 @@ def resolve(cfg: DictConfig) -> Tuple[DictConfig, Optional[preflight.Report]]:
     mode.check(files)
     cfg.output.format = outputs.format_of(cfg).name  # job.yaml names what is written (`auto` resolved)
     outputs.check(cfg)
-    readers.validate(reader, files)
+    cfg.engine = engine.engine_args(cfg)  # job.yaml shows the engine arguments as vLLM receives them
+    cfg.model.path = models.ensure_model(cfg.model)  # before the inputs' pass: it counts with the model's tokenizer
+    cfg.model.source = "path"
+    found = launch_pass.read_inputs(cfg, reader, files)  # each input read once: validated, counted, indexed
     problem = reader.check(files)  # the template and the ids against the files' fields
     if problem:
         raise ConfigError(problem)
-    cfg.engine = engine.engine_args(cfg)  # job.yaml shows the engine arguments as vLLM receives them
-    cfg.model.path = models.ensure_model(cfg.model)
-    cfg.model.source = "path"
-    return cfg, preflight.check(cfg, files)
+    preflight.judge(cfg, found.report)  # lines too long: refused under mode.on_too_long=error
+    return cfg, found
 
 
-def show_plan(resolved: DictConfig, report: Optional[preflight.Report]) -> None:
+def show_plan(resolved: DictConfig, found: launch_pass.Inputs) -> None:
     """plan=true: print what a launch would do; nothing is made, locked or started."""
     run = RunDir(Path(HydraConfig.get().runtime.output_dir))
     previous = OmegaConf.load(run.job_file) if run.job_file.is_file() else None
     resolved.rerun_epoch = rerun.check_launch(resolved, run, previous)
     mode = mode_of(resolved)
-    print(plan.describe(resolved, run, mode.input_files(), report, mode.prepare(run, dry=True)), flush=True)
+    planned = mode.prepare(run, dry=True, indexes=found.indexes)
+    print(plan.describe(resolved, run, mode.input_files(), found.report, planned), flush=True)
 
 
 def launch(cfg: DictConfig) -> None:
     """Check everything, then make the run directory: a refused config leaves no run directory behind."""
-    resolved, report = resolve(cfg)
+    resolved, found = resolve(cfg)
+    report = found.report
     if resolved.plan:
-        return show_plan(resolved, report)
+        return show_plan(resolved, found)
     run = RunDir(Path(HydraConfig.get().runtime.output_dir)).make()
     lock = RunLock(run.root)
     lock.acquire(run_lock.holder(), force=resolved.force_lock)  # before job.yaml, which a live run reads
@@ -97,7 +101,7 @@ def launch(cfg: DictConfig) -> None:
         previous = OmegaConf.load(run.job_file) if run.job_file.is_file() else None
         resolved.rerun_epoch = rerun.check_launch(resolved, run, previous)  # refuses before job.yaml is rewritten
         mode = mode_of(resolved)
-        planned = mode.prepare(run)  # per_tile: the ranks' work items (work.json)
+        planned = mode.prepare(run, indexes=found.indexes)  # per_tile: the ranks' work items (work.json)
         if resolved.dry_run:
             print(plan.describe(resolved, run, mode.input_files(), report, planned), flush=True)
         job_file = job.write(resolved, run)

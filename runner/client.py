@@ -16,7 +16,7 @@ import resource
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+from typing import Callable, ContextManager, Dict, List, Optional, Protocol, Tuple
 
 import aiohttp
 from omegaconf import DictConfig
@@ -27,9 +27,6 @@ from runner.records import LINE, Record
 from runner.server import PORT_TRIES, VllmServer
 from runner.tally import Tally
 from runner.walltime import near_end
-
-if TYPE_CHECKING:
-    from runner.server_pool import ServerPool
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +117,21 @@ class Supervisor:
         return not (self.server.alive() and await asyncio.to_thread(self.server.healthy))
 
 
+class Servers(Protocol):
+    """What a FileClient asks of its host's servers (runner.server_pool.ServerPool, which imports Supervisor from
+    here: named by this protocol, the two modules import each other no more)."""
+
+    # requests in flight on the whole host, at most (held by `slots` across a request's retries)
+    capacity: int
+    slots: asyncio.Semaphore
+
+    async def pick(self) -> Optional[Supervisor]:
+        """The server for the next request (None: every server gave up)."""
+
+    def sending(self, supervisor: Supervisor) -> ContextManager[None]:
+        """Counts a request as outstanding on `supervisor` while it is sent and answered."""
+
+
 @dataclass
 class FileResult:
     # the lines answered in this run
@@ -176,7 +188,7 @@ def _error(base: Dict, prompt: Optional[str], error: str, input: Optional[str] =
 
 
 class FileClient:
-    def __init__(self, pool: "ServerPool", mode: DictConfig, model: str, sampling: Dict,
+    def __init__(self, pool: Servers, mode: DictConfig, model: str, sampling: Dict,
                  too_long: Optional[Dict[str, Dict[int, str]]] = None):
         """pool: the host's servers; too_long: {file name: {line: reason}} of the lines the launch found too long
         (not sent: ERROR)."""

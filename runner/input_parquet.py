@@ -22,7 +22,7 @@ class ParquetReader(InputReader):
     # a Parquet file rewritten with rows appended differs in its footer: where it changed is not known
     locates_changes = False
 
-    def count(self, path: Path) -> int:
+    def count(self, path: Path, scanner=None) -> int:
         return _parquet().ParquetFile(path).metadata.num_rows
 
     def read(self, path: Path, start: int = 1, stop: Optional[int] = None,

@@ -33,8 +33,8 @@ class TsvReader(TextReader):
         head = self.header(path)
         return head.text.split("\t") if head else []
 
-    def count(self, path: Path) -> int:
-        return max(0, inputs.count_lines(path) - self.header_row)
+    def count(self, path: Path, scanner=None) -> int:
+        return max(0, inputs.count_lines(path, scanner) - self.header_row)
 
     def entry(self, path: Path, line: inputs.Line) -> Optional[Entry]:
         head = self.header(path)

@@ -49,32 +49,18 @@ def _iter_lines(path: Path, scanner=None, start: int = 1, stop: Optional[int] = 
                 yield Line(number, text)
 
 
-def iter_lines(path: Path, start: int = 1, stop: Optional[int] = None, offset: Optional[int] = None) -> Iterator[Line]:
+def iter_lines(path: Path, start: int = 1, stop: Optional[int] = None, offset: Optional[int] = None,
+               scanner=None) -> Iterator[Line]:
     """The non-blank lines numbered start <= number < stop of a UTF-8 file one at a time (files of millions of
-    lines are not held whole); `offset`: the byte offset where line `start` begins (seek instead of scanning)."""
-    return _iter_lines(path, None, start, stop, offset)
+    lines are not held whole); `offset`: the byte offset where line `start` begins (seek instead of scanning);
+    `scanner`: fed every raw line read (its `add`)."""
+    return _iter_lines(path, scanner, start, stop, offset)
 
 
-def count_lines(path: Path) -> int:
-    """The non-blank lines of a UTF-8 file (the lines a job answers), without keeping them."""
-    return sum(1 for _ in _iter_lines(path))
-
-
-def check_file(path: Path) -> str:
-    """'' when the file is usable, else what is wrong with it."""
-    if not path.is_file():
-        return f"{path}: missing"
-    try:
-        if count_lines(path):  # decodes every line, not just the first
-            return ""
-    except NotUtf8 as e:
-        return str(e)
-    return f"{path}: empty (no non-blank line)"
-
-
-def validate(paths: List[Path]) -> None:
-    """Raise one ConfigError listing every unusable file."""
-    report([p for p in (check_file(path) for path in paths) if p])
+def count_lines(path: Path, scanner=None) -> int:
+    """The non-blank lines of a UTF-8 file (the lines a job answers), without keeping them; `scanner`: fed every
+    raw line read (its `add`)."""
+    return sum(1 for _ in _iter_lines(path, scanner))
 
 
 def report(problems: List[str]) -> None:

@@ -5,15 +5,17 @@ its YAML in conf/mode/; the rest of the runner asks the mode, never its name.
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterator, List, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
 
 if TYPE_CHECKING:
+    from runner.readers import Entry
     from runner.run_dir import Item, RunDir
     from runner.stats import WorkerStats
     from runner.topology import Placement
+    from runner.work_items import FileIndex
 
 
 class Mode(ABC):
@@ -43,9 +45,14 @@ class Mode(ABC):
     def check(self, files: List[Path]) -> None:
         """Refuse, with a ConfigError, a config that cannot run on these inputs."""
 
-    def prepare(self, run: "RunDir", dry: bool = False):
+    def spreads_inputs(self) -> bool:
+        """Whether `prepare` cuts the input files into line ranges (the launch's pass then indexes them)."""
+        return False
+
+    def prepare(self, run: "RunDir", dry: bool = False, indexes: Optional[Dict[str, "FileIndex"]] = None):
         """At launch, after the rerun checks and before job.yaml is written: lay out the work of the workers
-        (`dry`: plan it only, writing nothing); returns the plan, or None when the mode has none."""
+        (`dry`: plan it only, writing nothing; `indexes`: the input files' indexes from the launch's pass over
+        them, by file name); returns the plan, or None when the mode has none."""
         return None
 
     def after_run(self, run: "RunDir") -> None:
@@ -59,13 +66,14 @@ class Mode(ABC):
         """The variables that pin a worker to its devices; set before vLLM is imported."""
         return {}
 
-    def prompts(self, path: Path) -> Iterator[Tuple[int, str]]:
+    def prompts(self, path: Path, entries: Optional[Iterable["Entry"]] = None) -> Iterator[Tuple[int, str]]:
         """(number, prompt text) of each record of an input file that will be sent (pre-flight counts them; a
-        chat's text is its messages' contents). Left out: a malformed record (it gets a record of its own), and
-        one with its own max_tokens (the check counts sampling.max_tokens; vLLM judges it when it is sent)."""
+        chat's text is its messages' contents), from `entries` (the launch's pass over the file), else read here.
+        Left out: a malformed record (it gets a record of its own), and one with its own max_tokens (the check
+        counts sampling.max_tokens; vLLM judges it when it is sent)."""
         from runner.readers import reader_of
 
-        for entry in reader_of(self.cfg).read(path):
+        for entry in reader_of(self.cfg).read(path) if entries is None else entries:
             if not entry.error and "max_tokens" not in entry.request.sampling:
                 request = entry.request
                 text = request.prompt if request.messages is None else "\n".join(

@@ -10,7 +10,7 @@ output.parquet=true set after it finished) gets it on the next launch's rerun.
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,15 +54,33 @@ def check(cfg: DictConfig) -> None:
                           "output.format=jsonl")
 
 
-def renderer(cfg: DictConfig, entries: List[Entry]) -> Callable[[dict], str]:
-    """The function that turns one record into one line of the finished output."""
+def renderer(cfg: DictConfig, entries: Iterable[Entry]) -> Callable[[dict], str]:
+    """The function that turns one record into one line of the finished output; records come in line order
+    (`entries`, the input's, are walked alongside them)."""
     chosen = format_of(cfg)
     if chosen == OutputFormat.openai_batch:
         from runner.output_openai_batch import BatchRenderer
 
-        completions = {e.number for e in entries if e.request.messages is None and e.request.prompt is not None}
-        return BatchRenderer(cfg.model.name, completions).line
+        return BatchRenderer(cfg.model.name, Completions(entries)).line
     return record_log.as_original_text if chosen == OutputFormat.text else record_log.as_jsonl
+
+
+class Completions:
+    """The line numbers sent as a prompt (/v1/completions; the others were chats), told by walking the input's
+    entries alongside the records, which ask in line order: one entry is held, not a file of millions."""
+
+    def __init__(self, entries: Iterable[Entry]):
+        self._entries, self._asked = iter(entries), 0
+        self._at: Optional[Entry] = next(self._entries, None)
+
+    def __contains__(self, number: int) -> bool:
+        if number < self._asked:  # an entry walked past cannot be told again: a wrong body, never silently
+            raise ValueError(f"line {number} asked after line {self._asked}: records are rendered in line order")
+        self._asked = number
+        while self._at is not None and self._at.number < number:
+            self._at = next(self._entries, None)
+        at = self._at
+        return at is not None and at.number == number and at.request.messages is None and at.request.prompt is not None
 
 
 def write(cfg: DictConfig, item: Item, entries: List[Entry], ledger: RecordLog) -> None:
@@ -90,7 +108,7 @@ def complete(cfg: DictConfig, item: Item, entries: Optional[List[Entry]] = None)
     from runner.output_parquet import ParquetSink
 
     log.info("%s: writing its missing %s", item.input.name, target.name)
-    entries = list(reader_of(cfg).read(item.input)) if entries is None else entries
+    entries = reader_of(cfg).read(item.input) if entries is None else entries  # streamed: its ids' types
     records = RecordLog(source, sync_every_s=None).records() if source == item.ledger else _read(source)
     with ParquetSink(target, id_types(entries), cfg.output.parquet_rows) as sink:
         for record in records:
@@ -104,18 +122,20 @@ def _read(path: Path):
                 yield json.loads(raw)
 
 
-def id_types(entries: List[Entry]) -> Dict[str, Optional[type]]:
+def id_types(entries: Iterable[Entry]) -> Dict[str, Optional[type]]:
     """Each input id field's Python type over all entries (None: mixed or only nulls; written as text), and
     whether a malformed entry adds the `input` column (key "input", value str)."""
     seen: Dict[str, set] = {}
-    for entry in entries:
+    malformed = False
+    for entry in entries:  # one pass: `entries` may be the input streamed
+        malformed = malformed or bool(entry.error)
         for key, value in entry.request.ids.items():
             if value is not None:
                 seen.setdefault(key, set()).add(type(value))
             else:
                 seen.setdefault(key, set())
     types = {key: _one_type(kinds) for key, kinds in seen.items()}
-    if any(entry.error for entry in entries):
+    if malformed:
         types["input"] = str
     return types
 

@@ -159,14 +159,17 @@ class PerTile(Mode):
         return [float(len(engines[e % len(engines)].devices) * engines[e % len(engines)].nodes)
                 for e in range(self.ranks())]
 
-    def prepare(self, run: RunDir, dry: bool = False):
+    def spreads_inputs(self) -> bool:
+        return self._spread
+
+    def prepare(self, run: RunDir, dry: bool = False, indexes=None):
         """At launch, after the rerun checks (spread): the work items of every rank, written to work.json
-        (`dry`: only planned, for the plan)."""
+        (`dry`: only planned, for the plan; `indexes`: the files' indexes from the launch's pass)."""
         if not self._spread:
             return None
         from runner import spread
 
-        planned = spread.plan(self.cfg, run, self.input_files(), self.weights())
+        planned = spread.plan(self.cfg, run, self.input_files(), self.weights(), indexes)
         if not dry:
             spread.apply(self.cfg, run, planned, self.input_files())
         return planned

@@ -70,11 +70,20 @@ class Report:
                 f"{longest} tokens)")
 
 
-def check(cfg: DictConfig, files: List[Path]) -> Optional[Report]:
+PromptsOf = Callable[[Path], Iterator[Tuple[int, str]]]
+
+
+def check(cfg: DictConfig, files: List[Path], prompts_of: Optional[PromptsOf] = None) -> Optional[Report]:
     """The lines that do not fit (None when the tokenizer or the context length cannot be known here);
-    raises ConfigError naming them under mode.on_too_long=error."""
+    raises ConfigError naming them under mode.on_too_long=error. `prompts_of`: a file's prompts (the launch's
+    one pass, runner.launch_pass), else the mode reads them."""
+    return judge(cfg, count(cfg, files, prompts_of))
+
+
+def count(cfg: DictConfig, files: List[Path], prompts_of: Optional[PromptsOf] = None) -> Optional[Report]:
+    """The report of every file's prompt tokens; a file unchanged since an earlier check is not asked for its
+    prompts. None when the tokenizer or the context length cannot be known here."""
     limit, mode = max_model_len(cfg), typed_mode(cfg.mode)
-    prompts_of = mode_of(cfg).prompts
     counter = _counter(cfg.model.path, mode.prompt_style == PromptStyle.chat)
     if limit is None or counter is None:
         log.warning("pre-flight length check skipped: no tokenizer or max_model_len for model.path=%s",
@@ -84,7 +93,7 @@ def check(cfg: DictConfig, files: List[Path]) -> Optional[Report]:
     started, cache_file = time.monotonic(), _cache_file(cfg, mode, counter, report)
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     try:
-        report.tokenized = _scan(files, prompts_of, counter, report, cache)
+        report.tokenized = _scan(files, prompts_of or mode_of(cfg).prompts, counter, report, cache)
     except ValueError as e:  # e.g. prompt_style=chat with a tokenizer that has no chat template
         log.warning("pre-flight length check skipped: %s", e)
         return None
@@ -94,16 +103,21 @@ def check(cfg: DictConfig, files: List[Path]) -> Optional[Report]:
     log.info("pre-flight: %d lines checked in %.1f s, %d tokenized (%.0f lines/s), the rest unchanged since an "
              "earlier check", report.lines, report.seconds, report.tokenized,
              report.tokenized / max(report.seconds, 1e-9))
-    if report.count and mode.on_too_long == OnTooLong.error:
+    return report
+
+
+def judge(cfg: DictConfig, report: Optional[Report]) -> Optional[Report]:
+    """Refuse the launch (ConfigError) over lines that do not fit under mode.on_too_long=error; else warn."""
+    if report is not None and report.count and typed_mode(cfg.mode).on_too_long == OnTooLong.error:
         raise ConfigError(f"{report.describe()}; shorten them, lower sampling.max_tokens, raise "
                           "model.engine.max_model_len, or set mode.on_too_long=record to give them an ERROR record "
                           "and answer the rest")
-    if report.count:
+    if report is not None and report.count:
         log.warning("%s; mode.on_too_long=record: they get an ERROR record", report.describe())
     return report
 
 
-def _scan(files: List[Path], prompts_of: Callable[[Path], Iterator[Tuple[int, str]]], counter: PromptCounter, report: Report, cache: dict) -> int:
+def _scan(files: List[Path], prompts_of: PromptsOf, counter: PromptCounter, report: Report, cache: dict) -> int:
     """Fill the report file by file; a file unchanged since a launch with the same settings (size and mtime, in
     `cache`) is not tokenized again. Returns how many lines were tokenized."""
     tokenized = 0
@@ -159,8 +173,8 @@ def _counter(model_path: str, chat: bool) -> Optional[PromptCounter]:
         return None
 
 
-def _too_long_in(path: Path, prompts_of: Callable[[Path], Iterator[Tuple[int, str]]], counter: PromptCounter,
-                 report: Report, longest: List[int]) -> Dict[int, int]:
+def _too_long_in(path: Path, prompts_of: PromptsOf, counter: PromptCounter, report: Report,
+                 longest: List[int]) -> Dict[int, int]:
     """{line number: prompt tokens} of the file's lines that do not fit; counted exactly near the limit. Adds the
     prompts' tokens to the report and sets `longest` to [tokens, line number] of the file's longest prompt."""
     room = report.max_model_len - report.max_tokens

@@ -85,8 +85,9 @@ class InputReader(ABC):
         return list_files(str(self.input.path))
 
     @abstractmethod
-    def count(self, path: Path) -> int:
-        """The records of a file."""
+    def count(self, path: Path, scanner=None) -> int:
+        """The records of a file; a text format feeds `scanner` (its `add`) every raw line as it reads it (see
+        read_all)."""
 
     @abstractmethod
     def read(self, path: Path, start: int = 1, stop: Optional[int] = None,
@@ -97,6 +98,11 @@ class InputReader(ABC):
     @abstractmethod
     def problem(self, path: Path) -> str:
         """'' when the file can be read, else what is wrong with it (missing, empty, undecodable)."""
+
+    def read_all(self, path: Path, scanner=None) -> Iterator[Entry]:
+        """Every entry of the file; a text format feeds `scanner` (its `add`) every raw line as it reads it, so
+        the launch's one pass also indexes the file (runner.launch_pass). A binary format feeds nothing."""
+        return self.read(path)
 
     def known_fields(self, path: Path) -> Optional[Tuple[str, List[str]]]:
         """(where they come from, the field names) a record of this file has; None: unknown before reading."""
@@ -165,12 +171,18 @@ def malformed(number: int, raw: str, error: str, ids: Mapping[str, Any] = NONE) 
 class TextReader(InputReader):
     """A record per non-blank line of a UTF-8 file (CRLF and a leading BOM taken off)."""
 
-    def count(self, path: Path) -> int:
-        return inputs.count_lines(path)
+    def count(self, path: Path, scanner=None) -> int:
+        return inputs.count_lines(path, scanner)
 
     def read(self, path: Path, start: int = 1, stop: Optional[int] = None,
              offset: Optional[int] = None) -> Iterator[Entry]:
-        for line in inputs.iter_lines(path, start, stop, offset):
+        return self._entries(path, inputs.iter_lines(path, start, stop, offset))
+
+    def read_all(self, path: Path, scanner=None) -> Iterator[Entry]:
+        return self._entries(path, inputs.iter_lines(path, scanner=scanner))
+
+    def _entries(self, path: Path, lines: Iterator[inputs.Line]) -> Iterator[Entry]:
+        for line in lines:
             entry = self.entry(path, line)
             if entry is not None:
                 yield entry
@@ -280,8 +292,3 @@ def reader_of(cfg: DictConfig) -> InputReader:
     from runner.options import build
 
     return build(cfg, "input", InputReader)
-
-
-def validate(reader: InputReader, paths: List[Path]) -> None:
-    """Raise one ConfigError listing every unusable file."""
-    inputs.report([p for p in (reader.problem(path) for path in paths) if p])

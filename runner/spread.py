@@ -62,8 +62,11 @@ class Plan:
         return sum(p.lines for share in self.shares for p in share)
 
 
-def plan(cfg: DictConfig, run: RunDir, files: List[Path], weights: List[float]) -> Plan:
-    """Read-only: each file's action and the work items of every rank (`weights`: each rank's engine size)."""
+def plan(cfg: DictConfig, run: RunDir, files: List[Path], weights: List[float],
+         indexes: Optional[Dict[str, FileIndex]] = None) -> Plan:
+    """Read-only: each file's action and the work items of every rank (`weights`: each rank's engine size;
+    `indexes`: the files' indexes the launch's pass made, by name; a file without one is indexed here)."""
+    indexes = indexes or {}
     listed = run.pieces()
     fixed, gaps, result = [], [], Plan([])
     for path in files:
@@ -71,7 +74,8 @@ def plan(cfg: DictConfig, run: RunDir, files: List[Path], weights: List[float]) 
             result.actions[path.name] = ("skip", "")
             continue
         joined = _item(cfg, run, path).output.exists()  # items beside a joined output are a killed joiner's
-        index, items = index_of(path, reader_of(cfg)), [] if joined else listed.get(path.name, [])
+        index = indexes.get(path.name) or index_of(path, reader_of(cfg))
+        items = [] if joined else listed.get(path.name, [])
         action, why = _decide(cfg, run, path, items, index)
         result.actions[path.name], result.indexes[path.name] = (action, why), index
         if action == "refuse":
@@ -238,12 +242,12 @@ def _covers(items, end: int) -> bool:
 
 def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar) -> bool:
     item, answered, errors = _item(cfg, run, path), 0, []
-    rendered, parquet = outputs.keeps_ledger(cfg), outputs.wants_parquet(cfg)
-    # the renderers and the Parquet column types need the input's entries (chat or completion, id types)
-    entries = list(reader_of(cfg).read(path)) if rendered or parquet else []
-    render = outputs.renderer(cfg, entries) if rendered else None
+    reader = reader_of(cfg)
+    # the renderers and the Parquet column types need the input's entries (chat or completion, id types): each
+    # streams them (a file of millions of lines is not held), the renderer alongside the records in line order
+    render = outputs.renderer(cfg, reader.read(path)) if outputs.keeps_ledger(cfg) else None
     try:
-        with atomic.replacing(item.output) as out, _sink(cfg, item, entries) as add:
+        with atomic.replacing(item.output) as out, _sink(cfg, item, reader.read(path)) as add:
             for start, stop, state in items:
                 with open(run.piece(path.name, start, stop, state), "r", encoding="utf-8") as part:
                     answered += _copy(part, out, errors, render, add)
@@ -258,7 +262,8 @@ def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar) -> 
 
 @contextmanager
 def _sink(cfg: DictConfig, item: Item, entries):
-    """The Parquet copy's writer (output.parquet=true), fed each joined record; else a no-op."""
+    """The Parquet copy's writer (output.parquet=true), fed each joined record; else a no-op. `entries`: the
+    input's, streamed once for the id columns' types."""
     if not outputs.wants_parquet(cfg):
         yield None
         return

@@ -1,8 +1,9 @@
 """per_tile's work items: the input files cut into line ranges (path, start, stop, offset) and dealt out to the
 ranks so that each gets the same share of the lines (weighted by its engine's devices).
 
-Made once per launch on the launching host, which reads every input anyway (the pre-flight count): one pass per
-file fingerprints it, counts its lines and keeps a sparse index (every `_EVERY`-th physical line's number, byte
+Made once per launch on the launching host, from the launch's one pass over each input (runner.launch_pass feeds
+an Indexer the raw lines its reader reads for the pre-flight count and the validation): it fingerprints the file,
+counts its lines and keeps a sparse index (every `_EVERY`-th physical line's number, byte
 offset and the non-blank lines before it), from which any line's offset is found by reading fewer than `_EVERY`
 lines. A rank then seeks to its range's offset and reads only its own lines.
 
@@ -73,8 +74,18 @@ class FileIndex:
             self._file.close()
             self._file = None
 
+    def _indexed(self, number: int) -> Optional[Tuple[int, int]]:
+        """(offset, non-blank lines before it) of a line the index holds (an entry's or the one after the last),
+        so that a file no range is cut inside is not opened again."""
+        if number == self.last + 1:
+            return self.print.size, self.lines
+        k = (number - 1) // _EVERY
+        return (self.offsets[k], self.before[k]) if number == k * _EVERY + 1 and k < len(self.offsets) else None
+
     def offset_of(self, number: int) -> int:
         """The byte at which line `number` begins (the file's size for the line after the last)."""
+        if self._indexed(number) is not None:
+            return self._indexed(number)[0]
         for current, offset, _, _ in self._walk(number):
             if current == number:
                 return offset
@@ -82,6 +93,10 @@ class FileIndex:
 
     def ordinal_of(self, number: int) -> int:
         """The non-blank lines before line `number`."""
+        if number > self.last:
+            return self.lines
+        if self._indexed(number) is not None:
+            return self._indexed(number)[1]
         for current, _, seen, _ in self._walk(number):
             if current == number:
                 return seen
@@ -127,19 +142,35 @@ def index_of(path: Path, reader) -> FileIndex:
 
 
 def index_file(path: Path) -> FileIndex:
-    """Fingerprint and index a text file in one pass (its bytes are read once)."""
-    scanner, offsets, before, seen, offset, end = Scanner(), [], [], 0, 0, 1
+    """Fingerprint and index a text file in one pass of its own (the launch feeds an Indexer from its pass)."""
+    indexer = Indexer()
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if number % _EVERY == 1:
-                offsets.append(offset)
-                before.append(seen)
-            scanner.add(raw)
-            offset, seen = offset + len(raw), seen + bool(raw.strip())
-            end = number + 1 if raw.strip() else end
-    if not offsets:
-        offsets, before = [0], [0]
-    return FileIndex(path, scanner.finish(path), seen, offsets, before, end)
+        for raw in f:
+            indexer.add(raw)
+    return indexer.finish(path)
+
+
+class Indexer:
+    """Fed every raw line of a text file as it is read (the launch's one pass, runner.launch_pass); builds its
+    FileIndex without reading the file itself."""
+
+    def __init__(self):
+        self.scanner, self.offsets, self.before = Scanner(), [], []
+        self.number, self.seen, self.offset, self.end = 0, 0, 0, 1
+
+    def add(self, raw: bytes) -> None:
+        self.number += 1
+        if self.number % _EVERY == 1:
+            self.offsets.append(self.offset)
+            self.before.append(self.seen)
+        self.scanner.add(raw)
+        blank = not raw.strip()
+        self.offset, self.seen = self.offset + len(raw), self.seen + (not blank)
+        self.end = self.end if blank else self.number + 1
+
+    def finish(self, path: Path) -> FileIndex:
+        offsets, before = (self.offsets, self.before) if self.offsets else ([0], [0])
+        return FileIndex(path, self.scanner.finish(path), self.seen, offsets, before, self.end)
 
 
 @dataclass(frozen=True)
@@ -205,6 +236,7 @@ def _cut(gaps: Sequence[Gap], spans, bounds: List[int]) -> List[List[Piece]]:
             out[r].append(Piece(str(gap.index.path), start, stop, offset, b - a))
             low = before + b
             if b == end - first:
+                gap.index.close()  # one open file at a time, however many files are cut (24k ranks)
                 g, before = g + 1, before + end - first
     return out
 

@@ -1,9 +1,21 @@
-"""Input validation reports every unusable file before anything starts."""
+"""Input validation reports every unusable file before anything starts (in the launch's one pass over them)."""
+
+from pathlib import Path
+from typing import List
 
 import pytest
 
+from helpers.compose import compose_config
 from runner.errors import ConfigError
-from runner.inputs import read_lines, validate
+from runner.inputs import read_lines
+from runner.launch_pass import read_inputs
+from runner.readers import reader_of
+
+
+def validate(paths: List[Path]) -> None:
+    """The launch's pass over the files (validated, counted, indexed)."""
+    cfg = compose_config(f"input.path={paths[0].parent}")
+    read_inputs(cfg, reader_of(cfg), paths)
 
 
 def test_blank_lines_are_skipped_and_numbers_kept(tmp_path):
@@ -16,12 +28,13 @@ def test_missing_empty_and_undecodable_files_are_all_reported(tmp_path):
     (tmp_path / "empty.in").write_text("\n\n")
     (tmp_path / "bad.in").write_bytes(b"ok\nbad \xff line\n")
     (tmp_path / "good.in").write_text("fine\n")
-    with pytest.raises(ConfigError) as err:
-        validate([tmp_path / n for n in ("missing.in", "empty.in", "bad.in", "good.in")])
-    message = str(err.value)
-    assert "3 input file(s)" in message
-    assert "missing.in: missing" in message and "empty.in: empty" in message and "bad.in: line 2 is not UTF-8" in message
-    assert "good.in" not in message
+    for _ in ("tokenized", "counted before: not tokenized again, still validated"):
+        with pytest.raises(ConfigError) as err:
+            validate([tmp_path / n for n in ("missing.in", "empty.in", "bad.in", "good.in")])
+        message = str(err.value)
+        assert "3 input file(s)" in message
+        assert "missing.in: missing" in message and "empty.in: empty" in message
+        assert "bad.in: line 2 is not UTF-8" in message and "good.in" not in message
 
 
 def test_a_bad_byte_is_reported_at_its_own_line(tmp_path):

@@ -9,9 +9,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers.cli import run_runner
+from helpers.compose import compose_config
 from runner import schema
 from runner.errors import ConfigError
-from runner.readers import list_files, reader_of, validate
+from runner.launch_pass import read_inputs
+from runner.readers import list_files, reader_of
 
 OPTIONS = {"lines": schema.LinesInputConfig, "tsv": schema.TsvInputConfig, "jsonl": schema.JsonlInputConfig,
            "openai_batch": schema.OpenAIBatchInputConfig, "parquet": schema.ParquetInputConfig}
@@ -167,7 +169,7 @@ def test_parquet_with_zero_rows_or_no_parquet_at_all_is_refused_at_launch(tmp_pa
     reader = _reader("parquet", tmp_path)
     assert reader.count(empty) == 0 and list(reader.read(empty)) == []
     with pytest.raises(ConfigError) as err:
-        validate(reader, [empty, bad])
+        read_inputs(compose_config("input=parquet", f"input.path={tmp_path}"), reader, [empty, bad])  # the launch's pass
     assert f"{empty}: empty (no row)" in str(err.value) and f"{bad}: not a Parquet file" in str(err.value)
 
 
