@@ -1,8 +1,9 @@
 """The async OpenAI-API client of one host: answers every line of an input file with bounded concurrency, over
 the host's servers (runner/server_pool.py: each request to the serving one with the fewest outstanding).
 
-A Supervisor watches each server: after `health_failures` failed checks in a row, or when its process is gone,
-it restarts it; requests that failed because their server went away are sent again, to another server or to
+A Supervisor watches each server: after `health_failures` failed checks in a row, when its process is gone, or
+when it holds requests while its engine generates nothing for `stall_s` (a hung engine core: vLLM's /health does
+not ask the engine core, so it stays 200), it restarts it; requests that failed because their server went away are sent again, to another server or to
 this one once it is back, without using up their retries. Once every server of the host has given up
 (`max_restarts`), no line gets a record: they are left for a rerun. A 4xx answer (the request's fault, e.g. a
 prompt longer than the model's context) is recorded as ERROR at once with the server's reason; other failures
@@ -59,6 +60,11 @@ class Supervisor:
         self.failed: Optional[str] = None
         # called when the server comes back or gives up (the host's ServerPool sets it)
         self.on_change: Callable[[], None] = lambda: None
+        # this server's requests in flight now (the host's ServerPool sets it)
+        self.outstanding: Callable[[], int] = lambda: 0
+        # the engine's token count at the last health check, and when it last grew (or the server was idle)
+        self._tokens: Optional[float] = None
+        self._progress_at = time.monotonic()
 
     @property
     def serving(self) -> bool:
@@ -72,9 +78,24 @@ class Supervisor:
             await asyncio.sleep(self.mode.health_interval_s)
             healthy = self.server.alive() and await asyncio.to_thread(self.server.healthy)
             failures = 0 if healthy else failures + 1
-            if not self.server.alive() or failures >= self.mode.health_failures:
-                await self.restart("process exited" if not self.server.alive() else f"{failures} failed health checks")
+            stalled = healthy and await self._stalled()
+            if not self.server.alive() or failures >= self.mode.health_failures or stalled:
+                await self.restart("process exited" if not self.server.alive() else stalled or
+                                   f"{failures} failed health checks")
                 failures = 0
+
+    async def _stalled(self) -> str:
+        """Why the server counts as hung ('' while it is not): it holds requests, but its engine has processed
+        no token for mode.stall_s. /health does not tell: vLLM's API process answers it without its engine core."""
+        busy = self.outstanding()
+        tokens = await asyncio.to_thread(self.server.tokens) if busy and self.mode.stall_s else None
+        now = time.monotonic()
+        if tokens is None or tokens != self._tokens:
+            self._tokens, self._progress_at = tokens, now
+            return ""
+        if now - self._progress_at < self.mode.stall_s:
+            return ""
+        return f"no token generated in {now - self._progress_at:.0f} s with {busy} request(s) in flight (hung)"
 
     async def restart(self, why: str) -> None:
         self.ready.clear()
@@ -91,6 +112,7 @@ class Supervisor:
             await asyncio.to_thread(self.server.stop, 0)  # a hung server holds its devices no longer
             return
         self.restarts += 1
+        self._tokens = None  # a new engine counts from 0
         log.warning("restarting vllm serve (%s), restart %d of %d", why, self.restarts, self.mode.max_restarts)
         await asyncio.to_thread(self.server.stop, self.mode.stop_grace_s)
         try:
