@@ -3,11 +3,13 @@ the host's servers (runner/server_pool.py: each request to the serving one with 
 
 A Supervisor watches each server: after `health_failures` failed checks in a row, when its process is gone, or
 when it holds requests while its engine generates nothing for `stall_s` (a hung engine core: vLLM's /health does
-not ask the engine core, so it stays 200), it restarts it; requests that failed because their server went away are sent again, to another server or to
-this one once it is back, without using up their retries. Once every server of the host has given up
-(`max_restarts`), no line gets a record: they are left for a rerun. A 4xx answer (the request's fault, e.g. a
-prompt longer than the model's context) is recorded as ERROR at once with the server's reason; other failures
-(5xx, timeouts) are retried with exponential backoff, then recorded.
+not ask the engine core, so it stays 200), it restarts it; requests that failed because their server went away
+are sent again, to another server or to this one once it is back, without using up their retries. Once every
+server of the host has given up (`max_restarts`), no line gets a record: they are left for a rerun. A 5xx answer
+from a server whose /health is then not good (its engine died) is the server's failure: resent like a dropped
+connection. A 4xx answer (the request's fault, e.g. a prompt longer than the model's context) is recorded as
+ERROR at once with the server's reason; other failures (5xx of a healthy server, timeouts) are retried with
+exponential backoff, then recorded.
 """
 
 import asyncio
@@ -58,6 +60,10 @@ class Supervisor:
         self.ready.set()
         self.restarts = 0
         self.failed: Optional[str] = None
+        # a request found it down before its watcher did (it answered 5xx or dropped the connection, and /health
+        # is not good): it takes no request until a health check passes or it is restarted, so that a server that
+        # fails every request at once (and so has the fewest outstanding) does not draw them all
+        self.down = False
         # called when the server comes back or gives up (the host's ServerPool sets it)
         self.on_change: Callable[[], None] = lambda: None
         # this server's requests in flight now (the host's ServerPool sets it)
@@ -70,7 +76,7 @@ class Supervisor:
     def serving(self) -> bool:
         """Takes requests now: not restarting, not given up, its process alive (a killed server's requests go
         to the host's other servers at once, before the next health check restarts it)."""
-        return self.ready.is_set() and not self.failed and self.server.alive()
+        return self.ready.is_set() and not self.failed and not self.down and self.server.alive()
 
     async def watch(self) -> None:
         failures = 0
@@ -78,6 +84,9 @@ class Supervisor:
             await asyncio.sleep(self.mode.health_interval_s)
             healthy = self.server.alive() and await asyncio.to_thread(self.server.healthy)
             failures = 0 if healthy else failures + 1
+            if healthy and self.down:
+                self.down = False
+                self.on_change()
             stalled = healthy and await self._stalled()
             if not self.server.alive() or failures >= self.mode.health_failures or stalled:
                 await self.restart("process exited" if not self.server.alive() else stalled or
@@ -102,6 +111,7 @@ class Supervisor:
         try:
             await self._restart(why)
         finally:
+            self.down = False
             self.ready.set()
             self.on_change()
 
@@ -136,7 +146,10 @@ class Supervisor:
         """After a connection error: True when the server is down (the request should wait and be resent)."""
         if not self.ready.is_set():
             return True
-        return not (self.server.alive() and await asyncio.to_thread(self.server.healthy))
+        if not (self.server.alive() and await asyncio.to_thread(self.server.healthy)):
+            self.down = self.ready.is_set()  # (a restart begun meanwhile clears it when done)
+            return True
+        return False
 
 
 class Servers(Protocol):
@@ -253,6 +266,9 @@ class FileClient:
                         last_error = f"HTTP {response.status}: {_server_message(await response.text())}"
                         if _request_at_fault(response.status):
                             return _error(base, prompt, last_error)  # the same request would be refused again
+                if response.status >= 500 and await supervisor.server_went_away():
+                    await asyncio.sleep(0.5)
+                    continue  # the server failed, not the request (its engine died): resent, not a retry
             except aiohttp.ClientConnectionError as e:
                 if await supervisor.server_went_away():
                     await asyncio.sleep(0.5)

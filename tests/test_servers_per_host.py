@@ -213,3 +213,38 @@ def test_a_hung_engine_core_is_restarted_and_its_lines_answered_by_the_host_once
     stats = _answered_once(run, lines)
     assert stats["restarts"] == 1
     assert wait_for(lambda: not run_processes(tag), 30), f"outlived the run: {run_processes(tag)}"
+
+
+def test_a_server_whose_engine_died_answers_500_and_its_lines_are_resent_not_recorded_as_errors(tmp_path, tag):
+    """kill -9 of server 1's engine core under VLLM_KEEP_ALIVE_ON_ENGINE_DEATH: its API process lives on and
+    answers every request with HTTP 500 at once (so it has the fewest outstanding) until its health checks restart
+    it. Those lines are the server's failure: resent to a good server, none recorded as ERROR. The retry backoff
+    is set short beside the health checks, as the defaults are (1+2+4 s of retries, 3 checks 10 s apart)."""
+    lines = [f"Write a short story about the number {i}." for i in range(1, 31)]
+    inputs = write_inputs(tmp_path / "in", {"q.txt": lines})
+    run, scratch = tmp_path / "run", tmp_path / "scratch"
+    ledger, killed = run / "out" / "q.txt.log.jsonl", {}
+
+    def kill_core():
+        while not (ledger.exists() and len(ledger.read_text().splitlines()) >= 4 and _engine_core_of(tag, 1)):
+            if over.is_set():
+                return
+            time.sleep(0.2)
+        killed["pid"] = _engine_core_of(tag, 1)
+        os.kill(killed["pid"], signal.SIGKILL)
+
+    over = threading.Event()
+    killer = threading.Thread(target=kill_core, daemon=True)
+    killer.start()
+    try:
+        proc = run_runner(_args(inputs, run, scratch, 0, "cluster.engines=[1,1]", "mode.concurrency=2",
+                                "sampling.max_tokens=32", "mode.health_interval_s=2", "mode.retry_backoff_s=0.2"),
+                          env={**tagged_env(tag), "VLLM_KEEP_ALIVE_ON_ENGINE_DEATH": "1"})
+    finally:
+        over.set()
+        killer.join()
+    assert killed, "the engine core was never killed"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = _answered_once(run, lines)  # every line SUCCESS: no ERROR record for the dead engine's 500s
+    assert stats["restarts"] == 1
+    assert wait_for(lambda: not run_processes(tag), 30), f"outlived the run: {run_processes(tag)}"
