@@ -12,6 +12,7 @@ import time
 import urllib.request
 import uuid
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -176,9 +177,11 @@ def _engine_core_of(tag, server: int):
 def test_a_hung_engine_core_is_restarted_and_its_lines_answered_by_the_host_once(tmp_path, tag):
     """SIGSTOP of server 1's engine core mid-run: its API process still answers /health, but no token comes; after
     mode.stall_s the host restarts it and its requests are answered (by either server), each line once, long before
-    their request timeout (900 s)."""
+    their request timeout (900 s). The records' ids are 20-digit integers (past int64): the Parquet copy holds
+    them as text, and the file still finishes."""
     lines = [f"Write a short story about the number {i}." for i in range(1, 25)]
-    inputs = write_inputs(tmp_path / "in", {"q.txt": lines})
+    ids = [10 ** 19 + i for i in range(len(lines))]
+    inputs = write_inputs(tmp_path / "in", {"q.txt": [json.dumps({"id": n, "question": q}) for n, q in zip(ids, lines)]})
     run, scratch = tmp_path / "run", tmp_path / "scratch"
     ledger, stopped = run / "out" / "q.txt.log.jsonl", {}
 
@@ -191,7 +194,8 @@ def test_a_hung_engine_core_is_restarted_and_its_lines_answered_by_the_host_once
         os.kill(stopped["pid"], signal.SIGSTOP)
 
     job = start_runner(_args(inputs, run, scratch, 0, "cluster.engines=[1,1]", "mode.concurrency=2",
-                             "sampling.max_tokens=32", "mode.stall_s=6", "mode.stop_grace_s=5"),
+                             "sampling.max_tokens=32", "mode.stall_s=6", "mode.stop_grace_s=5", "input=jsonl",
+                             "input.template='{question}'", "input.id_fields=[id]", "output.parquet=true"),
                        tmp_path / "stderr", env=tagged_env(tag))
     stopper = threading.Thread(target=stop_core, daemon=True)
     stopper.start()
@@ -212,6 +216,10 @@ def test_a_hung_engine_core_is_restarted_and_its_lines_answered_by_the_host_once
     assert time.monotonic() - stopped["at"] < 200  # not the request timeout's 900 s
     stats = _answered_once(run, lines)
     assert stats["restarts"] == 1
+    assert [r["id"] for r in read_jsonl(run / "out" / "q.txt.jsonl")] == ids
+    copy = pq.read_table(run / "out" / "q.txt.parquet").to_pylist()
+    assert [(r["id"], r["line"], r["response"]) for r in copy] == [
+        (str(r["id"]), r["line"], r["response"]) for r in read_jsonl(run / "out" / "q.txt.jsonl")]
     assert wait_for(lambda: not run_processes(tag), 30), f"outlived the run: {run_processes(tag)}"
 
 
