@@ -181,7 +181,8 @@ def test_a_hung_engine_core_is_restarted_and_its_lines_answered_by_the_host_once
     them as text, and the file still finishes."""
     lines = [f"Write a short story about the number {i}." for i in range(1, 25)]
     ids = [10 ** 19 + i for i in range(len(lines))]
-    inputs = write_inputs(tmp_path / "in", {"q.txt": [json.dumps({"id": n, "question": q}) for n, q in zip(ids, lines)]})
+    records = [json.dumps({"id": n, "question": q}) for n, q in zip(ids, lines)]
+    inputs = write_inputs(tmp_path / "in", {"q.txt": records})
     run, scratch = tmp_path / "run", tmp_path / "scratch"
     ledger, stopped = run / "out" / "q.txt.log.jsonl", {}
 
