@@ -1,12 +1,15 @@
 """The async OpenAI-API client of one host: answers every line of an input file with bounded concurrency, over
 the host's servers (runner/server_pool.py: each request to the serving one with the fewest outstanding).
 
-A Supervisor watches each server: after `health_failures` failed checks in a row, or when its process is gone,
-it restarts it; requests that failed because their server went away are sent again, to another server or to
-this one once it is back, without using up their retries. Once every server of the host has given up
-(`max_restarts`), no line gets a record: they are left for a rerun. A 4xx answer (the request's fault, e.g. a
-prompt longer than the model's context) is recorded as ERROR at once with the server's reason; other failures
-(5xx, timeouts) are retried with exponential backoff, then recorded.
+A Supervisor watches each server: after `health_failures` failed checks in a row, when its process is gone, or
+when it holds requests while its engine generates nothing for `stall_s` (a hung engine core: vLLM's /health does
+not ask the engine core, so it stays 200), it restarts it; requests that failed because their server went away
+are sent again, to another server or to this one once it is back, without using up their retries. Once every
+server of the host has given up (`max_restarts`), no line gets a record: they are left for a rerun. A 5xx answer
+from a server whose /health is then not good (its engine died) is the server's failure: resent like a dropped
+connection. A 4xx answer (the request's fault, e.g. a prompt longer than the model's context) is recorded as
+ERROR at once with the server's reason; other failures (5xx of a healthy server, timeouts) are retried with
+exponential backoff, then recorded.
 """
 
 import asyncio
@@ -57,14 +60,23 @@ class Supervisor:
         self.ready.set()
         self.restarts = 0
         self.failed: Optional[str] = None
+        # a request found it down before its watcher did (it answered 5xx or dropped the connection, and /health
+        # is not good): it takes no request until a health check passes or it is restarted, so that a server that
+        # fails every request at once (and so has the fewest outstanding) does not draw them all
+        self.down = False
         # called when the server comes back or gives up (the host's ServerPool sets it)
         self.on_change: Callable[[], None] = lambda: None
+        # this server's requests in flight now (the host's ServerPool sets it)
+        self.outstanding: Callable[[], int] = lambda: 0
+        # the engine's token count at the last health check, and when it last grew (or the server was idle)
+        self._tokens: Optional[float] = None
+        self._progress_at = time.monotonic()
 
     @property
     def serving(self) -> bool:
         """Takes requests now: not restarting, not given up, its process alive (a killed server's requests go
         to the host's other servers at once, before the next health check restarts it)."""
-        return self.ready.is_set() and not self.failed and self.server.alive()
+        return self.ready.is_set() and not self.failed and not self.down and self.server.alive()
 
     async def watch(self) -> None:
         failures = 0
@@ -72,15 +84,34 @@ class Supervisor:
             await asyncio.sleep(self.mode.health_interval_s)
             healthy = self.server.alive() and await asyncio.to_thread(self.server.healthy)
             failures = 0 if healthy else failures + 1
-            if not self.server.alive() or failures >= self.mode.health_failures:
-                await self.restart("process exited" if not self.server.alive() else f"{failures} failed health checks")
+            if healthy and self.down:
+                self.down = False
+                self.on_change()
+            stalled = healthy and await self._stalled()
+            if not self.server.alive() or failures >= self.mode.health_failures or stalled:
+                await self.restart("process exited" if not self.server.alive() else stalled or
+                                   f"{failures} failed health checks")
                 failures = 0
+
+    async def _stalled(self) -> str:
+        """Why the server counts as hung ('' while it is not): it holds requests, but its engine has processed
+        no token for mode.stall_s. /health does not tell: vLLM's API process answers it without its engine core."""
+        busy = self.outstanding()
+        tokens = await asyncio.to_thread(self.server.tokens) if busy and self.mode.stall_s else None
+        now = time.monotonic()
+        if tokens is None or tokens != self._tokens:
+            self._tokens, self._progress_at = tokens, now
+            return ""
+        if now - self._progress_at < self.mode.stall_s:
+            return ""
+        return f"no token generated in {now - self._progress_at:.0f} s with {busy} request(s) in flight (hung)"
 
     async def restart(self, why: str) -> None:
         self.ready.clear()
         try:
             await self._restart(why)
         finally:
+            self.down = False
             self.ready.set()
             self.on_change()
 
@@ -91,6 +122,7 @@ class Supervisor:
             await asyncio.to_thread(self.server.stop, 0)  # a hung server holds its devices no longer
             return
         self.restarts += 1
+        self._tokens = None  # a new engine counts from 0
         log.warning("restarting vllm serve (%s), restart %d of %d", why, self.restarts, self.mode.max_restarts)
         await asyncio.to_thread(self.server.stop, self.mode.stop_grace_s)
         try:
@@ -114,7 +146,10 @@ class Supervisor:
         """After a connection error: True when the server is down (the request should wait and be resent)."""
         if not self.ready.is_set():
             return True
-        return not (self.server.alive() and await asyncio.to_thread(self.server.healthy))
+        if not (self.server.alive() and await asyncio.to_thread(self.server.healthy)):
+            self.down = self.ready.is_set()  # (a restart begun meanwhile clears it when done)
+            return True
+        return False
 
 
 class Servers(Protocol):
@@ -231,6 +266,9 @@ class FileClient:
                         last_error = f"HTTP {response.status}: {_server_message(await response.text())}"
                         if _request_at_fault(response.status):
                             return _error(base, prompt, last_error)  # the same request would be refused again
+                if response.status >= 500 and await supervisor.server_went_away():
+                    await asyncio.sleep(0.5)
+                    continue  # the server failed, not the request (its engine died): resent, not a retry
             except aiohttp.ClientConnectionError as e:
                 if await supervisor.server_went_away():
                     await asyncio.sleep(0.5)

@@ -130,14 +130,17 @@ def id_types(entries: Iterable[Entry]) -> Dict[str, Optional[type]]:
     for entry in entries:  # one pass: `entries` may be the input streamed
         malformed = malformed or bool(entry.error)
         for key, value in entry.request.ids.items():
+            kinds = seen.setdefault(key, set())
             if value is not None:
-                seen.setdefault(key, set()).add(type(value))
-            else:
-                seen.setdefault(key, set())
+                # an integer past int64 (a 20-digit accession number) fits no Parquet integer: written as text
+                kinds.add(str if type(value) is int and not _INT64[0] <= value <= _INT64[1] else type(value))
     types = {key: _one_type(kinds) for key, kinds in seen.items()}
     if malformed:
         types["input"] = str
     return types
+
+
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 
 def _one_type(kinds: set) -> Optional[type]:

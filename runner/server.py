@@ -64,6 +64,8 @@ def failure_reason(log_text: str, limit: int = 400) -> str:
 
 # tries at a free port when another process takes the one found free before the server binds it
 PORT_TRIES = 5
+# the engine's token counters on /metrics (Prometheus text: name{labels} value), one line per engine
+_TOKEN_COUNTERS = re.compile(r"^vllm:(?:prompt|generation)_tokens_total(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
 
 
 def free_port(first: int, host: str) -> int:
@@ -203,6 +205,18 @@ class VllmServer:
 
     def healthy(self, timeout_s: float = 5) -> bool:
         return self.probe(timeout_s) == "ours"
+
+    def tokens(self, timeout_s: float = 5) -> Optional[float]:
+        """The prompt and output tokens the engine has processed so far (vLLM's /metrics counters, summed), which
+        grow while it works; None when they cannot be read."""
+        try:
+            request = urllib.request.Request(f"{self.url}/metrics", headers=self.auth)
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                text = response.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+        counts = [float(found.group(1)) for found in _TOKEN_COUNTERS.finditer(text)]
+        return sum(counts) if counts else None
 
     def stop(self, grace_s: float) -> None:
         """SIGINT to the server's process group; after grace_s, SIGKILL to every process left in its session

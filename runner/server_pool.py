@@ -24,8 +24,9 @@ class ServerPool:
         self.outstanding = [0] * len(supervisors)
         self.sent = [0] * len(supervisors)
         self._changed = asyncio.Event()
-        for supervisor in supervisors:
+        for i, supervisor in enumerate(supervisors):
             supervisor.on_change = self._wake
+            supervisor.outstanding = lambda i=i: self.outstanding[i]
 
     @property
     def failed(self) -> Optional[str]:

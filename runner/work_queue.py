@@ -47,10 +47,18 @@ def list_inputs(cfg: DictConfig) -> List[Path]:
     return reader_of(cfg).files()
 
 
+# how often Slurm started the job again under its job id (requeued after a node failure or preemption)
+_RESTARTS_VAR = "SLURM_RESTART_COUNT"
+
+
 def attempt_id() -> str:
+    """This start of the job: the local launch's id or the job id, and the restart of a requeued Slurm job (which
+    keeps its id: its first start's claims and Ray addresses are not this start's)."""
+    restarts = os.environ.get(_RESTARTS_VAR, "0")
     for var in _ATTEMPT_VARS:
         if os.environ.get(var):
-            return os.environ[var].replace("/", "_")
+            job = os.environ[var].replace("/", "_")
+            return job if var != "SLURM_JOB_ID" or restarts in ("", "0") else f"{job}-r{restarts}"
     return "manual"
 
 

@@ -1,19 +1,22 @@
 """Several `vllm serve` per server_per_node host, for real on the CPU: one per engine of cluster.engines, fed by
 the host's client (least outstanding requests), a server killed mid-run (kill -9 of its process group)."""
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
 import uuid
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from helpers.cli import run_runner
+from helpers.cli import run_runner, start_runner
 from helpers.foreign import serve_foreign
 from helpers.inputs import read_jsonl, write_inputs
 from helpers.processes import run_processes, run_shm_files, shm_files, tagged_env, wait_for
@@ -156,3 +159,101 @@ def test_a_tp3_server_beside_a_tp1_server_answers_alone_once_the_other_gives_up(
     assert tp1.get("tensor-parallel-size", 1) == 1 and tp1["distributed-executor-backend"] == "uni"
     assert wait_for(lambda: not run_processes(tag), 30), f"outlived the run: {run_processes(tag)}"
     assert wait_for(lambda: not killer.shared & shm_files(), 10), f"leaked in /dev/shm: {killer.shared & shm_files()}"
+
+
+def _engine_core_of(tag, server: int):
+    """The pid of server `server`'s engine core: the member of its guard's session that is neither the guard, the
+    API server nor multiprocessing's resource tracker."""
+    guard = _guard_of(tag, server)
+    for pid, argv in run_processes(tag).items():
+        stat = open(f"/proc/{pid}/stat").read()
+        command = " ".join(argv)
+        if (int(stat[stat.rfind(")") + 2:].split()[3]) == guard and pid != guard and "api_server" not in command
+                and "resource_tracker" not in command):
+            return pid
+    return None
+
+
+def test_a_hung_engine_core_is_restarted_and_its_lines_answered_by_the_host_once(tmp_path, tag):
+    """SIGSTOP of server 1's engine core mid-run: its API process still answers /health, but no token comes; after
+    mode.stall_s the host restarts it and its requests are answered (by either server), each line once, long before
+    their request timeout (900 s). The records' ids are 20-digit integers (past int64): the Parquet copy holds
+    them as text, and the file still finishes."""
+    lines = [f"Write a short story about the number {i}." for i in range(1, 25)]
+    ids = [10 ** 19 + i for i in range(len(lines))]
+    records = [json.dumps({"id": n, "question": q}) for n, q in zip(ids, lines)]
+    inputs = write_inputs(tmp_path / "in", {"q.txt": records})
+    run, scratch = tmp_path / "run", tmp_path / "scratch"
+    ledger, stopped = run / "out" / "q.txt.log.jsonl", {}
+
+    def stop_core():
+        while not (ledger.exists() and len(ledger.read_text().splitlines()) >= 4 and _engine_core_of(tag, 1)):
+            if job.poll() is not None:
+                return
+            time.sleep(0.2)
+        stopped["pid"], stopped["at"] = _engine_core_of(tag, 1), time.monotonic()
+        os.kill(stopped["pid"], signal.SIGSTOP)
+
+    job = start_runner(_args(inputs, run, scratch, 0, "cluster.engines=[1,1]", "mode.concurrency=2",
+                             "sampling.max_tokens=32", "mode.stall_s=6", "mode.stop_grace_s=5", "input=jsonl",
+                             "input.template='{question}'", "input.id_fields=[id]", "output.parquet=true"),
+                       tmp_path / "stderr", env=tagged_env(tag))
+    stopper = threading.Thread(target=stop_core, daemon=True)
+    stopper.start()
+    try:
+        job.wait(timeout=400)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        stopper.join(timeout=5)
+        if stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped["pid"], signal.SIGCONT)  # before the fix: the host waits out the request timeout
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert stopped, "the engine core was never stopped"
+    assert job.returncode == 0, (tmp_path / "stderr").read_text()[-3000:]
+    assert time.monotonic() - stopped["at"] < 200  # not the request timeout's 900 s
+    stats = _answered_once(run, lines)
+    assert stats["restarts"] == 1
+    assert [r["id"] for r in read_jsonl(run / "out" / "q.txt.jsonl")] == ids
+    copy = pq.read_table(run / "out" / "q.txt.parquet").to_pylist()
+    assert [(r["id"], r["line"], r["response"]) for r in copy] == [
+        (str(r["id"]), r["line"], r["response"]) for r in read_jsonl(run / "out" / "q.txt.jsonl")]
+    assert wait_for(lambda: not run_processes(tag), 30), f"outlived the run: {run_processes(tag)}"
+
+
+def test_a_server_whose_engine_died_answers_500_and_its_lines_are_resent_not_recorded_as_errors(tmp_path, tag):
+    """kill -9 of server 1's engine core under VLLM_KEEP_ALIVE_ON_ENGINE_DEATH: its API process lives on and
+    answers every request with HTTP 500 at once (so it has the fewest outstanding) until its health checks restart
+    it. Those lines are the server's failure: resent to a good server, none recorded as ERROR. The retry backoff
+    is set short beside the health checks, as the defaults are (1+2+4 s of retries, 3 checks 10 s apart)."""
+    lines = [f"Write a short story about the number {i}." for i in range(1, 31)]
+    inputs = write_inputs(tmp_path / "in", {"q.txt": lines})
+    run, scratch = tmp_path / "run", tmp_path / "scratch"
+    ledger, killed = run / "out" / "q.txt.log.jsonl", {}
+
+    def kill_core():
+        while not (ledger.exists() and len(ledger.read_text().splitlines()) >= 4 and _engine_core_of(tag, 1)):
+            if over.is_set():
+                return
+            time.sleep(0.2)
+        killed["pid"] = _engine_core_of(tag, 1)
+        os.kill(killed["pid"], signal.SIGKILL)
+
+    over = threading.Event()
+    killer = threading.Thread(target=kill_core, daemon=True)
+    killer.start()
+    try:
+        proc = run_runner(_args(inputs, run, scratch, 0, "cluster.engines=[1,1]", "mode.concurrency=2",
+                                "sampling.max_tokens=32", "mode.health_interval_s=2", "mode.retry_backoff_s=0.2"),
+                          env={**tagged_env(tag), "VLLM_KEEP_ALIVE_ON_ENGINE_DEATH": "1"})
+    finally:
+        over.set()
+        killer.join()
+    assert killed, "the engine core was never killed"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = _answered_once(run, lines)  # every line SUCCESS: no ERROR record for the dead engine's 500s
+    assert stats["restarts"] == 1
+    assert wait_for(lambda: not run_processes(tag), 30), f"outlived the run: {run_processes(tag)}"

@@ -272,3 +272,32 @@ def test_a_few_waiting_hosts_watch_each_claim_a_different_few_each_window(tmp_pa
         assert len(seen) > 60  # over the windows nearly every host takes a turn
     lone = FileQueue(files, tmp_path / "out", tmp_path / "claims", stale_after_s=600)
     assert all(lone.watches(f.name, 1.0) for f in files)  # fewer hosts than watchers: each watches all
+
+
+_TAKE_ALL = """
+import sys
+from pathlib import Path
+from runner.work_queue import FileQueue
+files = sorted(Path(sys.argv[1]).iterdir())
+queue = FileQueue(files, Path(sys.argv[2]), Path(sys.argv[3]), stale_after_s=0)
+print(" ".join(f.name for f in queue.take()))
+"""
+
+
+def test_a_requeued_slurm_job_keeps_its_job_id_but_claims_afresh(tmp_path):
+    """A Slurm job requeued after a node failure or preemption (scontrol requeue, --requeue) starts again under the
+    same SLURM_JOB_ID: the claims its first start left (each host's process dead) must not keep this start from
+    the files. Two host processes for real, one after the other, with the queue's own attempt id."""
+    files = _files(tmp_path, ["a", "b"])
+    (tmp_path / "out").mkdir()
+
+    def host(**env):
+        return subprocess.run([sys.executable, "-c", _TAKE_ALL, str(tmp_path / "in"), str(tmp_path / "out"),
+                               str(tmp_path / "claims")], cwd=ROOT, capture_output=True, text=True, check=True,
+                              env={**{k: v for k, v in os.environ.items() if k not in ("RUNNER_ATTEMPT",
+                                                                                        "PBS_JOBID")}, **env})
+
+    assert host(SLURM_JOB_ID="77").stdout.split() == ["a", "b"]  # the first start, killed before it finished
+    requeued = host(SLURM_JOB_ID="77", SLURM_RESTART_COUNT="1").stdout.split()
+    assert requeued == ["a", "b"], f"the requeued job was handed {requeued}: its first start's claims hid the rest"
+    assert files[0].exists() and sorted(p.name for p in (tmp_path / "claims").iterdir()) == ["77", "77-r1"]
