@@ -188,3 +188,19 @@ class RunDir:
 
 def run_dir_of(job_file: Path) -> RunDir:
     return RunDir(Path(job_file).resolve().parent)
+
+
+def in_a_run(path: Path, root: Path, seen: Dict[Path, bool]) -> bool:
+    """Whether `path` lies in a run directory (a folder with a job.yaml and an out/: its outputs, work items, stats,
+    logs) below `root`, the folder a glob starts from (a run directory given as the root itself is the user's
+    choice). `seen` caches the answer per folder over one listing: one stat per folder, not per file."""
+    return _of_a_run(path.parent, root, seen)
+
+
+def _of_a_run(folder: Path, root: Path, seen: Dict[Path, bool]) -> bool:
+    if folder == root or root not in folder.parents:
+        return False
+    if folder not in seen:
+        run = RunDir(folder)
+        seen[folder] = (run.job_file.is_file() and run.out.is_dir()) or _of_a_run(folder.parent, root, seen)
+    return seen[folder]

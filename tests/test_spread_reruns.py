@@ -47,3 +47,22 @@ def test_a_rendered_output_is_reopened_for_appended_lines_and_its_error_lines(tm
     assert _answered(run, 2) == 5 and [r["custom_id"] for r in read_jsonl(out)] == [f"r{n}" for n in range(5)]
     assert all("too long" in r["error"]["error"]["message"] for r in read_jsonl(out))
     assert not list((run / "out" / "parts").iterdir())
+
+
+def test_a_recursive_glob_over_a_tree_that_holds_the_run_directory_never_reads_the_runs_own_files(tmp_path):
+    """Run from the data folder with input.path='**/*.jsonl' (the run directory, outputs/runs/..., lies under it):
+    the run's outputs, work items and stats match the glob, and were counted as input lines, then answered as
+    prompts (answers of answers) and moved away under a rank reading them."""
+    data = tmp_path / "data"
+    (data / "x").mkdir(parents=True)
+    (data / "x" / "a.jsonl").write_text("".join(json.dumps({"q": line}) + "\n" for line in LONG[:3]))
+    run = data / "outputs" / "runs" / "r"
+    args = ["input=jsonl", "input.template='{q}'", f"input.path={data}/**/*.jsonl", f"hydra.run.dir={run}",
+            "cluster.ranks_per_node=2", *NO_ENGINE]
+    for again in range(2):
+        proc = run_runner(args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads((run / "summary.json").read_text())
+        assert (summary["prompts"], summary["lines"], summary["answered"]) == (3, 3, 3)
+        assert sorted(p.name for p in (run / "out").glob("*.jsonl")) == ["a.jsonl.jsonl"]
+        assert [r["line"] for r in read_jsonl(run / "out" / "a.jsonl.jsonl")] == [1, 2, 3]
