@@ -165,6 +165,11 @@ def apply(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path]) -> Non
 
 
 def _apply_files(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path]) -> None:
+    # a joiner or a rank SIGKILLed while it wrote left its temp file (a joined output's is as big as the output):
+    # no writer of the run is alive while its launch holds the lock and its ranks have not started
+    removed = sum(atomic.remove_temps(folder) for folder in (run.out, run.parts, run.stats))
+    if removed:
+        log.info("removed %d temp file(s) that killed writers left in %s", removed, run.out)
     listed = run.pieces()
     for path in files:  # what a joiner killed after its rename left
         if path.name in listed and _item(cfg, run, path).output.exists():

@@ -3,10 +3,14 @@ gets its ERROR record at once and no vLLM starts): reruns of rendered outputs, i
 and what a killed joiner leaves."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from helpers.cli import run_runner
+from helpers.cli import ROOT, run_runner
 from helpers.inputs import read_jsonl
+from helpers.processes import wait_for
 
 LONG = [" ".join([f"w{i}"] * 80) for i in range(6)]
 NO_ENGINE = ("+engine.max_model_len=64", "sampling.max_tokens=4", "mode.on_too_long=record")
@@ -66,3 +70,40 @@ def test_a_recursive_glob_over_a_tree_that_holds_the_run_directory_never_reads_t
         assert (summary["prompts"], summary["lines"], summary["answered"]) == (3, 3, 3)
         assert sorted(p.name for p in (run / "out").glob("*.jsonl")) == ["a.jsonl.jsonl"]
         assert [r["line"] for r in read_jsonl(run / "out" / "a.jsonl.jsonl")] == [1, 2, 3]
+
+
+def _hidden(folder: Path) -> list:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_a_joiner_killed_mid_join_leaves_no_temp_output_behind_after_the_next_launch(tmp_path):
+    """`python -m runner.summary` (or the job's summary step) SIGKILLed while it writes out/<input>.jsonl leaves
+    its hidden temp file, as big as the output, in out/: the next launch (which holds the run) removes it, and
+    the ranks' own temp files in out/parts/, and joins the file whole."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("".join(f"{line}\n" for line in LONG[:3]))
+    run = tmp_path / "run"
+    args = [f"input.path={tmp_path / 'in'}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", "rerun=none",
+            *NO_ENGINE]
+    assert run_runner(args).returncode == 0
+    out, parts = run / "out" / "a.txt.jsonl", run / "out" / "parts"
+    whole = out.read_bytes()
+    # the ranks finished, the summary step has not run yet: the file's one work item waits to be joined; a FIFO
+    # holds the joiner inside the join (its temp output open) until it is killed
+    part = parts / "a.txt.1-4.jsonl"
+    out.unlink()
+    os.mkfifo(part)
+    (parts / ".a.txt.1-4.jsonl.node7.4242.4242.tmp").write_bytes(whole[:10])  # a rank killed mid-finalize
+    joiner = subprocess.Popen([sys.executable, "-m", "runner.summary", str(run / "job.yaml")], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: any(name.endswith(".tmp") for name in _hidden(run / "out")), 60)
+    finally:
+        joiner.kill()
+        joiner.wait()
+    part.unlink()
+    part.write_bytes(whole)
+    assert run_runner(args).returncode == 0
+    assert read_jsonl(out) == [json.loads(line) for line in whole.splitlines()], (out.read_bytes(), whole)
+    assert not list(parts.iterdir())
+    assert _hidden(run / "out") == [] and _hidden(run / "stats") == []
