@@ -147,14 +147,15 @@ def _ranges(cfg: DictConfig, run: RunDir, path: Path, items, action: str,
 
 def apply(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path]) -> None:
     """Bring out/ in line with the plan (restarted files forgotten, reopened outputs back to ledgers, sidecars
-    with the fingerprint the ranks answer against) and write work.json. A dry run writes work.json only (its
-    script can be run by hand; out/ is left as it is)."""
+    with the fingerprint the ranks answer against) and write work.json. A dry run does it all too: its script
+    (job.yaml, rewritten with this plan's epoch, and work.json) is run by hand, and ranks answering items that
+    out/ does not hold as planned would double lines (a retried ERROR item beside its old file) or never be
+    joined (no sidecar)."""
     if planned.refused:
         more = f" (and {len(planned.refused) - _LISTED} more)" if len(planned.refused) > _LISTED else ""
         raise ConfigError(f"{'; '.join(planned.refused[:_LISTED])}{more}: its records would no longer match its "
                           "lines; rerun=changed answers such files again from the start (or restore them)")
-    if not cfg.dry_run:
-        _apply_files(cfg, run, planned, files)
+    _apply_files(cfg, run, planned, files)
     paths = sorted({p.path for share in planned.shares for p in share})
     number = {path: k for k, path in enumerate(paths)}  # each path once: 24k ranks read this file
     ends = {name: index.end for name, index in planned.indexes.items()}  # where each file's records end

@@ -107,3 +107,19 @@ def test_a_joiner_killed_mid_join_leaves_no_temp_output_behind_after_the_next_la
     assert read_jsonl(out) == [json.loads(line) for line in whole.splitlines()], (out.read_bytes(), whole)
     assert not list(parts.iterdir())
     assert _hidden(run / "out") == [] and _hidden(run / "stats") == []
+
+
+def test_the_script_a_dry_run_writes_run_by_hand_joins_its_outputs(tmp_path):
+    """dry_run=true writes job.sh (job.pbs: then `qsub job.pbs` by hand) and work.json; out/ must match the
+    work.json it wrote (the sidecars the join needs, reopened outputs, ERROR items to answer again), else the
+    job's ranks answer every line and its summary says all done, but no output is ever joined."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("".join(f"{line}\n" for line in LONG[:3]))
+    run = tmp_path / "run"
+    args = [f"input.path={tmp_path / 'in'}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", *NO_ENGINE]
+    out = run / "out" / "a.txt.jsonl"
+    for again in range(2):  # fresh, then a rerun: its ERROR lines are answered again
+        assert run_runner([*args, "dry_run=true"]).returncode == 0
+        assert subprocess.run(["bash", str(run / "job.sh")], cwd=ROOT).returncode == 0
+        assert [r["line"] for r in read_jsonl(out)] == [1, 2, 3] and not list((run / "out" / "parts").iterdir())
+        assert _answered(run, 2) == 3
