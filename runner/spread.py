@@ -181,7 +181,9 @@ def _apply_files(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path])
         action, why = planned.actions[path.name]
         if why:
             log.info("%s: %s", path.name, why)
-        if action != "skip":
+        if action == "skip":  # a joined output whose Parquet copy is missing (output.parquet=true set since)
+            outputs.complete(cfg, _item(cfg, run, path))
+        else:
             _apply_file(cfg, run, path, action, listed.get(path.name, []), planned.indexes[path.name],
                         planned.reopened.get(path.name))
 

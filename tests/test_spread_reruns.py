@@ -123,3 +123,20 @@ def test_the_script_a_dry_run_writes_run_by_hand_joins_its_outputs(tmp_path):
         assert subprocess.run(["bash", str(run / "job.sh")], cwd=ROOT).returncode == 0
         assert [r["line"] for r in read_jsonl(out)] == [1, 2, 3] and not list((run / "out" / "parts").iterdir())
         assert _answered(run, 2) == 3
+
+
+def test_output_parquet_set_after_a_file_was_joined_writes_its_copy_on_the_next_launch(tmp_path):
+    """The README's promise (a missing Parquet copy is written on the next launch) held for server_per_node and
+    by_rank only: a joined file with nothing to do was skipped before its copy was looked for."""
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("".join(f"{line}\n" for line in LONG[:3]))
+    run = tmp_path / "run"
+    args = [f"input.path={tmp_path / 'in'}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", "rerun=none",
+            *NO_ENGINE]
+    assert run_runner(args).returncode == 0
+    proc = run_runner([*args, "output.parquet=true"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert pq.read_table(run / "out" / "a.txt.parquet").to_pylist() == read_jsonl(run / "out" / "a.txt.jsonl")
+    assert _answered(run, 2) == 0
