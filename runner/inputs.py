@@ -43,8 +43,9 @@ def _iter_lines(path: Path, scanner=None, start: int = 1, stop: Optional[int] = 
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:
                 raise NotUtf8(path, number, e) from None
-            if number == 1:
-                text = text.removeprefix("\ufeff")  # a byte-order mark (spreadsheet exports) is no part of the text
+            # a byte-order mark (spreadsheet exports) is no part of the text; one starts a line in the middle of
+            # files concatenated from such exports (`cat a.tsv b.tsv`), where it would be part of an id or a prompt
+            text = text.removeprefix("\ufeff")
             if text.strip():
                 yield Line(number, text)
 

@@ -169,7 +169,7 @@ def malformed(number: int, raw: str, error: str, ids: Mapping[str, Any] = NONE) 
 
 
 class TextReader(InputReader):
-    """A record per non-blank line of a UTF-8 file (CRLF and a leading BOM taken off)."""
+    """A record per non-blank line of a UTF-8 file (CRLF and a byte-order mark at its start taken off)."""
 
     def count(self, path: Path, scanner=None) -> int:
         return inputs.count_lines(path, scanner)
