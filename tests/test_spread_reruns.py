@@ -140,3 +140,26 @@ def test_output_parquet_set_after_a_file_was_joined_writes_its_copy_on_the_next_
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert pq.read_table(run / "out" / "a.txt.parquet").to_pylist() == read_jsonl(run / "out" / "a.txt.jsonl")
     assert _answered(run, 2) == 0
+
+
+def test_the_summary_and_progress_read_no_finished_input_again(tmp_path):
+    """At the end of a job its summary step counted every input's lines by reading every input whole (on 2048
+    nodes held by the job: hours for a few hundred GB); a finished file whose input has its size and mtime as
+    answered counts its records instead, as the launch trusts them. Shown by an input whose bytes changed under
+    the same size and mtime: it is not read."""
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "a.txt"
+    path.write_text("".join(f"{line}\n" for line in LONG[:3]))
+    run = tmp_path / "run"
+    assert run_runner([f"input.path={path.parent}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2",
+                       *NO_ENGINE]).returncode == 0
+    stat = path.stat()
+    path.write_bytes(b"\n" * stat.st_size)  # read, it would have no line
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    summary = subprocess.run([sys.executable, "-m", "runner.summary", str(run / "job.yaml")], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    assert (json.loads((run / "summary.json").read_text())["lines"]) == 3
+    progress = subprocess.run([sys.executable, "-m", "runner.progress", str(run)], cwd=ROOT, capture_output=True,
+                              text=True)
+    assert progress.returncode == 0 and "1 of 1 files finished, 3/3 lines done" in progress.stdout
