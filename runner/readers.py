@@ -197,7 +197,7 @@ class TextReader(InputReader):
         try:
             if self.count(path):  # decodes every line, not just the first
                 return ""
-        except inputs.NotUtf8 as e:
+        except inputs.BadText as e:
             return str(e)
         return f"{path}: empty (no record)"
 
