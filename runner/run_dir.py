@@ -34,7 +34,7 @@ class Item:
 
 # a work item's file in out/parts/: a ledger (.log), finished with ERROR records among them (.errors), or finished
 PIECE_STATES = ("log", "errors", "done")
-_PIECE = re.compile(r"^(.+)\.(\d+)-(\d+)(?:\.(log|errors))?\.jsonl$")
+_PIECE = re.compile(r"(.+)\.(\d+)-(\d+)(?:\.(log|errors))?\.jsonl", re.DOTALL)  # a name may hold a newline
 
 
 def sidecar_of(ledger: Path) -> Path:
@@ -175,7 +175,7 @@ class RunDir:
         except FileNotFoundError:
             return found
         for name in names:
-            match = _PIECE.match(name)
+            match = _PIECE.fullmatch(name)
             if match:
                 found.setdefault(match[1], []).append((int(match[2]), int(match[3]), match[4] or "done"))
         return {name: sorted(items) for name, items in found.items()}

@@ -163,3 +163,18 @@ def test_the_summary_and_progress_read_no_finished_input_again(tmp_path):
     progress = subprocess.run([sys.executable, "-m", "runner.progress", str(run)], cwd=ROOT, capture_output=True,
                               text=True)
     assert progress.returncode == 0 and "1 of 1 files finished, 3/3 lines done" in progress.stdout
+
+
+def test_an_input_whose_name_holds_a_newline_is_joined(tmp_path):
+    """A file name may hold any byte but / and NUL: one with a newline had work items the listing of out/parts/
+    did not see, so it was never joined and every launch answered it again from the start."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "odd\nname 'x'.txt").write_text("".join(f"{line}\n" for line in LONG[:3]))
+    run = tmp_path / "run"
+    args = [f"input.path={tmp_path / 'in'}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", "rerun=none",
+            *NO_ENGINE]
+    for answered in (3, 0):
+        proc = run_runner(args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert [r["line"] for r in read_jsonl(run / "out" / "odd\nname 'x'.txt.jsonl")] == [1, 2, 3]
+        assert _answered(run, 2) == answered and not list((run / "out" / "parts").iterdir())
