@@ -21,6 +21,20 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{threading.get_native_id()}.tmp")
 
 
+def remove_temps(folder: Path) -> int:
+    """Remove the temp files killed writers left in `folder` (one listing); only for a caller that knows no
+    writer of the folder is alive (the launch holding the run's lock, before its ranks start). A live writer
+    whose temp file is removed fails at its rename, its target untouched. Returns how many were removed."""
+    try:
+        with os.scandir(folder) as entries:
+            stale = [entry.path for entry in entries if entry.name.startswith(".") and entry.name.endswith(".tmp")]
+    except FileNotFoundError:
+        return 0
+    for path in stale:
+        Path(path).unlink(missing_ok=True)
+    return len(stale)
+
+
 @contextmanager
 def replacing(path: Path) -> Iterator[IO[str]]:
     """A text file to write `path`'s new content into; on a clean exit it replaces `path`, on an error it is

@@ -20,11 +20,24 @@ def read_lines(path: Path, scanner=None) -> List[Line]:
     return list(_iter_lines(path, scanner))
 
 
-class NotUtf8(ValueError):
+class BadText(ValueError):
+    """An input file that cannot be read as lines of UTF-8 text (one line naming it and the fix)."""
+
+
+class NotUtf8(BadText):
     """A line of an input file that is not UTF-8."""
 
     def __init__(self, path: Path, number: int, error: UnicodeDecodeError):
         super().__init__(f"{path}: line {number} is not UTF-8 ({error.reason} at byte {error.start + 1} of the line)")
+
+
+class CrOnly(BadText):
+    """A file whose lines end in CR alone (an old Mac export): read by LF it is one line, and its records would
+    go out as one prompt (a TSV's rows as one row)."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path}: its lines end in CR alone (an old Mac export), so it reads as one line; convert "
+                         f"them to LF, e.g. tr '\\r' '\\n' < {path.name} > {path.stem}.lf{path.suffix}")
 
 
 def _iter_lines(path: Path, scanner=None, start: int = 1, stop: Optional[int] = None,
@@ -43,8 +56,11 @@ def _iter_lines(path: Path, scanner=None, start: int = 1, stop: Optional[int] = 
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:
                 raise NotUtf8(path, number, e) from None
-            if number == 1:
-                text = text.removeprefix("\ufeff")  # a byte-order mark (spreadsheet exports) is no part of the text
+            # a byte-order mark (spreadsheet exports) is no part of the text; one starts a line in the middle of
+            # files concatenated from such exports (`cat a.tsv b.tsv`), where it would be part of an id or a prompt
+            text = text.removeprefix("\ufeff")
+            if number == 1 and not raw.endswith(b"\n") and "\r" in text:  # no LF in the file, and CRs inside
+                raise CrOnly(path)
             if text.strip():
                 yield Line(number, text)
 

@@ -60,7 +60,7 @@ class _Pass:
             return
         try:
             yield from self.mode.prompts(path, _counted(self.reader.read_all(path, indexer), records))
-        except (inputs.NotUtf8, OSError) as e:
+        except (inputs.BadText, OSError) as e:
             return self._unusable(path, e)
         self._finish(path, records[0], indexer)
 
@@ -71,7 +71,7 @@ class _Pass:
             return self.done.add(path.name)
         try:
             records = self.reader.count(path, indexer)
-        except (inputs.NotUtf8, OSError) as e:
+        except (inputs.BadText, OSError) as e:
             return self._unusable(path, e)
         self._finish(path, records, indexer)
 
@@ -84,9 +84,10 @@ class _Pass:
         return Indexer() if self.index else None
 
     def _unusable(self, path: Path, error: Exception) -> None:
-        """Not UTF-8, or unreadable (gone since it was listed, no permission): one line among the problems."""
+        """Not UTF-8 (or its lines end in CR alone), or unreadable (gone since it was listed, no permission): one
+        line among the problems."""
         unreadable = f"{path}: cannot be read ({error})"
-        self.problems[path.name] = str(error) if isinstance(error, inputs.NotUtf8) else unreadable
+        self.problems[path.name] = str(error) if isinstance(error, inputs.BadText) else unreadable
         self.done.add(path.name)
 
     def _finish(self, path: Path, records: int, indexer: Optional[Indexer]) -> None:

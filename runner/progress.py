@@ -2,7 +2,8 @@
 job.yaml). It works while the job runs, e.g. from a login node, and after the job stopped.
 
 For each input file it counts the distinct answered lines: from the finished output's sidecar, else from the
-file's ledger; a file appended or edited since its output was finished is not finished. It prints the
+file's ledger; a file appended or edited since its output was finished is not finished. A finished file whose
+input has the size and mtime it was answered with is not read (its lines are its records). It prints the
 unfinished files and the total.
 """
 
@@ -35,8 +36,10 @@ class FileProgress:
 
 
 def _file_progress(item: Item, reader: InputReader, partial: Callable[[Item], List[Path]]) -> FileProgress:
-    lines = reader.count(item.input) if item.input.exists() else 0
     sidecar = read_sidecar(item.ledger)
+    if _current(item, sidecar):  # its lines are its records: the input is not read again (one stat)
+        return FileProgress(item.input.name, sidecar.answered, sidecar.answered, True, len(sidecar.errors))
+    lines = reader.count(item.input) if item.input.exists() else 0
     if item.output.exists() and (sidecar is None or sidecar.answered is None):  # a runner without sidecars
         return FileProgress(item.input.name, lines, lines, True)
     if item.output.exists():
@@ -49,6 +52,12 @@ def _file_progress(item: Item, reader: InputReader, partial: Callable[[Item], Li
         except FileNotFoundError:  # joined meanwhile: counted by a later look
             continue
     return FileProgress(item.input.name, len(newest), lines, False, sum(newest.values()))
+
+
+def _current(item: Item, sidecar) -> bool:
+    """A finished output (its counts in the sidecar) of an input with the size and mtime it was answered with."""
+    return (sidecar is not None and sidecar.answered is not None and item.output.exists() and item.input.exists()
+            and unchanged(sidecar.input, item.input))
 
 
 def progress(run: RunDir) -> List[FileProgress]:

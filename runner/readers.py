@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import inputs, records
+from runner import inputs, records, run_dir
 from runner.errors import ConfigError
 from runner.schema import OutputFormat
 
@@ -169,7 +169,7 @@ def malformed(number: int, raw: str, error: str, ids: Mapping[str, Any] = NONE) 
 
 
 class TextReader(InputReader):
-    """A record per non-blank line of a UTF-8 file (CRLF and a leading BOM taken off)."""
+    """A record per non-blank line of a UTF-8 file (CRLF and a byte-order mark at its start taken off)."""
 
     def count(self, path: Path, scanner=None) -> int:
         return inputs.count_lines(path, scanner)
@@ -197,7 +197,7 @@ class TextReader(InputReader):
         try:
             if self.count(path):  # decodes every line, not just the first
                 return ""
-        except inputs.NotUtf8 as e:
+        except inputs.BadText as e:
             return str(e)
         return f"{path}: empty (no record)"
 
@@ -262,8 +262,7 @@ def list_files(path: str) -> List[Path]:
         found = _scan(given, "*")
     elif _GLOB.search(path):
         folder, pattern = os.path.split(path)
-        found = _scan(Path(folder), pattern) if not _GLOB.search(folder) else [
-            Path(p) for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
+        found = _scan(Path(folder), pattern) if not _GLOB.search(folder) else _globbed(path)
     else:
         raise ConfigError(f"input.path={path}: no such file or folder; set input.path=FILE, FOLDER or GLOB")
     if not found:
@@ -275,6 +274,16 @@ def list_files(path: str) -> List[Path]:
                               "outputs are named after their input file; rename one or narrow input.path")
         names[file.name] = file
     return sorted(found)
+
+
+def _globbed(path: str) -> List[Path]:
+    """The files a glob with wildcard folders matches, less those of run directories below its fixed part (a run
+    started from the data folder keeps its outputs there: they are no input, on this launch or the next)."""
+    parts = Path(path).parts
+    root = Path(*parts[:next(k for k, part in enumerate(parts) if _GLOB.search(part))])
+    seen: Dict[Path, bool] = {}
+    return [Path(p) for p in glob.glob(path, recursive=True)
+            if os.path.isfile(p) and not run_dir.in_a_run(Path(p), root, seen)]
 
 
 def _scan(folder: Path, pattern: str) -> List[Path]:

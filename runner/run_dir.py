@@ -34,7 +34,7 @@ class Item:
 
 # a work item's file in out/parts/: a ledger (.log), finished with ERROR records among them (.errors), or finished
 PIECE_STATES = ("log", "errors", "done")
-_PIECE = re.compile(r"^(.+)\.(\d+)-(\d+)(?:\.(log|errors))?\.jsonl$")
+_PIECE = re.compile(r"(.+)\.(\d+)-(\d+)(?:\.(log|errors))?\.jsonl", re.DOTALL)  # a name may hold a newline
 
 
 def sidecar_of(ledger: Path) -> Path:
@@ -175,7 +175,7 @@ class RunDir:
         except FileNotFoundError:
             return found
         for name in names:
-            match = _PIECE.match(name)
+            match = _PIECE.fullmatch(name)
             if match:
                 found.setdefault(match[1], []).append((int(match[2]), int(match[3]), match[4] or "done"))
         return {name: sorted(items) for name, items in found.items()}
@@ -188,3 +188,19 @@ class RunDir:
 
 def run_dir_of(job_file: Path) -> RunDir:
     return RunDir(Path(job_file).resolve().parent)
+
+
+def in_a_run(path: Path, root: Path, seen: Dict[Path, bool]) -> bool:
+    """Whether `path` lies in a run directory (a folder with a job.yaml and an out/: its outputs, work items, stats,
+    logs) below `root`, the folder a glob starts from (a run directory given as the root itself is the user's
+    choice). `seen` caches the answer per folder over one listing: one stat per folder, not per file."""
+    return _of_a_run(path.parent, root, seen)
+
+
+def _of_a_run(folder: Path, root: Path, seen: Dict[Path, bool]) -> bool:
+    if folder == root or root not in folder.parents:
+        return False
+    if folder not in seen:
+        run = RunDir(folder)
+        seen[folder] = (run.job_file.is_file() and run.out.is_dir()) or _of_a_run(folder.parent, root, seen)
+    return seen[folder]

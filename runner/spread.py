@@ -119,9 +119,9 @@ def _decide(cfg: DictConfig, run: RunDir, path: Path, items, index: FileIndex) -
     action, why = decide(item, sidecar, epoch, policy, last, index.print, reader_of(cfg).locates_changes)
     if action == "resume" and item.output.exists():
         return "skip", ""
-    if action == "reopen" and text:  # its records cannot be read back from a rendered output
-        log.warning("%s: %s, but its output is rendered (output.format=%s); a new run_name answers them",
-                    path.name, why, outputs.format_of(cfg).name)
+    if action == "reopen" and text and not _item(cfg, run, path).ledger.exists():  # an older runner's join kept
+        log.warning("%s: %s, but its output is rendered (output.format=%s) and its records were not kept; a new "
+                    "run_name answers them", path.name, why, outputs.format_of(cfg).name)
         return "skip", ""
     return action, why
 
@@ -147,14 +147,15 @@ def _ranges(cfg: DictConfig, run: RunDir, path: Path, items, action: str,
 
 def apply(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path]) -> None:
     """Bring out/ in line with the plan (restarted files forgotten, reopened outputs back to ledgers, sidecars
-    with the fingerprint the ranks answer against) and write work.json. A dry run writes work.json only (its
-    script can be run by hand; out/ is left as it is)."""
+    with the fingerprint the ranks answer against) and write work.json. A dry run does it all too: its script
+    (job.yaml, rewritten with this plan's epoch, and work.json) is run by hand, and ranks answering items that
+    out/ does not hold as planned would double lines (a retried ERROR item beside its old file) or never be
+    joined (no sidecar)."""
     if planned.refused:
         more = f" (and {len(planned.refused) - _LISTED} more)" if len(planned.refused) > _LISTED else ""
         raise ConfigError(f"{'; '.join(planned.refused[:_LISTED])}{more}: its records would no longer match its "
                           "lines; rerun=changed answers such files again from the start (or restore them)")
-    if not cfg.dry_run:
-        _apply_files(cfg, run, planned, files)
+    _apply_files(cfg, run, planned, files)
     paths = sorted({p.path for share in planned.shares for p in share})
     number = {path: k for k, path in enumerate(paths)}  # each path once: 24k ranks read this file
     ends = {name: index.end for name, index in planned.indexes.items()}  # where each file's records end
@@ -165,6 +166,11 @@ def apply(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path]) -> Non
 
 
 def _apply_files(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path]) -> None:
+    # a joiner or a rank SIGKILLed while it wrote left its temp file (a joined output's is as big as the output):
+    # no writer of the run is alive while its launch holds the lock and its ranks have not started
+    removed = sum(atomic.remove_temps(folder) for folder in (run.out, run.parts, run.stats))
+    if removed:
+        log.info("removed %d temp file(s) that killed writers left in %s", removed, run.out)
     listed = run.pieces()
     for path in files:  # what a joiner killed after its rename left
         if path.name in listed and _item(cfg, run, path).output.exists():
@@ -175,7 +181,9 @@ def _apply_files(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path])
         action, why = planned.actions[path.name]
         if why:
             log.info("%s: %s", path.name, why)
-        if action != "skip":
+        if action == "skip":  # a joined output whose Parquet copy is missing (output.parquet=true set since)
+            outputs.complete(cfg, _item(cfg, run, path))
+        else:
             _apply_file(cfg, run, path, action, listed.get(path.name, []), planned.indexes[path.name],
                         planned.reopened.get(path.name))
 
@@ -187,9 +195,13 @@ def _apply_file(cfg: DictConfig, run: RunDir, path: Path, action: str, items, in
         for start, stop, state in items:
             run.piece(path.name, start, stop, state).unlink(missing_ok=True)
         item.output.unlink(missing_ok=True)
+        item.ledger.unlink(missing_ok=True)  # a rendered output's kept records
     if action == "reopen":  # a ledger again (its ERROR records answered again), else a finished item
         os.makedirs(run.parts, exist_ok=True)
-        os.replace(item.output, run.piece(path.name, 1, *reopened))
+        rendered = outputs.keeps_ledger(cfg)  # its records are the kept ledger, not the output
+        os.replace(item.ledger if rendered else item.output, run.piece(path.name, 1, *reopened))
+        if rendered:
+            item.output.unlink()
     retry = ("errors",) if policy == RerunPolicy.errors else ()
     for start, stop, state in items:
         if state in retry:
@@ -242,15 +254,16 @@ def _covers(items, end: int) -> bool:
 
 def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar) -> bool:
     item, answered, errors = _item(cfg, run, path), 0, []
-    reader = reader_of(cfg)
+    reader, rendered = reader_of(cfg), outputs.keeps_ledger(cfg)
     # the renderers and the Parquet column types need the input's entries (chat or completion, id types): each
     # streams them (a file of millions of lines is not held), the renderer alongside the records in line order
-    render = outputs.renderer(cfg, reader.read(path)) if outputs.keeps_ledger(cfg) else None
+    render = outputs.renderer(cfg, reader.read(path)) if rendered else None
     try:
-        with atomic.replacing(item.output) as out, _sink(cfg, item, reader.read(path)) as add:
+        with (atomic.replacing(item.output) as out, _kept(item, rendered) as keep,
+              _sink(cfg, item, reader.read(path)) as add):
             for start, stop, state in items:
                 with open(run.piece(path.name, start, stop, state), "r", encoding="utf-8") as part:
-                    answered += _copy(part, out, errors, render, add)
+                    answered += _copy(part, out, errors, render, add, keep)
             sidecar.answered, sidecar.errors = answered, sorted(errors)
             write_sidecar(item.ledger, sidecar)  # the counts before the output: a reader of both sees them
     except FileNotFoundError:  # another joiner took them away: it has joined the file
@@ -258,6 +271,17 @@ def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar) -> 
     _remove(run, path.name, items)
     log.info("%s: joined %d work items into %s (%d records)", path.name, len(items), item.output, answered)
     return True
+
+
+@contextmanager
+def _kept(item: Item, rendered: bool):
+    """A rendered output's records, kept as its ledger (renamed into place before the output is): a rerun reopens
+    them to answer lines appended to the input or to retry ERROR records; else None."""
+    if not rendered:
+        yield None
+        return
+    with atomic.replacing(item.ledger) as keep:
+        yield keep
 
 
 @contextmanager
@@ -274,12 +298,14 @@ def _sink(cfg: DictConfig, item: Item, entries):
         yield sink.add
 
 
-def _copy(part, out, errors: List[int], render, add) -> int:
-    """Copy one finished item's records (line order already), rendered unless the output is the records; the
-    ERROR lines are noted. Returns the records."""
+def _copy(part, out, errors: List[int], render, add, keep) -> int:
+    """Copy one finished item's records (line order already), rendered unless the output is the records (then
+    the records go to `keep` too); the ERROR lines are noted. Returns the records."""
     count = 0
     for raw in part:
         count += 1
+        if keep is not None:
+            keep.write(raw)
         record = json.loads(raw) if render is not None or add is not None or '"ERROR"' in raw else None
         if record is not None and is_error(record):
             errors.append(line_of(record))

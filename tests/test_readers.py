@@ -202,3 +202,32 @@ def test_a_template_key_no_column_has_is_one_line_before_any_run_directory(tmp_p
     assert proc.stderr.strip().splitlines()[-1].endswith(
         "input.template uses ['name'], which are not fields of a.tsv; known: ['gene', 'id', 'line']: fix input.template")
     assert not run.exists()
+
+
+def test_files_concatenated_from_exports_with_a_byte_order_mark_each_lose_every_mark(tmp_path):
+    """`cat a.tsv b.tsv > all.tsv` of two spreadsheet exports puts b's byte-order mark at the start of a line in
+    the middle: it was kept there, a silently wrong id (or prompt) in a TSV and a JSON line that is no JSON."""
+    tsv = _write(tmp_path / "all.tsv", "\ufeffG1\tdnaA\r\n" + "\ufeffG2\trecA\r\n")
+    entries = list(_reader("tsv", tsv, columns=["genome", "gene"], id_fields=["genome"], template="{gene}").read(tsv))
+    assert [dict(e.request.ids) for e in entries] == [{"genome": "G1"}, {"genome": "G2"}]
+    offset = len("\ufeffG1\tdnaA\r\n".encode())  # a rank seeks to its range's first line
+    assert [dict(e.request.ids) for e in _reader("tsv", tsv, columns=["genome", "gene"], id_fields=["genome"],
+                                                   template="{gene}").read(tsv, 2, None, offset)] == [{"genome": "G2"}]
+    jsonl = _write(tmp_path / "all.jsonl", '\ufeff{"q": "a"}\n\ufeff{"q": "b"}\n')
+    assert _summary(_reader("jsonl", jsonl, template="{q}").read(jsonl)) == [(1, "a", ""), (2, "b", "")]
+
+
+def test_a_file_whose_lines_end_in_cr_alone_is_refused_at_launch_not_answered_as_one_prompt(tmp_path):
+    """An old Mac export (Excel's "Tab Delimited Text" on a Mac) ends its lines in CR alone: read by LF it is one
+    line, so its questions went to the model as one prompt (or a TSV's rows as one short or overlong row)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write(folder / "q.txt", "What is DNA?\rWhat is RNA?\rName a base.\r")
+    _write(folder / "ok.txt", "A line with a stray\rCR inside.\nAnd another line.\n")  # a lone CR beside LFs is kept
+    run = tmp_path / "run"
+    proc = run_runner([f"input.path={folder}", "plan=true", f"hydra.run.dir={run}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-2].strip() == (
+        f"{folder / 'q.txt'}: its lines end in CR alone (an old Mac export), so it reads as one line; convert them "
+        "to LF, e.g. tr '\\r' '\\n' < q.txt > q.lf.txt")
+    assert "ok.txt" not in proc.stderr and not run.exists()
