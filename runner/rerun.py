@@ -17,7 +17,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 from omegaconf import DictConfig
 
@@ -74,6 +74,24 @@ def decide(item: Item, sidecar: Optional[Sidecar], epoch: str, policy: RerunPoli
     if line is not None or grew or (policy == RerunPolicy.errors and sidecar.errors):
         return "reopen", "lines appended" if line is not None or grew else f"{len(sidecar.errors)} ERROR records"
     return "skip", ""
+
+
+def left_alone(cfg: DictConfig, items: List[Item]) -> Set[Path]:
+    """The inputs a rerun leaves as they are, told from sidecars and stats alone (the input is not read): a
+    finished output of an input with the size and mtime it was answered with, no ERROR record to answer again
+    (rerun=errors), and not rerun=all. The launch need not read them (a folder of 10k answered files and one
+    new one)."""
+    policy = _policy(cfg)
+    if policy == RerunPolicy.all:
+        return set()
+    kept = set()
+    for item in items:
+        sidecar = read_sidecar(item.ledger) if item.output.exists() else None
+        if (sidecar is not None and sidecar.answered is not None and item.input.exists()
+                and unchanged(sidecar.input, item.input)
+                and (policy != RerunPolicy.errors or not sidecar.errors)):
+            kept.add(item.input)
+    return kept
 
 
 def _last_answered(ledger: Path) -> int:

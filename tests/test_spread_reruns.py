@@ -178,3 +178,31 @@ def test_an_input_whose_name_holds_a_newline_is_joined(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert [r["line"] for r in read_jsonl(run / "out" / "odd\nname 'x'.txt.jsonl")] == [1, 2, 3]
         assert _answered(run, 2) == answered and not list((run / "out" / "parts").iterdir())
+
+
+def test_a_rerun_reads_no_finished_input_at_launch(tmp_path):
+    """Finished inputs with nothing to do are not read at launch: a rerun after adding one file to a folder of
+    answered ones opens only the new one (the launch process's opens of the input folder, counted by an audit
+    hook). Shown also by a finished input whose bytes changed under the same size and mtime: read, its lines
+    would be other prompts."""
+    from test_launch_reads import _COUNTING
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = folder / "a.txt"
+    path.write_text("".join(f"{line}\n" for line in LONG[:3]))
+    run = tmp_path / "run"
+    args = [f"input.path={folder}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", "rerun=none", *NO_ENGINE]
+    assert run_runner(args).returncode == 0
+    stat = path.stat()
+    path.write_bytes(b"x" * stat.st_size)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    (folder / "b.txt").write_text(LONG[3] + "\n")  # a file added: this launch has work
+    counted = tmp_path / "opens.json"
+    proc = subprocess.run([sys.executable, "-c", _COUNTING, str(folder), str(counted), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    opens = json.loads(counted.read_text())
+    assert opens.get("a.txt", 0) == 0 and opens.get("b.txt", 0) >= 1, opens
+    assert [r["line"] for r in read_jsonl(run / "out" / "b.txt.jsonl")] == [1]
+    assert len(read_jsonl(run / "out" / "a.txt.jsonl")) == 3
