@@ -82,12 +82,16 @@ class Supervisor:
         failures = 0
         while not self.failed:
             await asyncio.sleep(self.mode.health_interval_s)
-            healthy = self.server.alive() and await asyncio.to_thread(self.server.healthy)
+            try:
+                healthy = self.server.alive() and await asyncio.to_thread(self.server.healthy)
+                stalled = healthy and await self._stalled()
+            except Exception as e:  # noqa: BLE001 - a watcher that died would leave its server unwatched for good
+                log.warning("health check of %s failed: %r", self.server.url, e)
+                healthy, stalled = False, ""
             failures = 0 if healthy else failures + 1
             if healthy and self.down:
                 self.down = False
                 self.on_change()
-            stalled = healthy and await self._stalled()
             if not self.server.alive() or failures >= self.mode.health_failures or stalled:
                 await self.restart("process exited" if not self.server.alive() else stalled or
                                    f"{failures} failed health checks")
