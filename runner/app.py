@@ -71,7 +71,8 @@ def resolve(cfg: DictConfig) -> Tuple[DictConfig, launch_pass.Inputs]:
     cfg.model.path = models.ensure_model(cfg.model)  # before the inputs' pass: it counts with the model's tokenizer
     cfg.model.source = "path"
     # finished inputs a rerun leaves alone are not read (their sidecars and stats tell it)
-    kept = rerun.left_alone(cfg, mode.work_items(RunDir(Path(HydraConfig.get().runtime.output_dir))))
+    run = RunDir(Path(HydraConfig.get().runtime.output_dir))
+    kept = rerun.left_alone(cfg, run, mode.work_items(run))
     files = [path for path in files if path not in kept]
     found = launch_pass.read_inputs(cfg, reader, files)  # each input read once: validated, counted, indexed
     problem = reader.check(files)  # the template and the ids against the files' fields

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, List, Optional, Set, Tuple
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner import outputs
 from runner.errors import ConfigError
@@ -76,20 +76,19 @@ def decide(item: Item, sidecar: Optional[Sidecar], epoch: str, policy: RerunPoli
     return "skip", ""
 
 
-def left_alone(cfg: DictConfig, items: List[Item]) -> Set[Path]:
-    """The inputs a rerun leaves as they are, told from sidecars and stats alone (the input is not read): a
-    finished output of an input with the size and mtime it was answered with, no ERROR record to answer again
-    (rerun=errors), and not rerun=all. The launch need not read them (a folder of 10k answered files and one
-    new one)."""
+def left_alone(cfg: DictConfig, run: RunDir, items: List[Item]) -> Set[Path]:
+    """The inputs a rerun leaves as they are (decide's "skip" under the previous job.yaml's epoch), told from
+    sidecars and stats alone: the input is not read while its size and mtime are the ones it was answered with.
+    The launch need not read them (a folder of 10k answered files and one new one)."""
     policy = _policy(cfg)
-    if policy == RerunPolicy.all:
+    if policy == RerunPolicy.all or not run.job_file.is_file():
         return set()
+    epoch, locates = str(OmegaConf.load(run.job_file).get("rerun_epoch", "")), reader_of(cfg).locates_changes
     kept = set()
     for item in items:
-        sidecar = read_sidecar(item.ledger) if item.output.exists() else None
-        if (sidecar is not None and sidecar.answered is not None and item.input.exists()
-                and unchanged(sidecar.input, item.input)
-                and (policy != RerunPolicy.errors or not sidecar.errors)):
+        sidecar = read_sidecar(item.ledger) if item.output.exists() and item.input.exists() else None
+        if (sidecar is not None and unchanged(sidecar.input, item.input)
+                and decide(item, sidecar, epoch, policy, lambda: 0, None, locates)[0] == "skip"):
             kept.add(item.input)
     return kept
 

@@ -206,3 +206,23 @@ def test_a_rerun_reads_no_finished_input_at_launch(tmp_path):
     assert opens.get("a.txt", 0) == 0 and opens.get("b.txt", 0) >= 1, opens
     assert [r["line"] for r in read_jsonl(run / "out" / "b.txt.jsonl")] == [1]
     assert len(read_jsonl(run / "out" / "a.txt.jsonl")) == 3
+
+
+def test_a_finished_input_of_another_epoch_is_read_at_launch(tmp_path):
+    """A rerun=all launch cancelled after it wrote job.yaml (its new epoch) and before it answered anything: the
+    outputs still carry the old epoch, so the next launch answers them again and must read (validate, count)
+    them, not leave them out as finished: its lines too long for the model are refused under
+    mode.on_too_long=error, as in any launch that answers them."""
+    from omegaconf import OmegaConf
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("".join(f"{line}\n" for line in LONG[:3]))
+    run = tmp_path / "run"
+    args = [f"input.path={folder}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", "rerun=none", *NO_ENGINE]
+    assert run_runner(args).returncode == 0
+    job = OmegaConf.load(run / "job.yaml")
+    job.rerun_epoch = "a-cancelled-rerun-all"
+    OmegaConf.save(job, run / "job.yaml")
+    proc = run_runner([*args, "mode.on_too_long=error"])
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
