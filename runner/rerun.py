@@ -71,7 +71,7 @@ def decide(item: Item, sidecar: Optional[Sidecar], epoch: str, policy: RerunPoli
         return "refuse", f"{item.input.name} changed at or before line {line} since it was answered"
     if not finished:
         return "resume", ""
-    if line is not None or grew or (policy == RerunPolicy.errors and sidecar.errors):
+    if line is not None or grew or (policy.retries_errors and sidecar.errors):
         return "reopen", "lines appended" if line is not None or grew else f"{len(sidecar.errors)} ERROR records"
     return "skip", ""
 
@@ -205,7 +205,7 @@ def begin(cfg: DictConfig, item: Item, sync_every_s: Optional[float]) -> Tuple[L
 
 def todo(lines: List[Entry], ledger: RecordLog, cfg: DictConfig) -> List[Entry]:
     """The entries still to answer: no record yet, or (rerun=errors) only ERROR records."""
-    retry = _policy(cfg) == RerunPolicy.errors
+    retry = _policy(cfg).retries_errors
     return [line for line in lines if ledger.needs(line.number, retry)]
 
 

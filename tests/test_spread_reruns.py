@@ -226,3 +226,19 @@ def test_a_finished_input_of_another_epoch_is_read_at_launch(tmp_path):
     OmegaConf.save(job, run / "job.yaml")
     proc = run_runner([*args, "mode.on_too_long=error"])
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+
+
+def test_rerun_changed_answers_error_lines_again_as_rerun_errors_does(tmp_path):
+    """rerun=changed does what rerun=errors does (and answers a changed input again): its ERROR records are
+    answered again. They were kept as final, with no word of it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("".join(f"{line}\n" for line in LONG[:3]))
+    run = tmp_path / "run"
+    args = [f"input.path={folder}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", *NO_ENGINE]
+    assert run_runner(args).returncode == 0  # every line too long: 3 ERROR records
+    proc = run_runner([*args, "rerun=changed"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _answered(run, 2) == 3 and len(read_jsonl(run / "out" / "a.txt.jsonl")) == 3
+    proc = run_runner([*args, "rerun=none"])
+    assert proc.returncode == 0 and _answered(run, 2) == 0
