@@ -64,6 +64,9 @@ def render(cfg: DictConfig, job_file: Path, python: str = sys.executable) -> str
         "#PBS -j oe",
         "set -euo pipefail",
         f"export {DEADLINE_VAR}=$(( $(date +%s) + {cfg.launcher.walltime_min * 60} ))",
+        # this start of the job, for every rank and step: a job rerun (qrerun, a node failure) keeps its PBS_JOBID,
+        # and its first start's work-queue claims, Ray addresses and stats are not this start's
+        'export RUNNER_ATTEMPT="${PBS_JOBID:-pbs}-$(date +%s)-$$"',
         *cfg.launcher.setup,
         f"cd {q(str(run.root))}",
         f"exec >> {q(str(run.job_log.relative_to(run.root)))} 2>&1",

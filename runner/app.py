@@ -70,6 +70,10 @@ def resolve(cfg: DictConfig) -> Tuple[DictConfig, launch_pass.Inputs]:
     cfg.engine = engine.engine_args(cfg)  # job.yaml shows the engine arguments as vLLM receives them
     cfg.model.path = models.ensure_model(cfg.model)  # before the inputs' pass: it counts with the model's tokenizer
     cfg.model.source = "path"
+    # finished inputs a rerun leaves alone are not read (their sidecars and stats tell it)
+    run = RunDir(Path(HydraConfig.get().runtime.output_dir))
+    kept = rerun.left_alone(cfg, run, mode.work_items(run))
+    files = [path for path in files if path not in kept]
     found = launch_pass.read_inputs(cfg, reader, files)  # each input read once: validated, counted, indexed
     problem = reader.check(files)  # the template and the ids against the files' fields
     if problem:

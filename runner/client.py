@@ -82,12 +82,16 @@ class Supervisor:
         failures = 0
         while not self.failed:
             await asyncio.sleep(self.mode.health_interval_s)
-            healthy = self.server.alive() and await asyncio.to_thread(self.server.healthy)
+            try:
+                healthy = self.server.alive() and await asyncio.to_thread(self.server.healthy)
+                stalled = healthy and await self._stalled()
+            except Exception as e:  # noqa: BLE001 - a watcher that died would leave its server unwatched for good
+                log.warning("health check of %s failed: %r", self.server.url, e)
+                healthy, stalled = False, ""
             failures = 0 if healthy else failures + 1
             if healthy and self.down:
                 self.down = False
                 self.on_change()
-            stalled = healthy and await self._stalled()
             if not self.server.alive() or failures >= self.mode.health_failures or stalled:
                 await self.restart("process exited" if not self.server.alive() else stalled or
                                    f"{failures} failed health checks")
@@ -222,6 +226,11 @@ def _error(base: Dict, prompt: Optional[str], error: str, input: Optional[str] =
     return Record.failed(base, prompt, error, input).to_json()
 
 
+# a line in flight each time its server's engine died this often gets an ERROR record: resent on and on, a line
+# that crashes the engine would take down every server of its host, then of each host that takes the file over
+DEATHS_PER_LINE = 2
+
+
 class FileClient:
     def __init__(self, pool: Servers, mode: DictConfig, model: str, sampling: Dict,
                  too_long: Optional[Dict[str, Dict[int, str]]] = None):
@@ -248,8 +257,11 @@ class FileClient:
         return await self._send(base, prompt, endpoint, body)
 
     async def _send(self, base: Dict, prompt: str, endpoint: str, body: Dict) -> Optional[Dict]:
-        attempt, last_error = 0, ""
+        attempt, last_error, deaths = 0, "", 0
         while attempt <= self.mode.retries:
+            if deaths >= DEATHS_PER_LINE:
+                return _error(base, prompt, f"the server's engine died {deaths} times while answering this line "
+                                            f"(a request that crashes the engine?): {last_error}")
             supervisor = await self.pool.pick()  # the serving server with the fewest requests outstanding
             if supervisor is None:
                 return None  # not the line's fault: no ERROR record, so a rerun answers it
@@ -267,13 +279,15 @@ class FileClient:
                         if _request_at_fault(response.status):
                             return _error(base, prompt, last_error)  # the same request would be refused again
                 if response.status >= 500 and await supervisor.server_went_away():
+                    deaths += 1
                     await asyncio.sleep(0.5)
                     continue  # the server failed, not the request (its engine died): resent, not a retry
             except aiohttp.ClientConnectionError as e:
+                last_error = f"{type(e).__name__}: {e}"
                 if await supervisor.server_went_away():
+                    deaths += 1
                     await asyncio.sleep(0.5)
                     continue  # resent to a serving server (this one once it is back); not a retry
-                last_error = f"{type(e).__name__}: {e}"
             except (asyncio.TimeoutError, aiohttp.ClientError, ValueError) as e:
                 last_error = f"{type(e).__name__}: {e}"
             attempt += 1

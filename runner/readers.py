@@ -8,6 +8,7 @@ ask the reader, never the format's name.
 import fnmatch
 import glob
 import json
+import logging
 import os
 import re
 import string
@@ -22,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from runner import inputs, records, run_dir
 from runner.errors import ConfigError
 from runner.schema import OutputFormat
+
+log = logging.getLogger(__name__)
 
 # shared by every request without ids or sampling values of its own (millions of entries, one empty mapping)
 NONE: Mapping[str, Any] = MappingProxyType({})
@@ -282,8 +285,13 @@ def _globbed(path: str) -> List[Path]:
     parts = Path(path).parts
     root = Path(*parts[:next(k for k, part in enumerate(parts) if _GLOB.search(part))])
     seen: Dict[Path, bool] = {}
-    return [Path(p) for p in glob.glob(path, recursive=True)
-            if os.path.isfile(p) and not run_dir.in_a_run(Path(p), root, seen)]
+    found = [Path(p) for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
+    kept = [p for p in found if not run_dir.in_a_run(p, root, seen)]
+    if len(kept) < len(found):
+        runs = sorted(str(folder) for folder, is_run in seen.items() if is_run)
+        log.warning("%s: %d matching files of run directories left out (%s)", path, len(found) - len(kept),
+                    ", ".join(runs[:3]) + (" ..." if len(runs) > 3 else ""))
+    return kept
 
 
 def _scan(folder: Path, pattern: str) -> List[Path]:

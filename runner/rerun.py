@@ -17,9 +17,9 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner import outputs
 from runner.errors import ConfigError
@@ -71,9 +71,26 @@ def decide(item: Item, sidecar: Optional[Sidecar], epoch: str, policy: RerunPoli
         return "refuse", f"{item.input.name} changed at or before line {line} since it was answered"
     if not finished:
         return "resume", ""
-    if line is not None or grew or (policy == RerunPolicy.errors and sidecar.errors):
+    if line is not None or grew or (policy.retries_errors and sidecar.errors):
         return "reopen", "lines appended" if line is not None or grew else f"{len(sidecar.errors)} ERROR records"
     return "skip", ""
+
+
+def left_alone(cfg: DictConfig, run: RunDir, items: List[Item]) -> Set[Path]:
+    """The inputs a rerun leaves as they are (decide's "skip" under the previous job.yaml's epoch), told from
+    sidecars and stats alone: the input is not read while its size and mtime are the ones it was answered with.
+    The launch need not read them (a folder of 10k answered files and one new one)."""
+    policy = _policy(cfg)
+    if policy == RerunPolicy.all or not run.job_file.is_file():
+        return set()
+    epoch, locates = str(OmegaConf.load(run.job_file).get("rerun_epoch", "")), reader_of(cfg).locates_changes
+    kept = set()
+    for item in items:
+        sidecar = read_sidecar(item.ledger) if item.output.exists() and item.input.exists() else None
+        if (sidecar is not None and unchanged(sidecar.input, item.input)
+                and decide(item, sidecar, epoch, policy, lambda: 0, None, locates)[0] == "skip"):
+            kept.add(item.input)
+    return kept
 
 
 def _last_answered(ledger: Path) -> int:
@@ -188,7 +205,7 @@ def begin(cfg: DictConfig, item: Item, sync_every_s: Optional[float]) -> Tuple[L
 
 def todo(lines: List[Entry], ledger: RecordLog, cfg: DictConfig) -> List[Entry]:
     """The entries still to answer: no record yet, or (rerun=errors) only ERROR records."""
-    retry = _policy(cfg) == RerunPolicy.errors
+    retry = _policy(cfg).retries_errors
     return [line for line in lines if ledger.needs(line.number, retry)]
 
 

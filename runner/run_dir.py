@@ -202,5 +202,16 @@ def _of_a_run(folder: Path, root: Path, seen: Dict[Path, bool]) -> bool:
         return False
     if folder not in seen:
         run = RunDir(folder)
-        seen[folder] = (run.job_file.is_file() and run.out.is_dir()) or _of_a_run(folder.parent, root, seen)
+        seen[folder] = _is_a_run(run) or _of_a_run(folder.parent, root, seen)
     return seen[folder]
+
+
+def _is_a_run(run: "RunDir") -> bool:
+    """A runner's run directory, not a folder of another pipeline that also keeps a job.yaml and an out/ (its
+    inputs must not be dropped): the job.yaml is the runner's (it names the run's rerun epoch)."""
+    if not (run.job_file.is_file() and run.out.is_dir()):
+        return False
+    try:
+        return re.search(r"^rerun_epoch:", run.job_file.read_text(errors="replace"), re.MULTILINE) is not None
+    except OSError:
+        return False

@@ -55,6 +55,11 @@ class RerunPolicy(Enum):
     # answer only lines with no record: ERROR records stay final
     none = "none"
 
+    @property
+    def retries_errors(self) -> bool:
+        """ERROR records are answered again: under errors, and under changed (which does all that errors does)."""
+        return self in (RerunPolicy.errors, RerunPolicy.changed)
+
 
 class ModelSource(Enum):
     path = "path"

@@ -1,5 +1,6 @@
 """One `vllm serve` process: start it on a free port, check that it is this run's, stop it and all it started."""
 
+import http.client
 import json
 import logging
 import os
@@ -188,13 +189,13 @@ class VllmServer:
             models = self._get("/v1/models", timeout_s).get("data", [])
         except urllib.error.HTTPError:
             return "foreign"
-        except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, AttributeError):
             return "down"
         if not any(m.get("id") == self.served_name for m in models if isinstance(m, dict)):
             return "foreign"
         try:
             self._get("/health", timeout_s, body=False)
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, http.client.HTTPException, OSError):
             return "down"
         return "ours"
 
@@ -213,7 +214,7 @@ class VllmServer:
             request = urllib.request.Request(f"{self.url}/metrics", headers=self.auth)
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 text = response.read().decode(errors="replace")
-        except (urllib.error.URLError, OSError, ValueError):
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
             return None
         counts = [float(found.group(1)) for found in _TOKEN_COUNTERS.finditer(text)]
         return sum(counts) if counts else None

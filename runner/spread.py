@@ -33,7 +33,7 @@ from runner.record_log import scan
 from runner.records import is_error, line_of
 from runner.rerun import _policy, decide
 from runner.run_dir import Item, RunDir
-from runner.schema import OutputFormat, RerunPolicy
+from runner.schema import OutputFormat
 from runner.readers import reader_of
 from runner.work_items import FileIndex, Piece, deal, gaps_of, index_of, piece_of
 
@@ -138,10 +138,10 @@ def _ranges(cfg: DictConfig, run: RunDir, path: Path, items, action: str,
         sidecar = read_sidecar(_item(cfg, run, path).ledger)
         # the records it holds: the lines of a text file as fingerprinted, or (rows) the records it has
         stop = (sidecar.input.lines if reader_of(cfg).locates_changes else sidecar.answered) + 1
-        retry = policy == RerunPolicy.errors and bool(sidecar.errors)
+        retry = policy.retries_errors and bool(sidecar.errors)
         result.reopened[path.name] = (stop, "log" if retry else "done")
         return [(1, stop)], [(1, stop)] if retry else []
-    retry = ("log", "errors") if policy == RerunPolicy.errors else ("log",)
+    retry = ("log", "errors") if policy.retries_errors else ("log",)
     return [(a, b) for a, b, _ in items], [(a, b) for a, b, state in items if state in retry]
 
 
@@ -202,7 +202,7 @@ def _apply_file(cfg: DictConfig, run: RunDir, path: Path, action: str, items, in
         os.replace(item.ledger if rendered else item.output, run.piece(path.name, 1, *reopened))
         if rendered:
             item.output.unlink()
-    retry = ("errors",) if policy == RerunPolicy.errors else ()
+    retry = ("errors",) if policy.retries_errors else ()
     for start, stop, state in items:
         if state in retry:
             os.replace(run.piece(path.name, start, stop, state), run.piece(path.name, start, stop, "log"))

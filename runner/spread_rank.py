@@ -28,7 +28,7 @@ from runner.record_log import RecordLog, as_jsonl
 from runner.records import LINE, Record
 from runner.rerun import _policy
 from runner.run_dir import RunDir
-from runner.schema import OnTooLong, RerunPolicy
+from runner.schema import OnTooLong
 from runner.stats import WorkerStats
 from runner.tally import Tally
 from runner.topology import Placement
@@ -82,7 +82,7 @@ def run_spread(cfg: DictConfig, run: RunDir, placement: Placement, model_path: s
     # each line's item, by the line object (the engine hands back the objects it was given; lines of two files may
     # be equal)
     owner = {id(line): item for item in items for line in item.lines}
-    retry = _policy(cfg) == RerunPolicy.errors
+    retry = _policy(cfg).retries_errors
     todo = [line for item in items for line in item.lines if item.ledger.needs(line.number, retry)]
     total = sum(len(item.lines) for item in items)
     log.info("rank %d on %s: %d work items, %d lines, %d answered before, %d to do", rank, placement.hostname,

@@ -60,3 +60,31 @@ def test_a_foreign_answer_mid_run_stops_the_host_naming_the_port_and_records_not
         foreign.server_close()
     assert f"port {port} answered HTTP 404" in supervisor.failed
     assert len(ledger.done()) == 0
+
+
+def test_a_server_that_dies_mid_answer_reads_as_down_not_as_an_exception(tmp_path):
+    """A server that dies while its /v1/models or /metrics answer is being read cuts the body short
+    (http.client.IncompleteRead, which is no OSError): the probe must say "down" and the token count None. An
+    exception there ended the server's watcher for good, and a host with one server then waited forever."""
+    import http.server
+    import threading
+
+    class Cut(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b'{"data": [')  # and the connection closes
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Cut)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        server = _server_on(httpd.server_address[1], tmp_path)
+        assert server.probe(timeout_s=5) == "down"
+        assert server.tokens(timeout_s=5) is None
+    finally:
+        httpd.shutdown()

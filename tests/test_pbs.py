@@ -121,3 +121,28 @@ def _fake(path: Path, body: str) -> None:
 
 def _run_of(args) -> Path:
     return Path(next(a for a in args if a.startswith("hydra.run.dir=")).split("=", 1)[1])
+
+
+def test_a_rerun_pbs_job_keeps_its_job_id_but_each_start_is_its_own_attempt(tmp_path):
+    """qrerun (or a node failure) starts a PBS job again under the same PBS_JOBID: its first start's work-queue
+    claims, Ray addresses and stats must not count as this start's. The dry-run script run twice for real (MPICH's
+    mpiexec, a PBS-shaped environment, same job id): every rank and step of one start shares one attempt, the two
+    starts differ. No engine: every line is too long for the model, so each rank records its ERRORs at once."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("".join(" ".join([f"w{i}"] * 80) + "\n" for i in range(4)))
+    run = tmp_path / "run"
+    args = [f"input.path={tmp_path / 'in'}", f"hydra.run.dir={run}", "launcher=pbs", "launcher.queue=debug",
+            "launcher.account=proj", "dry_run=true", "cluster.ranks_per_node=2", "+engine.max_model_len=64",
+            "sampling.max_tokens=4", "mode.on_too_long=record"]
+    assert run_runner(args).returncode == 0
+    (tmp_path / "nodefile").write_text("localhost\n")
+    env = {**{k: v for k, v in os.environ.items() if k != "RUNNER_ATTEMPT"}, "PBS_NODEFILE": str(tmp_path / "nodefile"),
+           "PBS_JOBID": JOB_ID}
+    attempts = []
+    for start in range(2):
+        subprocess.run(["bash", str(run / "job.pbs")], env=env, check=True, timeout=300,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ranks = {json.loads((run / "stats" / f"rank{r}.json").read_text())["attempt"] for r in range(2)}
+        assert len(ranks) == 1, f"start {start}: the ranks of one start disagree on their attempt: {ranks}"
+        attempts.append(ranks.pop())
+    assert attempts[0] != attempts[1] and all(a.startswith(JOB_ID) for a in attempts), attempts

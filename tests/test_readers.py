@@ -231,3 +231,20 @@ def test_a_file_whose_lines_end_in_cr_alone_is_refused_at_launch_not_answered_as
         f"{folder / 'q.txt'}: its lines end in CR alone (an old Mac export), so it reads as one line; convert them "
         "to LF, e.g. tr '\\r' '\\n' < q.txt > q.lf.txt")
     assert "ok.txt" not in proc.stderr and not run.exists()
+
+
+def test_a_recursive_glob_keeps_the_inputs_of_another_pipelines_folder_that_has_a_job_yaml_and_an_out(tmp_path):
+    """Run directories below a recursive glob are left out (their outputs are no input), but a data folder that
+    another pipeline gave a job.yaml and an out/ is no run directory of the runner's: its inputs are kept; a real
+    run directory's files are still left out."""
+    from runner.readers import list_files
+
+    data = tmp_path / "data"
+    (data / "sample1" / "out").mkdir(parents=True)
+    (data / "sample1" / "job.yaml").write_text("pipeline: assembly\nthreads: 8\n")
+    (data / "sample1" / "genes.txt").write_text("Describe gene a.\n")
+    (data / "run" / "out").mkdir(parents=True)
+    (data / "run" / "job.yaml").write_text("mode:\n  name: per_tile\nrerun_epoch: 1a2b\n")
+    (data / "run" / "out" / "genes.txt").write_text('{"line": 1}\n')
+    found = list_files(str(data / "**" / "*.txt"))
+    assert found == [data / "sample1" / "genes.txt"], found

@@ -54,3 +54,58 @@ def test_requests_go_to_the_least_outstanding_serving_server_and_none_once_all_g
         for s in supervisors:
             s.server.proc.kill()
             s.server.proc.wait()
+
+
+def test_a_line_whose_server_dies_under_it_twice_gets_an_error_record_not_endless_resends(tmp_path):
+    """A line that crashes the engine: its server answers 500 and its /health then fails (the engine died), which
+    resends the line without using a retry. Resent on and on, it took down every server of the host, then those
+    of each host that took the file over. Two real HTTP servers that die that way under each request: the line
+    gets its ERROR record after two deaths (it waited forever for a serving server before)."""
+    import http.server
+    import json
+    import threading
+
+    from runner.client import DEATHS_PER_LINE, FileClient
+
+    class Dying(http.server.BaseHTTPRequestHandler):
+        def _answer(self, status, body=b""):
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            if self.path == "/v1/models":
+                return self._answer(200, json.dumps({"data": [{"id": "m"}]}).encode())
+            self._answer(503)  # /health: the engine is dead
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self._answer(500, b'{"error": {"message": "EngineCore encountered an issue"}}')
+
+        def log_message(self, *args):
+            pass
+
+    stubs = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dying) for _ in range(2)]
+    for stub in stubs:
+        threading.Thread(target=stub.serve_forever, daemon=True).start()
+    supervisors = _supervisors(tmp_path, 2)
+    for supervisor, stub in zip(supervisors, stubs):
+        supervisor.server.port = stub.server_address[1]
+    mode = OmegaConf.structured(ServerPerNodeConfig)
+
+    async def send():
+        client = FileClient(ServerPool(supervisors, per_server=4), mode, "m", {})
+        async with client.connected():
+            return await asyncio.wait_for(client._send({"line": 1}, "boom", "/v1/completions",
+                                                       {"model": "m", "prompt": "boom"}), 30)
+
+    try:
+        record = asyncio.run(send())
+        assert record["status"] == "ERROR" and f"died {DEATHS_PER_LINE} times" in record["error"], record
+    finally:
+        for stub in stubs:
+            stub.shutdown()
+        for s in supervisors:
+            s.server.proc.kill()
+            s.server.proc.wait()

@@ -178,3 +178,67 @@ def test_an_input_whose_name_holds_a_newline_is_joined(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert [r["line"] for r in read_jsonl(run / "out" / "odd\nname 'x'.txt.jsonl")] == [1, 2, 3]
         assert _answered(run, 2) == answered and not list((run / "out" / "parts").iterdir())
+
+
+def test_a_rerun_reads_no_finished_input_at_launch(tmp_path):
+    """Finished inputs with nothing to do are not read at launch: a rerun after adding one file to a folder of
+    answered ones opens only the new one (the launch process's opens of the input folder, counted by an audit
+    hook). Shown also by a finished input whose bytes changed under the same size and mtime: read, its lines
+    would be other prompts."""
+    from test_launch_reads import _COUNTING
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = folder / "a.txt"
+    path.write_text("".join(f"{line}\n" for line in LONG[:3]))
+    run = tmp_path / "run"
+    args = [f"input.path={folder}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", "rerun=none", *NO_ENGINE]
+    assert run_runner(args).returncode == 0
+    stat = path.stat()
+    path.write_bytes(b"x" * stat.st_size)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    (folder / "b.txt").write_text(LONG[3] + "\n")  # a file added: this launch has work
+    counted = tmp_path / "opens.json"
+    proc = subprocess.run([sys.executable, "-c", _COUNTING, str(folder), str(counted), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    opens = json.loads(counted.read_text())
+    assert opens.get("a.txt", 0) == 0 and opens.get("b.txt", 0) >= 1, opens
+    assert [r["line"] for r in read_jsonl(run / "out" / "b.txt.jsonl")] == [1]
+    assert len(read_jsonl(run / "out" / "a.txt.jsonl")) == 3
+
+
+def test_a_finished_input_of_another_epoch_is_read_at_launch(tmp_path):
+    """A rerun=all launch cancelled after it wrote job.yaml (its new epoch) and before it answered anything: the
+    outputs still carry the old epoch, so the next launch answers them again and must read (validate, count)
+    them, not leave them out as finished: its lines too long for the model are refused under
+    mode.on_too_long=error, as in any launch that answers them."""
+    from omegaconf import OmegaConf
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("".join(f"{line}\n" for line in LONG[:3]))
+    run = tmp_path / "run"
+    args = [f"input.path={folder}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", "rerun=none", *NO_ENGINE]
+    assert run_runner(args).returncode == 0
+    job = OmegaConf.load(run / "job.yaml")
+    job.rerun_epoch = "a-cancelled-rerun-all"
+    OmegaConf.save(job, run / "job.yaml")
+    proc = run_runner([*args, "mode.on_too_long=error"])
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+
+
+def test_rerun_changed_answers_error_lines_again_as_rerun_errors_does(tmp_path):
+    """rerun=changed does what rerun=errors does (and answers a changed input again): its ERROR records are
+    answered again. They were kept as final, with no word of it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("".join(f"{line}\n" for line in LONG[:3]))
+    run = tmp_path / "run"
+    args = [f"input.path={folder}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", *NO_ENGINE]
+    assert run_runner(args).returncode == 0  # every line too long: 3 ERROR records
+    proc = run_runner([*args, "rerun=changed"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _answered(run, 2) == 3 and len(read_jsonl(run / "out" / "a.txt.jsonl")) == 3
+    proc = run_runner([*args, "rerun=none"])
+    assert proc.returncode == 0 and _answered(run, 2) == 0

@@ -9,6 +9,7 @@
 #PBS -j oe
 set -euo pipefail
 export RUNNER_DEADLINE=$(( $(date +%s) + 3600 ))
+export RUNNER_ATTEMPT="${PBS_JOBID:-pbs}-$(date +%s)-$$"
 cd /RUN
 exec >> logs/job.log 2>&1
 echo "runner: job ${PBS_JOBID:-?} on $(sort -u "$PBS_NODEFILE" | wc -l) node(s)"

@@ -9,6 +9,7 @@
 #PBS -j oe
 set -euo pipefail
 export RUNNER_DEADLINE=$(( $(date +%s) + 5400 ))
+export RUNNER_ATTEMPT="${PBS_JOBID:-pbs}-$(date +%s)-$$"
 module load frameworks
 cd '/lus/my project/run '"'"'a'"'"''
 exec >> logs/job.log 2>&1
