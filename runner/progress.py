@@ -15,7 +15,7 @@ from typing import Callable, List
 from omegaconf import OmegaConf
 
 from runner.errors import RunnerError
-from runner.fingerprint import read_sidecar, unchanged
+from runner.fingerprint import answered_as_it_is, read_sidecar
 from runner.mode import mode_of
 from runner.readers import InputReader, reader_of
 from runner.record_log import scan
@@ -37,14 +37,13 @@ class FileProgress:
 
 def _file_progress(item: Item, reader: InputReader, partial: Callable[[Item], List[Path]]) -> FileProgress:
     sidecar = read_sidecar(item.ledger)
-    if _current(item, sidecar):  # its lines are its records: the input is not read again (one stat)
+    if answered_as_it_is(item, sidecar):  # its lines are its records: the input is not read again (one stat)
         return FileProgress(item.input.name, sidecar.answered, sidecar.answered, True, len(sidecar.errors))
     lines = reader.count(item.input) if item.input.exists() else 0
     if item.output.exists() and (sidecar is None or sidecar.answered is None):  # a runner without sidecars
         return FileProgress(item.input.name, lines, lines, True)
-    if item.output.exists():
-        current = item.input.exists() and unchanged(sidecar.input, item.input)  # else: appended or edited since
-        return FileProgress(item.input.name, sidecar.answered, lines, current, len(sidecar.errors))
+    if item.output.exists():  # its input appended, edited or gone since it was answered: not finished
+        return FileProgress(item.input.name, sidecar.answered, lines, False, len(sidecar.errors))
     newest = {}
     for path in partial(item):  # the ledger, or a file's work items (per_tile spread over its ranks)
         try:
@@ -52,12 +51,6 @@ def _file_progress(item: Item, reader: InputReader, partial: Callable[[Item], Li
         except FileNotFoundError:  # joined meanwhile: counted by a later look
             continue
     return FileProgress(item.input.name, len(newest), lines, False, sum(newest.values()))
-
-
-def _current(item: Item, sidecar) -> bool:
-    """A finished output (its counts in the sidecar) of an input with the size and mtime it was answered with."""
-    return (sidecar is not None and sidecar.answered is not None and item.output.exists() and item.input.exists()
-            and unchanged(sidecar.input, item.input))
 
 
 def progress(run: RunDir) -> List[FileProgress]:

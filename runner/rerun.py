@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import outputs
 from runner.errors import ConfigError
-from runner.fingerprint import (InputPrint, Sidecar, changed_from, config_print, differing, read_sidecar, scan,
-                                unchanged, write_sidecar)
+from runner.fingerprint import (InputPrint, Sidecar, answered_as_it_is, changed_from, config_print, differing,
+                                read_sidecar, scan, unchanged, write_sidecar)
 from runner.mode import mode_of
 from runner.readers import Entry, reader_of
 from runner.run_dir import Item, RunDir  # noqa: F401  (Item: re-exported)
@@ -86,8 +86,9 @@ def left_alone(cfg: DictConfig, run: RunDir, items: List[Item]) -> Set[Path]:
     epoch, locates = str(OmegaConf.load(run.job_file).get("rerun_epoch", "")), reader_of(cfg).locates_changes
     kept = set()
     for item in items:
-        sidecar = read_sidecar(item.ledger) if item.output.exists() and item.input.exists() else None
-        if (sidecar is not None and unchanged(sidecar.input, item.input)
+        sidecar = read_sidecar(item.ledger) if item.output.exists() else None
+        # (the stat first: decide would read a changed input to find where it changed)
+        if (answered_as_it_is(item, sidecar)
                 and decide(item, sidecar, epoch, policy, lambda: 0, None, locates)[0] == "skip"):
             kept.add(item.input)
     return kept

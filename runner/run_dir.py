@@ -191,8 +191,8 @@ def run_dir_of(job_file: Path) -> RunDir:
 
 
 def in_a_run(path: Path, root: Path, seen: Dict[Path, bool]) -> bool:
-    """Whether `path` lies in a run directory (a folder with a job.yaml and an out/: its outputs, work items, stats,
-    logs) below `root`, the folder a glob starts from (a run directory given as the root itself is the user's
+    """Whether `path` lies in a run directory (a folder with the runner's job.yaml and an out/: its outputs, work
+    items, stats, logs) below `root`, the folder a glob starts from (a run directory given as the root itself is the user's
     choice). `seen` caches the answer per folder over one listing: one stat per folder, not per file."""
     return _of_a_run(path.parent, root, seen)
 
