@@ -65,6 +65,8 @@ def failure_reason(log_text: str, limit: int = 400) -> str:
 
 # tries at a free port when another process takes the one found free before the server binds it
 PORT_TRIES = 5
+# what a server that is down (or dies while it answers: a body cut short) raises when asked
+_DOWN = (urllib.error.URLError, http.client.HTTPException, OSError)
 # the engine's token counters on /metrics (Prometheus text: name{labels} value), one line per engine
 _TOKEN_COUNTERS = re.compile(r"^vllm:(?:prompt|generation)_tokens_total(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
 
@@ -189,20 +191,20 @@ class VllmServer:
             models = self._get("/v1/models", timeout_s).get("data", [])
         except urllib.error.HTTPError:
             return "foreign"
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, AttributeError):
+        except (*_DOWN, ValueError, AttributeError):
             return "down"
         if not any(m.get("id") == self.served_name for m in models if isinstance(m, dict)):
             return "foreign"
         try:
-            self._get("/health", timeout_s, body=False)
-        except (urllib.error.URLError, http.client.HTTPException, OSError):
+            self._get("/health", timeout_s, read=lambda response: None)
+        except _DOWN:
             return "down"
         return "ours"
 
-    def _get(self, path: str, timeout_s: float, body: bool = True):
+    def _get(self, path: str, timeout_s: float, read: Callable[[Any], Any] = json.load):
         request = urllib.request.Request(f"{self.url}{path}", headers=self.auth)
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.load(response) if body else None
+            return read(response)
 
     def healthy(self, timeout_s: float = 5) -> bool:
         return self.probe(timeout_s) == "ours"
@@ -211,10 +213,8 @@ class VllmServer:
         """The prompt and output tokens the engine has processed so far (vLLM's /metrics counters, summed), which
         grow while it works; None when they cannot be read."""
         try:
-            request = urllib.request.Request(f"{self.url}/metrics", headers=self.auth)
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                text = response.read().decode(errors="replace")
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+            text = self._get("/metrics", timeout_s, read=lambda response: response.read().decode(errors="replace"))
+        except (*_DOWN, ValueError):
             return None
         counts = [float(found.group(1)) for found in _TOKEN_COUNTERS.finditer(text)]
         return sum(counts) if counts else None
