@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runner import atomic
+from runner.errors import RunnerError
 from runner.run_dir import Item, sidecar_of
 
 # bytes per hashed block: a change is located to within one block (a million-line file of 1 KB lines: ~1000)
@@ -147,11 +148,15 @@ class Sidecar:
 
 
 def read_sidecar(ledger: Path) -> Optional[Sidecar]:
+    path = sidecar_of(ledger)
     try:
-        raw = json.loads(sidecar_of(ledger).read_text())
+        raw = json.loads(path.read_text())
+        return Sidecar(**{**raw, "input": InputPrint(**raw["input"])})
     except FileNotFoundError:
         return None
-    return Sidecar(**{**raw, "input": InputPrint(**raw["input"])})
+    except (ValueError, TypeError, KeyError) as e:  # (written atomically: only a hand or a broken disk spoils it)
+        raise RunnerError(f"{path} cannot be read ({type(e).__name__}: {e}): restore it, or remove it (its output "
+                          f"is then adopted as it is)") from e
 
 
 def write_sidecar(ledger: Path, sidecar: Sidecar) -> None:

@@ -242,3 +242,19 @@ def test_rerun_changed_answers_error_lines_again_as_rerun_errors_does(tmp_path):
     assert _answered(run, 2) == 3 and len(read_jsonl(run / "out" / "a.txt.jsonl")) == 3
     proc = run_runner([*args, "rerun=none"])
     assert proc.returncode == 0 and _answered(run, 2) == 0
+
+
+def test_a_spoiled_sidecar_is_one_line_naming_it_not_a_traceback(tmp_path):
+    """A sidecar spoiled by hand or by a broken disk (it is written atomically): the launch stops with exit 2 and
+    one line naming the file and the way out; nothing is answered again."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("".join(f"{line}\n" for line in LONG[:3]))
+    run = tmp_path / "run"
+    args = [f"input.path={folder}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", "rerun=none", *NO_ENGINE]
+    assert run_runner(args).returncode == 0
+    sidecar = run / "out" / "a.txt.fp.json"
+    sidecar.write_text("{spoiled")
+    proc = run_runner(args)
+    assert proc.returncode == 2 and str(sidecar) in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(read_jsonl(run / "out" / "a.txt.jsonl")) == 3
