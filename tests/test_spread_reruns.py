@@ -21,6 +21,18 @@ def _answered(run: Path, ranks: int) -> int:
     return sum(json.loads((run / "stats" / f"rank{r}.json").read_text())["answered"] for r in range(ranks))
 
 
+def _answered_once(tmp_path: Path, *extra: str):
+    """(input folder, run directory, launch arguments) after a first launch over a.txt, whose 3 lines are too long
+    for the model (each an ERROR record, no engine started)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("".join(f"{line}\n" for line in LONG[:3]))
+    run = tmp_path / "run"
+    args = [f"input.path={folder}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", *extra, *NO_ENGINE]
+    assert run_runner(args).returncode == 0
+    return folder, run, args
+
+
 def _request(n: int) -> str:
     return json.dumps({"custom_id": f"r{n}", "method": "POST", "url": "/v1/chat/completions",
                        "body": {"messages": [{"role": "user", "content": LONG[n]}]}}) + "\n"
@@ -187,13 +199,8 @@ def test_a_rerun_reads_no_finished_input_at_launch(tmp_path):
     would be other prompts."""
     from test_launch_reads import _COUNTING
 
-    folder = tmp_path / "in"
-    folder.mkdir()
+    folder, run, args = _answered_once(tmp_path, "rerun=none")
     path = folder / "a.txt"
-    path.write_text("".join(f"{line}\n" for line in LONG[:3]))
-    run = tmp_path / "run"
-    args = [f"input.path={folder}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", "rerun=none", *NO_ENGINE]
-    assert run_runner(args).returncode == 0
     stat = path.stat()
     path.write_bytes(b"x" * stat.st_size)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
@@ -215,12 +222,7 @@ def test_a_finished_input_of_another_epoch_is_read_at_launch(tmp_path):
     mode.on_too_long=error, as in any launch that answers them."""
     from omegaconf import OmegaConf
 
-    folder = tmp_path / "in"
-    folder.mkdir()
-    (folder / "a.txt").write_text("".join(f"{line}\n" for line in LONG[:3]))
-    run = tmp_path / "run"
-    args = [f"input.path={folder}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", "rerun=none", *NO_ENGINE]
-    assert run_runner(args).returncode == 0
+    folder, run, args = _answered_once(tmp_path, "rerun=none")
     job = OmegaConf.load(run / "job.yaml")
     job.rerun_epoch = "a-cancelled-rerun-all"
     OmegaConf.save(job, run / "job.yaml")
@@ -231,12 +233,7 @@ def test_a_finished_input_of_another_epoch_is_read_at_launch(tmp_path):
 def test_rerun_changed_answers_error_lines_again_as_rerun_errors_does(tmp_path):
     """rerun=changed does what rerun=errors does (and answers a changed input again): its ERROR records are
     answered again. They were kept as final, with no word of it."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    (folder / "a.txt").write_text("".join(f"{line}\n" for line in LONG[:3]))
-    run = tmp_path / "run"
-    args = [f"input.path={folder}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", *NO_ENGINE]
-    assert run_runner(args).returncode == 0  # every line too long: 3 ERROR records
+    folder, run, args = _answered_once(tmp_path)  # every line too long: 3 ERROR records
     proc = run_runner([*args, "rerun=changed"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _answered(run, 2) == 3 and len(read_jsonl(run / "out" / "a.txt.jsonl")) == 3
@@ -247,12 +244,7 @@ def test_rerun_changed_answers_error_lines_again_as_rerun_errors_does(tmp_path):
 def test_a_spoiled_sidecar_is_one_line_naming_it_not_a_traceback(tmp_path):
     """A sidecar spoiled by hand or by a broken disk (it is written atomically): the launch stops with exit 2 and
     one line naming the file and the way out; nothing is answered again."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    (folder / "a.txt").write_text("".join(f"{line}\n" for line in LONG[:3]))
-    run = tmp_path / "run"
-    args = [f"input.path={folder}", f"hydra.run.dir={run}", "cluster.ranks_per_node=2", "rerun=none", *NO_ENGINE]
-    assert run_runner(args).returncode == 0
+    folder, run, args = _answered_once(tmp_path, "rerun=none")
     sidecar = run / "out" / "a.txt.fp.json"
     sidecar.write_text("{spoiled")
     proc = run_runner(args)
