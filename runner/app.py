@@ -8,7 +8,7 @@ from typing import Tuple
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, job, launch_pass, models, outputs, plan, preflight, readers, rerun, run_lock, vllm_names
+from runner import engine, job, launch_pass, limits, models, outputs, plan, preflight, readers, rerun, run_lock, vllm_names
 from launchers.base import launcher_of
 from runner.errors import ConfigError
 from runner.mode import mode_of
@@ -54,14 +54,13 @@ def resolve(cfg: DictConfig) -> Tuple[DictConfig, launch_pass.Inputs]:
     the launch's one pass over the inputs found (the pre-flight report of the lines too long for the model, the
     spread index of each file)."""
     check_missing(cfg)
+    limits.check(cfg)  # on the typed config: the copy below no longer knows the schemas
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     launcher_of(cfg), staging_of(cfg)  # a class that cannot be built fails before anything is made
     # absolute (the workers' working directory is not this one's), a glob's wildcards kept
     cfg.input.path = os.path.abspath(os.path.expanduser(cfg.input.path))
     mode, reader = mode_of(cfg), readers.reader_of(cfg)
     mode.resolve()
-    if cfg.nodes < 1 or cfg.cluster.ranks_per_node < 1:
-        raise ConfigError(f"nodes={cfg.nodes}, cluster.ranks_per_node={cfg.cluster.ranks_per_node}: both must be >= 1")
     check_vllm_names(cfg)  # before the mode reads engine values (the layout's tensor_parallel_size)
     files = mode.input_files()
     mode.check(files)

@@ -14,6 +14,19 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
+def at_least(low: int, default=None, factory=None):
+    """A field whose value (each entry, for a list) must be >= low; every other number of these schemas must be
+    >= 0 (runner/limits.py checks them at launch)."""
+    return (field(default_factory=factory, metadata={"min": low}) if factory
+            else field(default=default, metadata={"min": low}))
+
+
+def above_zero(default: float):
+    """A field whose value must be > 0: a period or a timeout that 0 would make a busy loop or an instant failure."""
+    return field(default=default, metadata={"above": 0})
+
+
+
 class Accelerator(Enum):
     cpu = "cpu"
     nvidia = "nvidia"
@@ -89,7 +102,7 @@ class ModeConfig:
     # text: a record that brings its own messages or prompt, e.g. openai_batch, says which itself)
     prompt_style: PromptStyle = PromptStyle.chat
     # seconds between progress lines in the rank's or host's log
-    progress_every_s: float = 30.0
+    progress_every_s: float = above_zero(30.0)
     # seconds kept free at the end of the walltime: no new line is started after that (flushing, archiving)
     walltime_margin_s: float = 120.0
     # lines whose prompt tokens + sampling.max_tokens exceed the model's max_model_len (found by tokenizing every
@@ -112,12 +125,12 @@ class PerTileConfig(ModeConfig):
     assign: Assign = Assign.spread
     # requests kept in the engine at once; each answer is checkpointed as it finishes and the engine is
     # topped up from the file when half have finished (keep it well above vLLM's max_num_seqs)
-    max_in_flight: int = 4096
+    max_in_flight: int = at_least(1, 4096)
     # seconds between fsyncs of the checkpoint (answers are flushed to the OS as they finish)
     sync_every_s: float = 5.0
     # seconds the nodes of an engine across nodes may take to form its Ray cluster (the head's node up, then
     # every other node joined)
-    ray_start_timeout_s: float = 300.0
+    ray_start_timeout_s: float = above_zero(300.0)
 
 
 @dataclass
@@ -130,23 +143,23 @@ class ServerPerNodeConfig(ModeConfig):
     # requests in flight per server (a host runs one per engine of its layout: concurrency x engines in all): at
     # least vLLM's max_num_seqs (1024 on an 80 GB GPU), or its batch runs underfull; more only wait in the
     # server's queue (H100, Llama-3.1-8B shape: 1.12x raw vLLM offline at 1024, benchmarks/results)
-    concurrency: int = 1024
+    concurrency: int = at_least(1, 1024)
     # attempts after the first failed one, per request
     retries: int = 3
     # seconds before the first retry; doubles each time
     retry_backoff_s: float = 1.0
     # seconds one request may take
-    request_timeout_s: float = 900.0
+    request_timeout_s: float = above_zero(900.0)
     # first port a host's first server tries (its server j: port + j; under launcher=local, host i's:
     # port + i x servers + j), then the next free one up; 0: any free port the OS picks. A port is used only
     # once it binds, and only a server that knows this run's key counts
-    port: int = 8000
+    port: int = field(default=8000, metadata={"max": 65535})
     # seconds the server may take to answer /health after start
-    start_timeout_s: float = 900.0
+    start_timeout_s: float = above_zero(900.0)
     # seconds between health checks while serving
-    health_interval_s: float = 10.0
+    health_interval_s: float = above_zero(10.0)
     # failed health checks in a row before the server is restarted
-    health_failures: int = 3
+    health_failures: int = at_least(1, 3)
     # seconds a server may hold requests while its engine generates no token (vLLM's /metrics counters stand
     # still) before it counts as hung and is restarted, its requests sent to the host's other servers: a hung
     # engine core (a stuck GPU, a stopped process) still answers /health; 0: never
@@ -237,7 +250,7 @@ class ParquetInputConfig(TemplatedInputConfig):
     name: str = "parquet"
     template: str = "{prompt}"
     # rows decoded at once (pyarrow record batches inside a row group): bounds a reader's memory
-    batch_rows: int = 4096
+    batch_rows: int = at_least(1, 4096)
 
 
 @dataclass
@@ -252,7 +265,7 @@ class OutputConfig:
     # record's keys)
     parquet: bool = False
     # records per Parquet row group: what is held in memory while it is written
-    parquet_rows: int = 65536
+    parquet_rows: int = at_least(1, 65536)
 
 
 @dataclass
@@ -310,7 +323,7 @@ class SlurmLauncherConfig(LauncherConfig):
     # --account; empty: none
     account: str = ""
     # CPUs per task (--cpus-per-task)
-    cpus_per_task: int = 1
+    cpus_per_task: int = at_least(1, 1)
     # memory per node in GB (--mem); 0: the cluster's default
     mem_gb: int = 0
     # shell lines run before the job's steps, e.g. module loads
@@ -347,7 +360,7 @@ class MpiBcastStagingConfig(StagingConfig):
     # node-local folder the weights are copied into, e.g. /tmp or /dev/shm
     target_dir: str = "/tmp/runner-models"
     # MiB per MPI broadcast
-    chunk_mib: int = 1024
+    chunk_mib: int = at_least(1, 1024)
 
 
 @dataclass
@@ -359,19 +372,19 @@ class ClusterConfig:
     # GPUs per node
     gpus_per_node: int = 0
     # tiles (stacks) per GPU; 1 on NVIDIA. A node's devices are gpus_per_node x tiles_per_gpu (runner/layout.py)
-    tiles_per_gpu: int = 1
+    tiles_per_gpu: int = at_least(1, 1)
     # CPU slots per node when there is no GPU (accelerator=cpu or gpus_per_node=0): the devices engines are laid
     # out on (local slots per machine under launcher=local); GPU clusters count gpus_per_node x tiles_per_gpu
-    ranks_per_node: int = 1
+    ranks_per_node: int = at_least(1, 1)
     # devices of each engine on a node, for mixed layouts (e.g. [8, 4]: a TP 8 engine on tiles 0-7 beside a TP 4
     # engine on tiles 8-11); each entry's tensor_parallel_size is entry / pipeline_parallel_size. Empty: as many
     # engines of tensor_parallel_size x pipeline_parallel_size devices as the node holds
-    engines: List[int] = field(default_factory=list)
+    engines: List[int] = at_least(1, factory=list)
     # CPU sockets per node and physical cores per socket (numbered socket by socket, as on Aurora: socket 1 from
     # core 52), and the first cores of each socket left to the OS; with them each rank of a node is bound to its
     # own block of cores (mpiexec --cpu-bind list:..., srun --cpu-bind=mask_cpu:...; a server_per_node host binds
     # each of its servers): runner/cpu_bind.py. cores_per_socket 0: no binding
-    sockets_per_node: int = 1
+    sockets_per_node: int = at_least(1, 1)
     cores_per_socket: int = 0
     reserved_cores_per_socket: int = 0
     # vLLM engine arguments for this machine; they override the model's
@@ -396,7 +409,7 @@ class RunnerConfig:
     staging: StagingConfig = MISSING
     cluster: ClusterConfig = MISSING
     # nodes of the allocation (hosts under launcher=local)
-    nodes: int = 1
+    nodes: int = at_least(1, 1)
     # run directory name under outputs/; rerunning with the same name resumes
     run_name: str = MISSING
     # vllm.SamplingParams arguments, with vLLM's own names

@@ -1,5 +1,7 @@
 """Bad input gives a clear message and a non-zero exit, before any rank starts."""
 
+import pytest
+
 from helpers.cli import run_runner
 from helpers.inputs import write_inputs
 
@@ -51,6 +53,14 @@ def _refused(tmp_path, *overrides, inputs=None):
     assert "Traceback" not in proc.stderr and "ConfigError: " in proc.stderr
     assert not run.exists(), sorted(p.name for p in run.iterdir())
     return [line for line in proc.stderr.splitlines() if "ConfigError: " in line][0]
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["mode=server_per_node", "mode.stall_s=-5"], "mode.stall_s=-5.0"),  # would restart every busy server at once
+    (["nodes=0"], "nodes=0"),
+])
+def test_a_number_out_of_its_range_is_refused_before_anything_starts(tmp_path, overrides, key):
+    assert f"{key} is out of range" in _refused(tmp_path, *overrides)
 
 
 def test_a_sampling_value_vllm_refuses_is_named_at_compose_time(tmp_path):
