@@ -56,7 +56,7 @@ def _refused(tmp_path, *overrides, inputs=None):
 
 
 @pytest.mark.parametrize("overrides, key", [
-    (["mode=server_per_node", "mode.stall_s=-5"], "mode.stall_s=-5.0"),  # would restart every busy server at once
+    (["mode=server_per_node", "mode.stall_s=-5"], "mode.stall_s=-5.0"),  # a server hung after one quiet health check
     (["nodes=0"], "nodes=0"),
 ])
 def test_a_number_out_of_its_range_is_refused_before_anything_starts(tmp_path, overrides, key):
