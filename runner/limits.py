@@ -2,8 +2,8 @@
 
 Seconds, counts, sizes and ports are never negative; a field of runner/schema.py that needs more says so in its
 metadata (schema.at_least, schema.above_zero, a "max"). OmegaConf checks only types, and a wrong sign does harm
-far from where it was typed: a negative mode.stall_s counts a server hung after one health check without a new token, a negative
-health_interval_s polls /health in a busy loop, a zero max_in_flight never submits a line.
+far from where it was typed: a negative mode.stall_s counts a server hung after one health check without a new
+token, a negative health_interval_s polls /health in a busy loop, a zero max_in_flight never submits a line.
 """
 
 import math
