@@ -8,7 +8,8 @@ from typing import Tuple
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import engine, job, launch_pass, limits, models, outputs, plan, preflight, readers, rerun, run_lock, vllm_names
+from runner import (engine, job, launch_pass, limits, models, outputs, plan, preflight, readers, rerun, run_lock,
+                    vllm_names)
 from launchers.base import launcher_of
 from runner.errors import ConfigError
 from runner.mode import mode_of

@@ -74,7 +74,8 @@ def test_pbs_without_queue_and_account_is_missing_both_values():
 
 
 def _numeric_keys():
-    """(option override, dotted key, is a list, int or float) of every int and float field of every schema the config is built of."""
+    """(option override, dotted key, is a list, int or float) of every number field of every schema of the
+    config."""
     plain = {"": schema.RunnerConfig, "cluster.": schema.ClusterConfig, "output.": schema.OutputConfig}
     typed = [(f"{group}={name}", f"{group}.", cls) for group in schema.GROUP_BASES
              for name, cls in schema.options_of(group).items()]
