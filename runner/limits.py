@@ -16,10 +16,20 @@ from runner.errors import ConfigError
 
 
 def check(cfg: DictConfig) -> None:
-    """Refuse the first number out of its range, naming the key and the range."""
-    found = problems(cfg)
-    if found:
+    """Refuse the first number out of its range, naming the key and the range, then a walltime too short."""
+    found = problems(cfg) + [_walltime_problem(cfg)]
+    if found[0]:
         raise ConfigError(found[0])
+
+
+def _walltime_problem(cfg: DictConfig) -> str:
+    """A walltime no longer than the margin kept free at its end: every rank would stop before its first line,
+    an allocation of every node spent on engine starts."""
+    minutes, margin = cfg.launcher.walltime_min, cfg.mode.walltime_margin_s
+    if minutes <= 0 or minutes * 60 > margin:
+        return ""
+    return (f"launcher.walltime_min={minutes} leaves no time to answer: mode.walltime_margin_s={margin} of its "
+            f"{minutes * 60} s are kept free at the end; raise launcher.walltime_min or lower mode.walltime_margin_s")
 
 
 def problems(node: DictConfig, where: str = "") -> List[str]:

@@ -294,6 +294,8 @@ class PbsLauncherConfig(LauncherConfig):
 
     _target_: str = "launchers.pbs.PbsLauncher"
     name: str = "pbs"
+    # minutes of the job's walltime (-l walltime=): PBS has no "no limit"
+    walltime_min: int = at_least(1, 60)
     # PBS queue (-q)
     queue: str = MISSING
     # PBS project (-A)

@@ -10,6 +10,7 @@ from omegaconf.errors import ConfigAttributeError, MissingMandatoryValue, Valida
 
 from helpers.compose import CONF, compose_config
 from runner import limits, schema
+from runner.errors import ConfigError
 
 GROUPS = ["mode", "input", "model", "launcher", "staging", "cluster"]
 REQUIRED = {"launcher=pbs": ["launcher.queue=q", "launcher.account=a"],
@@ -114,3 +115,14 @@ def test_zero_where_zero_has_a_meaning_is_accepted():
     cfg = compose_config("mode=server_per_node", "mode.stall_s=0", "mode.port=0", "mode.claim_stale_after_s=0",
                          "mode.retries=0", "cluster.cores_per_socket=0", "plan_tokens_per_s=0")
     assert limits.problems(cfg) == []
+
+
+def test_a_walltime_no_longer_than_its_margin_is_refused_and_a_longer_one_is_not():
+    short = compose_config("launcher.walltime_min=2", "mode.walltime_margin_s=120")
+    with pytest.raises(ConfigError) as err:
+        limits.check(short)
+    assert str(err.value).startswith("launcher.walltime_min=2 leaves no time to answer")
+    limits.check(compose_config("launcher.walltime_min=3", "mode.walltime_margin_s=120"))
+    limits.check(compose_config("launcher.walltime_min=0"))  # local: no walltime
+    assert limits.problems(compose_config("launcher=pbs", *REQUIRED["launcher=pbs"], "launcher.walltime_min=0")) == [
+        "launcher.walltime_min=0 is out of range: give launcher.walltime_min a number >= 1"]
