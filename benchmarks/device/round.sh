@@ -2,8 +2,9 @@
 # On the GPU machine: one benchmark call, with two samplers beside it every second: the GPU's utilisation, SM
 # clock, temperature and power (a round that lags can then be told from a throttled GPU), and the host's CPU
 # counters from /proc/stat (steal time shows a neighbour on a shared host; busy time, how loaded the host was).
-# After it, each leg log's start-up lines (import, weights, torch.compile, graph capture, API server) go to one
-# file, so a slow engine start can be told apart without the logs. The results file is appended to: the copy in
+# After it, each leg log's start-up lines (import, weights, torch.compile, graph capture, API server, the engine's
+# whole resolved config) go to one file, so a slow engine start or a leg's other engine can be told apart without
+# the logs. The results file is appended to: the copy in
 # benchmarks/results/ (brought back by the last call), or the machine's own if it has more legs, is its start;
 # $OUT/FILE gets every leg.
 #   usage: bash benchmarks/device/round.sh FILE BENCH_ARGS...   (after install_on_device.sh)
@@ -34,6 +35,6 @@ rc=$?
 [ -f "$OUT/$file" ] && cp "$OUT/$file" "$kept"
 kill $smi $cpu
 find /tmp/bench -name '*.log' -newer /tmp/round-start -print0 | xargs -0 -r grep -H -E \
-  'Loading weights took|Model loading took|torch.compile takes|Compil(ing|ation) .* took|Graph capturing finished|init engine|Starting vLLM API server|Application startup complete|Available KV cache|Dynamo bytecode transform|cache directory|Directly load the compiled|non-default args|version [0-9]' \
+  'Loading weights took|Model loading took|torch.compile takes|Compil(ing|ation) .* took|Graph capturing finished|init engine|Starting vLLM API server|Application startup complete|Available KV cache|Dynamo bytecode transform|cache directory|Directly load the compiled|non-default args|version [0-9]|with config: |[Aa]sync.* sched' \
   > "$OUT/start-$stem.txt" 2>/dev/null
 exit $rc
