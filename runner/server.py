@@ -73,14 +73,16 @@ _TOKEN_COUNTERS = re.compile(r"^vllm:(?:prompt|generation)_tokens_total(?:\{[^}]
 
 def free_port(first: int, host: str) -> int:
     """A port that binds on `host` now: the OS's pick for first=0, else the first free one from `first` on."""
-    for port in [0] if first == 0 else range(first, first + 200):
+    last = min(first + 199, 65535)  # a host's or server's offset can carry mode.port past the last port
+    for port in [0] if first == 0 else range(first, last + 1):
         with socket.socket() as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
             return sock.getsockname()[1]
-    raise JobFailedError(f"no free port in {first}-{first + 199} on {host}; set mode.port=0 to take any free port")
+    tried = f"in {first}-{last}" if first <= last else f"from {first} (past 65535)"
+    raise JobFailedError(f"no free port {tried} on {host}; set mode.port lower, or 0 to take any free port")
 
 
 class VllmServer:

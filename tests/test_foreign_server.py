@@ -3,11 +3,13 @@
 import asyncio
 import socket
 
+import pytest
 from omegaconf import OmegaConf
 
 from helpers.foreign import serve_foreign
 
 from runner.client import FileClient, FileResult, Supervisor
+from runner.errors import JobFailedError
 from runner.readers import Entry, Request
 from runner.record_log import RecordLog
 from runner.schema import ServerPerNodeConfig
@@ -34,6 +36,17 @@ def test_a_port_that_answers_health_is_foreign_and_is_never_picked(tmp_path):
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
     assert _server_on(closed, tmp_path).probe() == "down"
+
+
+def test_a_first_port_near_or_past_the_last_one_is_refused_in_one_line_not_overflowed():
+    """A host's or server's offset (mode.port + i x servers + j) can pass 65535: bind() then raised OverflowError,
+    which no caller expects."""
+    with pytest.raises(JobFailedError, match="past 65535"):
+        free_port(65536, "127.0.0.1")
+    try:
+        assert 65530 <= free_port(65530, "127.0.0.1") <= 65535
+    except JobFailedError as e:  # all six taken by other processes of this machine
+        assert "in 65530-65535" in str(e)
 
 
 def test_a_foreign_answer_mid_run_stops_the_host_naming_the_port_and_records_nothing(tmp_path):
