@@ -46,6 +46,10 @@ class Launcher(ABC):
     def dry_run_hint(self, script: Path) -> str:
         return ""
 
+    def problem(self) -> str:
+        """Why this launcher cannot run the job as configured ("" when it can), checked before anything is made."""
+        return ""
+
     @staticmethod
     def record_job(run: RunDir, scheduler: str, job_id: str, lock: Optional[RunLock]) -> None:
         """Write <scheduler>_job_id into the run and hand the run's lock to the queued job (a second launch asks

@@ -16,6 +16,7 @@ from launchers.base import Launcher
 from launchers.steps import Step, job_steps
 from runner.errors import JobFailedError
 from runner.job import RunDir, run_dir_of
+from runner.layout import layout_of
 from runner.procs import die_with_parent
 from runner.topology import NODE_IP_VAR
 from runner.summary import describe, summarize
@@ -65,6 +66,15 @@ class LocalLauncher(Launcher):
 
     def render(self, job_file: Path) -> str:
         return render_script(self.cfg, job_file)
+
+    def problem(self) -> str:
+        cfg = self.cfg
+        engines = layout_of(cfg).engines_in_job(cfg.nodes)
+        if engines <= cfg.launcher.max_engines:
+            return ""
+        return (f"launcher=local would start {engines} vLLM engines on this machine (nodes={cfg.nodes}), more than "
+                f"launcher.max_engines={cfg.launcher.max_engines}: for a cluster pick launcher=pbs or "
+                "launcher=slurm; to run them all here, raise launcher.max_engines")
 
     def start(self, job_file: Path, run: RunDir, lock=None) -> None:
         """Run every step here; `lock` (the run's, held by this process for the whole run) needs nothing more."""

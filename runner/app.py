@@ -65,6 +65,9 @@ def resolve(cfg: DictConfig) -> Tuple[DictConfig, launch_pass.Inputs]:
     check_vllm_names(cfg)  # before the mode reads engine values (the layout's tensor_parallel_size)
     files = mode.input_files()
     mode.check(files)
+    problem = launcher_of(cfg).problem()  # after the layout's own checks (its count of engines)
+    if problem:
+        raise ConfigError(problem)
     cfg.output.format = outputs.format_of(cfg).name  # job.yaml names what is written (`auto` resolved)
     outputs.check(cfg)
     cfg.engine = engine.engine_args(cfg)  # job.yaml shows the engine arguments as vLLM receives them

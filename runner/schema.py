@@ -286,6 +286,9 @@ class LocalLauncherConfig(LauncherConfig):
     _target_: str = "launchers.local.LocalLauncher"
     name: str = "local"
     walltime_min: int = 0
+    # vLLM engines the job may start on this machine (a rank's or a server's each): nodes=2048 meant for a
+    # cluster launcher would otherwise start thousands here
+    max_engines: int = at_least(1, 64)
 
 
 @dataclass

@@ -63,6 +63,15 @@ def test_a_number_out_of_its_range_is_refused_before_anything_starts(tmp_path, o
     assert f"{key} is out of range" in _refused(tmp_path, *overrides)
 
 
+def test_a_local_job_of_more_engines_than_the_machine_should_hold_is_refused(tmp_path):
+    """nodes=33 meant for a cluster: 66 engines (2 per local node) would start on this machine."""
+    assert "launcher=local would start 66 vLLM engines" in _refused(tmp_path, "nodes=33")
+    inputs = write_inputs(tmp_path / "in2", {"0.in": ["a"]})
+    allowed = run_runner([f"input.path={inputs}", "nodes=33", "launcher.max_engines=66", "plan=true",
+                          f"hydra.run.dir={tmp_path / 'run2'}"])
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+
+
 def test_a_sampling_value_vllm_refuses_is_named_at_compose_time(tmp_path):
     message = _refused(tmp_path, "sampling.max_tokens=-5")
     assert "sampling.max_tokens is refused by vLLM's SamplingParams: max_tokens must be at least 1" in message

@@ -117,12 +117,12 @@ def test_zero_where_zero_has_a_meaning_is_accepted():
     assert limits.problems(cfg) == []
 
 
-def test_a_walltime_no_longer_than_its_margin_is_refused_and_a_longer_one_is_not():
-    short = compose_config("launcher.walltime_min=2", "mode.walltime_margin_s=120")
+def test_a_walltime_shorter_than_its_margin_is_refused_and_one_as_long_is_not():
+    short = compose_config("launcher.walltime_min=1", "mode.walltime_margin_s=120")
     with pytest.raises(ConfigError) as err:
         limits.check(short)
-    assert str(err.value).startswith("launcher.walltime_min=2 leaves no time to answer")
-    limits.check(compose_config("launcher.walltime_min=3", "mode.walltime_margin_s=120"))
+    assert str(err.value).startswith("launcher.walltime_min=1 leaves no time to answer")
+    limits.check(compose_config("launcher.walltime_min=2", "mode.walltime_margin_s=120"))
     limits.check(compose_config("launcher.walltime_min=0"))  # local: no walltime
     assert limits.problems(compose_config("launcher=pbs", *REQUIRED["launcher=pbs"], "launcher.walltime_min=0")) == [
         "launcher.walltime_min=0 is out of range: give launcher.walltime_min a number >= 1"]

@@ -179,14 +179,14 @@ class LauncherSuite:
         assert lock_holder(real_run.run) is None
 
     def test_the_walltime_deadline_reaches_the_workers(self, tmp_path):
-        """A 3-minute walltime with a margin half a second shorter (a walltime no longer than its margin is
-        refused at launch): by the time a rank has started, less than the margin is left, so it starts no engine,
-        answers nothing, and the job fails (a rerun resumes); the lock is released all the same."""
+        """A 2-minute walltime with a 2-minute margin (a shorter walltime is refused at launch): once a rank has
+        started, less than the margin is left, so it starts no engine, answers nothing, and the job fails (a
+        rerun resumes); the lock is released all the same."""
         if self.skip_reason():
             pytest.skip(self.skip_reason())
         inputs, run = write_inputs(tmp_path / "in", {"0.in": ["Say yes."]}), tmp_path / "run"
-        args = self.args(tmp_path, inputs, run, "cluster.ranks_per_node=1", "launcher.walltime_min=3",
-                         "mode.walltime_margin_s=179.5")
+        args = self.args(tmp_path, inputs, run, "cluster.ranks_per_node=1", "launcher.walltime_min=2",
+                         "mode.walltime_margin_s=120")
         job = self.start(args, tmp_path, self.env(tmp_path))
         assert job.wait() != 0
         stats = json.loads((run / "stats" / "rank0.json").read_text())
