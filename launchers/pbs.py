@@ -3,6 +3,7 @@
 import logging
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,12 @@ class PbsLauncher(Launcher):
 
     def dry_run_hint(self, script: Path) -> str:
         return f" (submit it with: qsub {shlex.quote(str(script))})"
+
+    def problem(self) -> str:
+        qsub = self.cfg.launcher.qsub
+        if self.cfg.dry_run or shutil.which(qsub):
+            return ""
+        return f"launcher.qsub={qsub} is not found here: launch from a PBS login node, or set launcher.qsub=PATH"
 
     def start(self, job_file: Path, run: RunDir, lock: Optional[RunLock] = None) -> None:
         script = run.script(self.script_name)

@@ -6,6 +6,7 @@ job's MPI world through Slurm's PMI (srun --mpi=pmi2), while the task process it
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 
 from launchers.base import Launcher
 from runner import cpu_bind
-from runner.errors import JobFailedError
+from runner.errors import JobFailedError, SubmissionError
 from runner.job import RunDir, load, run_dir_of
 from runner.mode import mode_of
 from runner.staging import staging_of
@@ -46,7 +47,11 @@ def run_task(job_file: str) -> str:
 def executor_for(cfg: DictConfig, folder: Path):
     import submitit
 
-    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    try:
+        executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    except RuntimeError as e:  # submitit finds no srun on PATH
+        raise SubmissionError(f"launcher=slurm needs Slurm's commands here ({e}): launch from a Slurm login node, "
+                              "or put srun and sbatch on PATH") from None
     launcher = cfg.launcher
     params = dict(
         name=f"runner-{cfg.run_name}",
@@ -74,8 +79,25 @@ def _cpu_bind(cfg: DictConfig) -> List[str]:
     return [f"--cpu-bind={cpu_bind.srun_masks(blocks)}"]
 
 
+def _submit(executor, job_file: Path):
+    """The submitted job; sbatch's refusal (a wrong partition, account or option) as one line."""
+    from submitit.core.utils import FailedJobError
+
+    try:
+        return executor.submit(run_task, str(job_file))
+    except FailedJobError as e:  # sbatch's own words, e.g. "invalid partition specified: gpu"
+        said = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise SubmissionError(f"sbatch refused the job: {said}; fix the launcher value it names (launcher.partition, "
+                              "launcher.account, launcher.additional_parameters, ...) and launch again") from None
+
+
 class SlurmLauncher(Launcher):
     script_name = "job.sbatch"
+
+    def problem(self) -> str:
+        if self.cfg.dry_run or shutil.which("sbatch"):
+            return ""
+        return "launcher=slurm needs sbatch, which is not on PATH here: launch from a Slurm login node"
 
     def render(self, job_file: Path) -> str:
         """The sbatch script submitit would submit, rendered by submitit's own hook; no job is created."""
@@ -85,7 +107,7 @@ class SlurmLauncher(Launcher):
     def start(self, job_file: Path, run: RunDir, lock: Optional[RunLock] = None) -> None:
         cfg = self.cfg
         executor = executor_for(cfg, run.slurm_folder)
-        job = executor.submit(run_task, str(job_file))
+        job = _submit(executor, job_file)
         self.record_job(run, "slurm", str(job.job_id), lock)
         log.info("submitted Slurm job %s (logs in %s)", job.job_id, executor.folder)
         if cfg.launcher.wait:

@@ -72,6 +72,17 @@ def test_a_local_job_of_more_engines_than_the_machine_should_hold_is_refused(tmp
     assert allowed.returncode == 0, allowed.stderr[-2000:]
 
 
+def test_a_scheduler_command_missing_here_is_named_before_a_run_directory_is_made(tmp_path):
+    message = _refused(tmp_path, "launcher=pbs", "launcher.queue=q", "launcher.account=a", "launcher.qsub=/no/qsub")
+    assert "launcher.qsub=/no/qsub is not found here" in message
+    inputs, run = write_inputs(tmp_path / "in2", {"0.in": ["a"]}), tmp_path / "run2"
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    proc = run_runner(["launcher=slurm", f"input.path={inputs}", f"hydra.run.dir={run}"], env={"PATH": str(empty)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "launcher=slurm needs sbatch, which is not on PATH here" in proc.stderr and not run.exists()
+
+
 def test_a_sampling_value_vllm_refuses_is_named_at_compose_time(tmp_path):
     message = _refused(tmp_path, "sampling.max_tokens=-5")
     assert "sampling.max_tokens is refused by vLLM's SamplingParams: max_tokens must be at least 1" in message

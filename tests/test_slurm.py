@@ -9,7 +9,7 @@ import pytest
 
 from helpers.cli import run_runner, start_runner
 from helpers.inputs import read_jsonl, write_inputs
-from helpers.launcher_suite import Job, LauncherSuite
+from helpers.launcher_suite import Job, LauncherSuite, lock_holder
 from helpers.processes import run_processes
 
 
@@ -29,6 +29,20 @@ def test_dry_run_writes_the_sbatch_script_submitit_would_submit(tmp_path):
 
 
 NO_SLURM = "needs Slurm: run the tests through scripts/test.sh" if shutil.which("sbatch") is None else ""
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(bool(NO_SLURM), reason=NO_SLURM)
+def test_a_job_sbatch_refuses_is_one_line_and_leaves_the_run_free(tmp_path):
+    """A wrong sbatch option (or partition, or account) was a submitit traceback."""
+    inputs, run = write_inputs(tmp_path / "in", {"0.in": ["x"]}), tmp_path / "run"
+    args = ["launcher=slurm", f"input.path={inputs}", f"hydra.run.dir={run}"]
+    proc = run_runner([*args, "+launcher.additional_parameters.no_such_option=1"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "SubmissionError: sbatch refused the job: " in proc.stderr and "--no-such-option=1" in proc.stderr
+    assert not (run / "slurm_job_id").exists() and lock_holder(run) is None
+    again = run_runner([*args, "dry_run=true"])  # the run is not held by the refused launch
+    assert again.returncode == 0, again.stderr[-3000:]
 
 
 @pytest.mark.slurm
