@@ -24,11 +24,21 @@ class BadText(ValueError):
     """An input file that cannot be read as lines of UTF-8 text (one line naming it and the fix)."""
 
 
+# how a compressed file begins (genomics data often comes gzipped): named, so the fix is plain
+_COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip"), b"\x28\xb5\x2f\xfd": ("zstd", "unzstd"), b"BZh": ("bzip2", "bunzip2"),
+               b"\xfd7zXZ\x00": ("xz", "unxz")}
+
+
 class NotUtf8(BadText):
     """A line of an input file that is not UTF-8."""
 
-    def __init__(self, path: Path, number: int, error: UnicodeDecodeError):
-        super().__init__(f"{path}: line {number} is not UTF-8 ({error.reason} at byte {error.start + 1} of the line)")
+    def __init__(self, path: Path, number: int, error: UnicodeDecodeError, raw: bytes = b""):
+        packed = next((how for magic, how in _COMPRESSED.items() if number == 1 and raw.startswith(magic)), None)
+        if packed:
+            super().__init__(f"{path} is {packed[0]}-compressed; decompress it first ({packed[1]} -k {path.name})")
+        else:
+            super().__init__(f"{path}: line {number} is not UTF-8 ({error.reason} at byte {error.start + 1} of the "
+                             "line)")
 
 
 class CrOnly(BadText):
@@ -55,7 +65,7 @@ def _iter_lines(path: Path, scanner=None, start: int = 1, stop: Optional[int] = 
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:
-                raise NotUtf8(path, number, e) from None
+                raise NotUtf8(path, number, e, raw) from None
             # a byte-order mark (spreadsheet exports) is no part of the text; one starts a line in the middle of
             # files concatenated from such exports (`cat a.tsv b.tsv`), where it would be part of an id or a prompt
             text = text.removeprefix("\ufeff")

@@ -44,3 +44,20 @@ def test_a_bad_byte_is_reported_at_its_own_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         validate([path])
     assert "0.in: line 5 is not UTF-8" in str(err.value) and "byte 1 of the line" in str(err.value)
+
+
+def test_a_compressed_input_is_named_as_such_with_the_command_that_opens_it(tmp_path):
+    """Genomics data often comes gzipped: 'line 1 is not UTF-8' did not say why."""
+    import bz2
+    import gzip
+    import lzma
+
+    text = "".join(f"gene {i} of a bacterium\n" for i in range(200)).encode()
+    for name, data in (("a.tsv.gz", gzip.compress(text)), ("b.tsv.bz2", bz2.compress(text)),
+                       ("c.tsv.xz", lzma.compress(text))):
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(ConfigError) as err:
+        validate(sorted(tmp_path.iterdir()))
+    message = str(err.value)
+    assert "a.tsv.gz is gzip-compressed; decompress it first (gunzip -k a.tsv.gz)" in message
+    assert "b.tsv.bz2 is bzip2-compressed" in message and "c.tsv.xz is xz-compressed" in message
