@@ -4,7 +4,7 @@
 
 import logging
 import time
-from typing import Callable, List
+from typing import Callable, Iterable, List, Optional
 
 from omegaconf import OmegaConf
 
@@ -16,11 +16,13 @@ from runner.walltime import near_end
 log = logging.getLogger(__name__)
 
 
-def answer_all(cfg, rank, todo, write: Callable[[list], List[dict]], model_path, stats: WorkerStats,
-               tally: Tally) -> None:
-    """Answer the lines with one engine; `write` gets each step's finished (line, answer) pairs and returns the
-    records it appended (counted in the tally)."""
+def answer_all(cfg, rank, todo: Iterable, write: Callable[[list], List[dict]], model_path, stats: WorkerStats,
+               tally: Tally, expected: Optional[int] = None) -> None:
+    """Answer the lines with one engine (`todo` may be a stream, read as the engine takes lines); `write` gets
+    each step's finished (line, answer) pairs and returns the records it appended (counted in the tally).
+    `expected`: the lines to answer, for the progress lines (len(todo) if not given)."""
     margin = cfg.mode.walltime_margin_s
+    expected = len(todo) if expected is None else expected
 
     def may_add() -> bool:
         return not near_end(margin)
@@ -41,7 +43,7 @@ def answer_all(cfg, rank, todo, write: Callable[[list], List[dict]], model_path,
                 tally.count(record)
             if got - last_report >= every:
                 last_report = got
-                log.info("rank %d: %s", rank, tally.progress(len(todo), got - t1))
+                log.info("rank %d: %s", rank, tally.progress(expected, got - t1))
             record_s += time.monotonic() - got
     finally:
         # record_s: the part of generate_s the rank spent on its own work between engine steps (records,

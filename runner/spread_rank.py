@@ -2,7 +2,9 @@
 
 Each item is a line range of one input file, read from its byte offset on (the rank never reads the rest of the
 file), answered into its own ledger out/parts/<input>.<start>-<stop>.log.jsonl. All the rank's items feed one
-engine, so its batch stays full across their ends. An item whose every line has a record is written out sorted
+engine, so its batch stays full across their ends. The lines are read as the engine takes them (the engine
+starts before the share is read, and a share of millions of lines is not held: only the lines in flight and 8
+bytes per line read). An item whose every line has a record is written out sorted
 (out/parts/<input>.<start>-<stop>.jsonl, .errors.jsonl when it holds an ERROR record); the job's summary step joins
 a file's items into out/<input>.jsonl.
 
@@ -10,12 +12,14 @@ Metadata per rank: one read of work.json, and per item one open of the input, th
 the finished item's create and rename and the ledger's removal.
 """
 
+import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 from omegaconf import DictConfig
 
@@ -40,8 +44,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class WorkItem:
     piece: Piece
-    lines: List[Entry]
     ledger: RecordLog
+    # the record numbers read so far, 8 bytes each: the entries themselves are not kept (a rank's share can be
+    # millions of lines; it holds only those in flight)
+    numbers: array = field(default_factory=lambda: array("q"))
+    # every record of the range was read (a walltime stop leaves the rest unread, so the item unfinished)
+    read_all: bool = False
 
     @property
     def name(self) -> str:
@@ -56,9 +64,13 @@ class WorkItem:
         return Record(ids, entry.request.text, answer.text, prompt_tokens=answer.prompt_tokens,
                       output_tokens=answer.output_tokens, finish_reason=answer.finish_reason).to_json()
 
+    def answered_before(self, retry: bool) -> int:
+        """Lines of the range with a record a rerun keeps (the ledger holds this range's lines only)."""
+        return len(self.ledger.done()) - (len(self.ledger.errors()) if retry else 0)
+
     def finish(self, run: RunDir) -> bool:
         """Write the item's sorted output once every line has a record; False: lines are left for a rerun."""
-        if not all(line.number in self.ledger.done() for line in self.lines):
+        if not self.read_all or not all(number in self.ledger.done() for number in self.numbers):
             self.ledger.close()
             return False
         state = "errors" if self.ledger.errors() else "done"
@@ -66,44 +78,54 @@ class WorkItem:
         return True
 
 
-def _open(cfg: DictConfig, run: RunDir, reader: InputReader, piece: Piece) -> WorkItem:
-    name = Path(piece.path).name
-    lines = list(reader.read(Path(piece.path), piece.start, piece.stop, piece.offset))
-    ledger = RecordLog(run.piece(name, piece.start, piece.stop, "log"), sync_every_s=cfg.mode.sync_every_s)
-    return WorkItem(piece, lines, ledger)
+def _open(cfg: DictConfig, run: RunDir, piece: Piece) -> WorkItem:
+    ledger = RecordLog(run.piece(Path(piece.path).name, piece.start, piece.stop, "log"),
+                       sync_every_s=cfg.mode.sync_every_s)
+    return WorkItem(piece, ledger)
+
+
+def _to_answer(items: List[WorkItem], reader: InputReader, retry: bool, owner: Dict[int, WorkItem]) -> Iterator[Entry]:
+    """The entries still to answer, item after item, read as the engine takes them; each one's item is noted in
+    `owner` (by the entry object: the engine hands back the objects it was given) until its record is written."""
+    for item in items:
+        piece = item.piece
+        for entry in reader.read(Path(piece.path), piece.start, piece.stop, piece.offset):
+            item.numbers.append(entry.number)
+            if item.ledger.needs(entry.number, retry):
+                owner[id(entry)] = item
+                yield entry
+        item.read_all = True
 
 
 def run_spread(cfg: DictConfig, run: RunDir, placement: Placement, model_path: str,
                stats: WorkerStats) -> WorkerStats:
     """Answer the rank's work items, filling `stats` (the worker writes them, also when this fails)."""
     rank, started = placement.rank, time.monotonic()
-    reader = reader_of(cfg)
-    items = [_open(cfg, run, reader, piece) for piece in spread.share_of(run, rank)]
-    # each line's item, by the line object (the engine hands back the objects it was given; lines of two files may
-    # be equal)
-    owner = {id(line): item for item in items for line in item.lines}
+    items = [_open(cfg, run, piece) for piece in spread.share_of(run, rank)]
     retry = _policy(cfg).retries_errors
-    todo = [line for item in items for line in item.lines if item.ledger.needs(line.number, retry)]
-    total = sum(len(item.lines) for item in items)
-    log.info("rank %d on %s: %d work items, %d lines, %d answered before, %d to do", rank, placement.hostname,
-             len(items), total, total - len(todo), len(todo))
-    tally = Tally()
+    total = sum(item.piece.lines for item in items)
+    before = sum(item.answered_before(retry) for item in items)
+    log.info("rank %d on %s: %d work items, %d lines, %d answered before, about %d to do", rank,
+             placement.hostname, len(items), total, before, total - before)
+    tally, owner = Tally(), {}
     stats.name, stats.host, stats.local_rank = f"rank{rank}", placement.hostname, placement.local_rank
     stats.device = {k: os.environ.get(k, "") for k in DEVICE_VARS}
-    stats.resumed, stats.record_s = total - len(todo), 0.0
+    stats.resumed, stats.record_s = before, 0.0
     try:
-        todo = _record_malformed(rank, owner, todo, tally)
-        if todo and cfg.mode.on_too_long == OnTooLong.record:
-            todo = _record_too_long(run, rank, owner, todo, tally)
-        if todo:
-            answer_all(cfg, rank, todo, lambda pairs: _write(owner, pairs), model_path, stats, tally)
+        answerable = _Answerable(run, rank, owner, tally, cfg.mode.on_too_long == OnTooLong.record)
+        todo = answerable.filter(_to_answer(items, reader_of(cfg), retry, owner))
+        first = next(todo, None)
+        if first is not None:  # no engine for a share with nothing left to answer
+            answer_all(cfg, rank, itertools.chain([first], todo), lambda pairs: _write(owner, pairs), model_path,
+                       stats, tally, expected=total - before)
+        answerable.close()
         left = [item for item in items if not item.finish(run)]
     finally:
         stats.count(tally)
         stats.prompts, stats.wall_s = stats.resumed + tally.answered, round(time.monotonic() - started, 3)
     if left:
-        lines = sum(item.ledger.needs(line.number, False) for item in left for line in item.lines)
-        raise JobFailedError(f"rank {rank} stopped near the walltime with {lines} lines left; rerun the same "
+        lines = sum(max(item.piece.lines - len(item.ledger.done()), 0) for item in left)
+        raise JobFailedError(f"rank {rank} stopped near the walltime with about {lines} lines left; rerun the same "
                              "command to resume")
     return stats
 
@@ -112,33 +134,47 @@ def _write(owner: Dict[int, WorkItem], pairs) -> List[dict]:
     """Append each finished answer to its item's ledger; the records."""
     by_item: Dict[int, Tuple[WorkItem, List[dict]]] = {}
     for line, answer in pairs:
-        item = owner[id(line)]
+        item = owner.pop(id(line))
         by_item.setdefault(id(item), (item, []))[1].append(item.record(line, answer))
     for item, records in by_item.values():
         item.ledger.append(records)
     return [record for _, records in by_item.values() for record in records]
 
 
-def _record_malformed(rank: int, owner: Dict[int, WorkItem], todo: List[Entry], tally: Tally) -> List[Entry]:
-    """Give the records no request could be built from an ERROR record naming why; the entries left to answer."""
-    bad = [(entry, engine.Answer("", 0, 0, "")) for entry in todo if entry.error]
-    if not bad:
-        return todo
-    for record in _write(owner, bad):
-        tally.count(record)
-    log.warning("rank %d: %d malformed record(s) get an ERROR record", rank, len(bad))
-    return [entry for entry in todo if not entry.error]
+class _Answerable:
+    """The entries an engine must answer: a malformed one (no request could be built) and, under
+    mode.on_too_long=record, one the launch found too long get their ERROR record here instead, written in
+    batches as the stream passes them."""
 
+    _BATCH = 1024
 
-def _record_too_long(run: RunDir, rank: int, owner: Dict[int, WorkItem], todo: List[Entry],
-                     tally: Tally) -> List[Entry]:
-    """Give the lines the launch found too long for the model an ERROR record; the lines left to answer."""
-    reasons = preflight.read_all(run.too_long_file)
-    why = {id(line): reasons.get(owner[id(line)].name, {}).get(line.number) for line in todo}
-    long = [(line, engine.Answer("", 0, 0, "", error=why[id(line)])) for line in todo if why[id(line)]]
-    if not long:
-        return todo
-    for record in _write(owner, long):
-        tally.count(record)
-    log.warning("rank %d: %d line(s) too long for the model get an ERROR record", rank, len(long))
-    return [line for line in todo if not why[id(line)]]
+    def __init__(self, run: RunDir, rank: int, owner: Dict[int, WorkItem], tally: Tally, too_long: bool):
+        self.rank, self.owner, self.tally = rank, owner, tally
+        self.reasons = preflight.read_all(run.too_long_file) if too_long else {}
+        self.pending: List[Tuple[Entry, engine.Answer]] = []
+        self.malformed = self.long = 0
+
+    def filter(self, entries: Iterator[Entry]) -> Iterator[Entry]:
+        for entry in entries:
+            why = self.reasons.get(self.owner[id(entry)].name, {}).get(entry.number) if self.reasons else None
+            if not entry.error and not why:
+                yield entry
+                continue
+            self.malformed, self.long = self.malformed + bool(entry.error), self.long + (not entry.error)
+            self.pending.append((entry, engine.Answer("", 0, 0, "", error=None if entry.error else why)))
+            if len(self.pending) >= self._BATCH:
+                self._flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        for record in _write(self.owner, self.pending):
+            self.tally.count(record)
+        self.pending = []
+
+    def close(self) -> None:
+        """Write what is pending (a stream stopped at the walltime) and say what got an ERROR record."""
+        self._flush()
+        if self.malformed:
+            log.warning("rank %d: %d malformed record(s) get an ERROR record", self.rank, self.malformed)
+        if self.long:
+            log.warning("rank %d: %d line(s) too long for the model get an ERROR record", self.rank, self.long)
