@@ -2,8 +2,8 @@
 the host's servers (runner/server_pool.py: each request to the serving one with the fewest outstanding).
 
 A Supervisor watches each server: after `health_failures` failed checks in a row, when its process is gone, or
-when it holds requests while its engine generates nothing for `stall_s` (a hung engine core: vLLM's /health does
-not ask the engine core, so it stays 200), it restarts it; requests that failed because their server went away
+when it holds requests while its engine reports no step of work for `stall_s` (a hung engine core: vLLM's /health
+does not ask the engine core, so it stays 200), it restarts it; requests that failed because their server went away
 are sent again, to another server or to this one once it is back, without using up their retries. Once every
 server of the host has given up (`max_restarts`), no line gets a record: they are left for a rerun. A 5xx answer
 from a server whose /health is then not good (its engine died) is the server's failure: resent like a dropped
@@ -68,8 +68,9 @@ class Supervisor:
         self.on_change: Callable[[], None] = lambda: None
         # this server's requests in flight now (the host's ServerPool sets it)
         self.outstanding: Callable[[], int] = lambda: 0
-        # the engine's token count at the last health check, and when it last grew (or the server was idle)
-        self._tokens: Optional[float] = None
+        # what the engine reported of its work at the last health check (VllmServer.progress), and when it last
+        # changed (or the server was idle)
+        self._progress: Optional[Tuple[str, ...]] = None
         self._progress_at = time.monotonic()
 
     @property
@@ -98,17 +99,18 @@ class Supervisor:
                 failures = 0
 
     async def _stalled(self) -> str:
-        """Why the server counts as hung ('' while it is not): it holds requests, but its engine has processed
-        no token for mode.stall_s. /health does not tell: vLLM's API process answers it without its engine core."""
+        """Why the server counts as hung ('' while it is not): it holds requests, but its engine has reported no
+        step of work (no token generated, no prefill chunk, no request taken) for mode.stall_s. /health does not
+        tell: vLLM's API process answers it without its engine core."""
         busy = self.outstanding()
-        tokens = await asyncio.to_thread(self.server.tokens) if busy and self.mode.stall_s else None
+        progress = await asyncio.to_thread(self.server.progress) if busy and self.mode.stall_s else None
         now = time.monotonic()
-        if tokens is None or tokens != self._tokens:
-            self._tokens, self._progress_at = tokens, now
+        if progress is None or progress != self._progress:
+            self._progress, self._progress_at = progress, now
             return ""
         if now - self._progress_at < self.mode.stall_s:
             return ""
-        return f"no token generated in {now - self._progress_at:.0f} s with {busy} request(s) in flight (hung)"
+        return f"no engine step in {now - self._progress_at:.0f} s with {busy} request(s) in flight (hung)"
 
     async def restart(self, why: str) -> None:
         self.ready.clear()
@@ -126,7 +128,7 @@ class Supervisor:
             await asyncio.to_thread(self.server.stop, 0)  # a hung server holds its devices no longer
             return
         self.restarts += 1
-        self._tokens = None  # a new engine counts from 0
+        self._progress = None  # a new engine counts from 0
         log.warning("restarting vllm serve (%s), restart %d of %d", why, self.restarts, self.mode.max_restarts)
         await asyncio.to_thread(self.server.stop, self.mode.stop_grace_s)
         try:
