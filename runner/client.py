@@ -2,8 +2,8 @@
 the host's servers (runner/server_pool.py: each request to the serving one with the fewest outstanding).
 
 A Supervisor watches each server: after `health_failures` failed checks in a row, when its process is gone, or
-when it holds requests while its engine generates nothing for `stall_s` (a hung engine core: vLLM's /health does
-not ask the engine core, so it stays 200), it restarts it; requests that failed because their server went away
+when it holds requests while its engine reports no step of work for `stall_s` (a hung engine core: vLLM's /health
+does not ask the engine core, so it stays 200), it restarts it; requests that failed because their server went away
 are sent again, to another server or to this one once it is back, without using up their retries. Once every
 server of the host has given up (`max_restarts`), no line gets a record: they are left for a rerun. A 5xx answer
 from a server whose /health is then not good (its engine died) is the server's failure: resent like a dropped
@@ -19,7 +19,7 @@ import resource
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Protocol, Tuple
 
 import aiohttp
 from omegaconf import DictConfig
@@ -68,8 +68,9 @@ class Supervisor:
         self.on_change: Callable[[], None] = lambda: None
         # this server's requests in flight now (the host's ServerPool sets it)
         self.outstanding: Callable[[], int] = lambda: 0
-        # the engine's token count at the last health check, and when it last grew (or the server was idle)
-        self._tokens: Optional[float] = None
+        # what the engine reported of its work at the last health check (VllmServer.progress), and when it last
+        # changed (or the server was idle)
+        self._progress: Optional[Tuple[str, ...]] = None
         self._progress_at = time.monotonic()
 
     @property
@@ -98,17 +99,18 @@ class Supervisor:
                 failures = 0
 
     async def _stalled(self) -> str:
-        """Why the server counts as hung ('' while it is not): it holds requests, but its engine has processed
-        no token for mode.stall_s. /health does not tell: vLLM's API process answers it without its engine core."""
+        """Why the server counts as hung ('' while it is not): it holds requests, but its engine has reported no
+        step of work (no token generated, no prefill chunk, no request taken) for mode.stall_s. /health does not
+        tell: vLLM's API process answers it without its engine core."""
         busy = self.outstanding()
-        tokens = await asyncio.to_thread(self.server.tokens) if busy and self.mode.stall_s else None
+        progress = await asyncio.to_thread(self.server.progress) if busy and self.mode.stall_s else None
         now = time.monotonic()
-        if tokens is None or tokens != self._tokens:
-            self._tokens, self._progress_at = tokens, now
+        if progress is None or progress != self._progress:
+            self._progress, self._progress_at = progress, now
             return ""
         if now - self._progress_at < self.mode.stall_s:
             return ""
-        return f"no token generated in {now - self._progress_at:.0f} s with {busy} request(s) in flight (hung)"
+        return f"no engine step in {now - self._progress_at:.0f} s with {busy} request(s) in flight (hung)"
 
     async def restart(self, why: str) -> None:
         self.ready.clear()
@@ -126,7 +128,7 @@ class Supervisor:
             await asyncio.to_thread(self.server.stop, 0)  # a hung server holds its devices no longer
             return
         self.restarts += 1
-        self._tokens = None  # a new engine counts from 0
+        self._progress = None  # a new engine counts from 0
         log.warning("restarting vllm serve (%s), restart %d of %d", why, self.restarts, self.mode.max_restarts)
         await asyncio.to_thread(self.server.stop, self.mode.stop_grace_s)
         try:
@@ -227,8 +229,23 @@ def _error(base: Dict, prompt: Optional[str], error: str, input: Optional[str] =
 
 
 # a line in flight each time its server's engine died this often gets an ERROR record: resent on and on, a line
-# that crashes the engine would take down every server of its host, then of each host that takes the file over
+# that crashes the engine would take down every server of its host, then of each host that takes the file over.
+# A line in flight at a death (a suspect) is resent one at a time beside the lines no death has touched, so that
+# its second death names it alone: the other lines in flight beside a poison line are not recorded ERROR
 DEATHS_PER_LINE = 2
+# what one sending of a request came to, beside its record: its server went away (the request is resent, not a
+# retry: counted as a death of the line when the engine died), or it failed and may be retried
+_WENT_AWAY, _DIED, _FAILED = "went away", "died", "failed"
+
+
+@dataclass
+class _Suspect:
+    """A line that was in flight when its server's engine died: answered later, alone among the suspects."""
+
+    base: Dict
+    prompt: str
+    endpoint: str
+    body: Dict
 
 
 class FileClient:
@@ -242,10 +259,12 @@ class FileClient:
         self.model = model
         self.sampling = sampling
         self._session: Optional[aiohttp.ClientSession] = None
+        # held by the one suspect (a line in flight at an engine death) in flight on the host at a time
+        self._suspects = asyncio.Lock()
 
-    async def answer(self, file_name: str, entry: Entry) -> Optional[Dict]:
+    async def answer(self, file_name: str, entry: Entry):
         """The entry's record; None when every server of this host is down for good (the entry is left for a
-        rerun)."""
+        rerun); a _Suspect when its engine died while it was in flight (answer_file resends it)."""
         base = {"file": file_name, LINE: entry.number, **entry.request.ids}
         if entry.error:
             return _error(base, None, entry.error, entry.raw)
@@ -256,44 +275,66 @@ class FileClient:
         endpoint, body = _request(entry.request, self.model, self.sampling)
         return await self._send(base, prompt, endpoint, body)
 
-    async def _send(self, base: Dict, prompt: str, endpoint: str, body: Dict) -> Optional[Dict]:
-        attempt, last_error, deaths = 0, "", 0
+    async def _send(self, base: Dict, prompt: str, endpoint: str, body: Dict, deaths: int = 0):
+        """The line's record; None when every server gave up; a _Suspect at the first death of its engine while
+        the line was in flight (resent later by _settle, alone among the suspects); `deaths`: the line's so far."""
+        attempt, last_error = 0, ""
         while attempt <= self.mode.retries:
             if deaths >= DEATHS_PER_LINE:
                 return _error(base, prompt, f"the server's engine died {deaths} times while answering this line "
                                             f"(a request that crashes the engine?): {last_error}")
-            supervisor = await self.pool.pick()  # the serving server with the fewest requests outstanding
-            if supervisor is None:
-                return None  # not the line's fault: no ERROR record, so a rerun answers it
-            server = supervisor.server
-            try:
-                with self.pool.sending(supervisor):
-                    async with self._session.post(server.url + endpoint, json=body,
-                                                  headers=server.auth) as response:
-                        if response.status == 200:
-                            return _success(base, prompt, await response.json(content_type=None))
-                        if response.status in FOREIGN_STATUS:
-                            supervisor.foreign(response.status)
-                            continue  # not the line's fault: sent to another server, or left for a rerun
-                        last_error = f"HTTP {response.status}: {_server_message(await response.text())}"
-                        if _request_at_fault(response.status):
-                            return _error(base, prompt, last_error)  # the same request would be refused again
-                if response.status >= 500 and await supervisor.server_went_away():
-                    deaths += 1
-                    await asyncio.sleep(0.5)
-                    continue  # the server failed, not the request (its engine died): resent, not a retry
-            except aiohttp.ClientConnectionError as e:
-                last_error = f"{type(e).__name__}: {e}"
-                if await supervisor.server_went_away():
-                    deaths += 1
-                    await asyncio.sleep(0.5)
-                    continue  # resent to a serving server (this one once it is back); not a retry
-            except (asyncio.TimeoutError, aiohttp.ClientError, ValueError) as e:
-                last_error = f"{type(e).__name__}: {e}"
+            outcome, last_error = await self._send_once(base, prompt, endpoint, body)
+            if isinstance(outcome, dict) or outcome is None:
+                return outcome  # a record, or None: every server of the host is down for good
+            if outcome == _DIED:
+                deaths += 1
+                if deaths == 1:
+                    return _Suspect(base, prompt, endpoint, body)
+                continue
+            if outcome == _WENT_AWAY:
+                continue  # resent to a serving server (this one once it is back); not a retry
             attempt += 1
             if attempt <= self.mode.retries:
                 await asyncio.sleep(self.mode.retry_backoff_s * 2 ** (attempt - 1))
         return _error(base, prompt, f"failed after {self.mode.retries} retries: {last_error}")
+
+    async def _settle(self, suspect: "_Suspect", ledger: RecordLog, result: FileResult) -> None:
+        """Resend a suspect with no other suspect in flight on the host (the lines no death touched go on beside
+        it): a second death of its engine is its own, and it alone gets the ERROR record."""
+        async with self._suspects:
+            async with self.pool.slots:
+                record = await self._send(suspect.base, suspect.prompt, suspect.endpoint, suspect.body, deaths=1)
+        if record is not None:  # None: every server gave up; the line is left for a rerun
+            ledger.append([record])
+            result.tally.count(record)
+
+    async def _send_once(self, base: Dict, prompt: str, endpoint: str, body: Dict) -> Tuple[Any, str]:
+        """(record, '') for an answer or a refusal (4xx), (None, '') when every server gave up, else (_WENT_AWAY,
+        _DIED or _FAILED, why)."""
+        supervisor = await self.pool.pick()  # the serving server with the fewest requests outstanding
+        if supervisor is None:
+            return None, ""  # not the line's fault: no ERROR record, so a rerun answers it
+        server = supervisor.server
+        try:
+            with self.pool.sending(supervisor):
+                async with self._session.post(server.url + endpoint, json=body, headers=server.auth) as response:
+                    if response.status == 200:
+                        return _success(base, prompt, await response.json(content_type=None)), ""
+                    if response.status in FOREIGN_STATUS:
+                        supervisor.foreign(response.status)
+                        return _WENT_AWAY, ""  # not the line's fault: sent to another server, or left for a rerun
+                    error = f"HTTP {response.status}: {_server_message(await response.text())}"
+                    if _request_at_fault(response.status):
+                        return _error(base, prompt, error), ""  # the same request would be refused again
+            if response.status >= 500 and await supervisor.server_went_away():
+                return _DIED, error  # the server failed, not the request (its engine died)
+        except aiohttp.ClientConnectionError as e:
+            error = f"{type(e).__name__}: {e}"
+            if await supervisor.server_went_away():
+                return _DIED, error
+        except (asyncio.TimeoutError, aiohttp.ClientError, ValueError) as e:
+            error = f"{type(e).__name__}: {e}"
+        return _FAILED, error
 
     @asynccontextmanager
     async def connected(self):
@@ -313,7 +354,7 @@ class FileClient:
         the server's batch does not drain at a file's end."""
         result.resumed, started = resumed, time.monotonic()
         log.info("%s: started, %d lines, %d answered before", file_name, len(todo) + resumed, resumed)
-        pending = iter(todo)
+        pending, suspects = iter(todo), []
 
         async def worker():
             try:
@@ -323,6 +364,9 @@ class FileClient:
                         return
                     async with self.pool.slots:
                         record = await self.answer(file_name, line)
+                    if isinstance(record, _Suspect):  # this worker goes on; the suspect is resent on its own
+                        suspects.append(asyncio.create_task(self._settle(record, ledger, result)))
+                        continue
                     if record is None:
                         return
                     ledger.append([record])
@@ -333,8 +377,10 @@ class FileClient:
         reporter = asyncio.create_task(self._report_progress(file_name, result, len(todo), started))
         try:
             await asyncio.gather(*(worker() for _ in range(min(self.pool.capacity, len(todo)) or 1)))
+            await asyncio.gather(*suspects)
         finally:
-            reporter.cancel()
+            for task in [reporter, *suspects]:
+                task.cancel()
             result.seconds = time.monotonic() - started
 
     async def _report_progress(self, file_name: str, result: FileResult, todo: int, started: float) -> None:

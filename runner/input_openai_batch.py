@@ -9,7 +9,7 @@ request is an ERROR record naming what it lacks.
 """
 
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from runner import inputs
 from runner.readers import Entry, Request, TextReader, json_object, malformed, messages_problem
@@ -30,7 +30,9 @@ class OpenAIBatchReader(TextReader):
     output_format = OutputFormat.openai_batch
 
     def entry(self, path: Path, line: inputs.Line) -> Entry:
-        value, problem = json_object(line)
+        return self._entry(line, *json_object(line))
+
+    def _entry(self, line: inputs.Line, value: Optional[Dict[str, Any]], problem: str) -> Entry:
         if value is None:
             return malformed(line.number, line.text, f"the line is {problem}, not an OpenAI batch request")
         ids = self.ids(value)
@@ -43,29 +45,65 @@ class OpenAIBatchReader(TextReader):
             return Entry(line.number, line.text, Request(messages=body["messages"], ids=ids, sampling=sampling))
         return Entry(line.number, line.text, Request(body["prompt"], ids=ids, sampling=sampling))
 
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # file name -> '' or its repeated custom_id, found as the launch's one pass read the file
+        # (runner.launch_pass): check() reads no file the pass has read
+        self._repeats: Dict[str, str] = {}
+
+    def count(self, path: Path, scanner=None) -> int:
+        repeats = _Repeats(path)
+        for line in inputs.iter_lines(path, scanner=scanner):
+            value, _ = json_object(line)
+            repeats.see(value.get("custom_id") if value is not None else None, line.number)
+        self._repeats[path.name] = repeats.found()
+        return repeats.lines
+
+    def read_all(self, path: Path, scanner=None) -> Iterator[Entry]:
+        repeats = _Repeats(path)
+        for line in inputs.iter_lines(path, scanner=scanner):
+            value, problem = json_object(line)  # parsed once for the entry and the repeats
+            repeats.see(value.get("custom_id") if value is not None else None, line.number)
+            yield self._entry(line, value, problem)
+        self._repeats[path.name] = repeats.found()
+
     def check(self, files: List[Path]) -> str:
-        """As every reader's, and a custom_id twice in one file is refused: its answers are joined on it."""
-        return super().check(files) or next(filter(None, (_duplicate(path) for path in files)), "")
+        """As every reader's, and a custom_id twice in one file is refused: its answers are joined on it. A file
+        the launch pass read to its end is not read again."""
+        return super().check(files) or next(filter(None, (self._repeated(path) for path in files)), "")
+
+    def _repeated(self, path: Path) -> str:
+        if path.name not in self._repeats:
+            self.count(path)
+        return self._repeats[path.name]
 
 
-def _duplicate(path: Path) -> str:
-    """'' or the first custom_id that is on two lines of the file, naming every line it is on."""
-    first: Dict[str, int] = {}
-    twice, lines = None, []
-    for line in inputs.iter_lines(path):
-        value, _ = json_object(line)
-        custom_id = value.get("custom_id") if value is not None else None
+class _Repeats:
+    """The first custom_id on two lines of one file, and every line it is on, from the file's lines in order."""
+
+    def __init__(self, path: Path):
+        self.path, self.lines = path, 0
+        self.first: Dict[str, int] = {}
+        self.twice: Optional[str] = None
+        self.on: List[int] = []
+
+    def see(self, custom_id: Any, number: int) -> None:
+        self.lines += 1
         if not isinstance(custom_id, str):
-            continue  # the line's own ERROR record says so
-        if twice is None and custom_id in first:
-            twice, lines = custom_id, [first[custom_id]]
-        if custom_id == twice:
-            lines.append(line.number)
-        first.setdefault(custom_id, line.number)
-    if twice is None:
-        return ""
-    return (f"{path}: custom_id {twice!r} is on lines {', '.join(map(str, lines))}: the answers are joined on "
-            "custom_id, so each request needs its own; rename or remove the repeats")
+            return  # the line's own ERROR record says so
+        if self.twice is None and custom_id in self.first:
+            self.twice, self.on = custom_id, [self.first[custom_id]]
+        if custom_id == self.twice:
+            self.on.append(number)
+        self.first.setdefault(custom_id, number)
+
+    def found(self) -> str:
+        """'' or the refusal naming the repeated custom_id's lines."""
+        self.first = {}  # a file of millions of ids is not held past its pass
+        if self.twice is None:
+            return ""
+        return (f"{self.path}: custom_id {self.twice!r} is on lines {', '.join(map(str, self.on))}: the answers are "
+                "joined on custom_id, so each request needs its own; rename or remove the repeats")
 
 
 def _problem(value: Dict[str, Any]) -> str:

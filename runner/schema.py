@@ -160,9 +160,10 @@ class ServerPerNodeConfig(ModeConfig):
     health_interval_s: float = above_zero(10.0)
     # failed health checks in a row before the server is restarted
     health_failures: int = at_least(1, 3)
-    # seconds a server may hold requests while its engine generates no token (vLLM's /metrics counters stand
-    # still) before it counts as hung and is restarted, its requests sent to the host's other servers: a hung
-    # engine core (a stuck GPU, a stopped process) still answers /health; 0: never
+    # seconds a server may hold requests while its engine reports no step of work on /metrics (no token
+    # generated, no prefill chunk into the KV cache, no request taken from its queue) before it counts as hung and
+    # is restarted, its requests sent to the host's other servers: a hung engine core (a stuck GPU, a stopped
+    # process) still answers /health; 0: never
     stall_s: float = 300.0
     # restarts of a dead server before the host gives up
     max_restarts: int = 2

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from runner import atomic, procs
 from runner.errors import JobFailedError
@@ -67,8 +67,13 @@ def failure_reason(log_text: str, limit: int = 400) -> str:
 PORT_TRIES = 5
 # what a server that is down (or dies while it answers: a body cut short) raises when asked
 _DOWN = (urllib.error.URLError, http.client.HTTPException, OSError)
-# the engine's token counters on /metrics (Prometheus text: name{labels} value), one line per engine
-_TOKEN_COUNTERS = re.compile(r"^vllm:(?:prompt|generation)_tokens_total(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
+# what the engine core reports on /metrics each step (Prometheus text: name{labels} value, one line per engine):
+# its token counters, and what moves while no token is generated: a chunked prefill of a long prompt fills the KV
+# cache chunk by chunk (vLLM counts a prompt's tokens only once its prefill ends, with its first token), a request
+# taken from the queue is counted as queried in the prefix cache and moves the running and waiting gauges
+_PROGRESS = re.compile(r"^vllm:(?:prompt_tokens_total|generation_tokens_total|kv_cache_usage_perc|num_requests_running"
+                       r"|num_requests_waiting|prefix_cache_queries_total|num_preemptions_total)(?:\{[^}]*\})? \S+$",
+                       re.MULTILINE)
 
 
 def free_port(first: int, host: str) -> int:
@@ -211,15 +216,14 @@ class VllmServer:
     def healthy(self, timeout_s: float = 5) -> bool:
         return self.probe(timeout_s) == "ours"
 
-    def tokens(self, timeout_s: float = 5) -> Optional[float]:
-        """The prompt and output tokens the engine has processed so far (vLLM's /metrics counters, summed), which
-        grow while it works; None when they cannot be read."""
+    def progress(self, timeout_s: float = 5) -> Optional[Tuple[str, ...]]:
+        """What the engine core last reported of its work (vLLM's /metrics lines of _PROGRESS): it changes with
+        every step that prefills or generates; None when it cannot be read."""
         try:
             text = self._get("/metrics", timeout_s, read=lambda response: response.read().decode(errors="replace"))
         except (*_DOWN, ValueError):
             return None
-        counts = [float(found.group(1)) for found in _TOKEN_COUNTERS.finditer(text)]
-        return sum(counts) if counts else None
+        return tuple(found.group(0) for found in _PROGRESS.finditer(text)) or None
 
     def stop(self, grace_s: float) -> None:
         """SIGINT to the server's process group; after grace_s, SIGKILL to every process left in its session

@@ -77,7 +77,7 @@ def test_a_foreign_answer_mid_run_stops_the_host_naming_the_port_and_records_not
 
 def test_a_server_that_dies_mid_answer_reads_as_down_not_as_an_exception(tmp_path):
     """A server that dies while its /v1/models or /metrics answer is being read cuts the body short
-    (http.client.IncompleteRead, which is no OSError): the probe must say "down" and the token count None. An
+    (http.client.IncompleteRead, which is no OSError): the probe must say "down" and the progress None. An
     exception there ended the server's watcher for good, and a host with one server then waited forever."""
     import http.server
     import threading
@@ -98,6 +98,6 @@ def test_a_server_that_dies_mid_answer_reads_as_down_not_as_an_exception(tmp_pat
     try:
         server = _server_on(httpd.server_address[1], tmp_path)
         assert server.probe(timeout_s=5) == "down"
-        assert server.tokens(timeout_s=5) is None
+        assert server.progress(timeout_s=5) is None
     finally:
         httpd.shutdown()

@@ -104,3 +104,32 @@ def test_the_pass_indexes_a_file_as_an_index_of_its_own_does(tmp_path):
         assert asdict(index.print) == asdict(alone.print)  # the fingerprint the sidecar keeps, blocks and all
         assert (index.lines, index.offsets, index.before, index.end) == (alone.lines, alone.offsets, alone.before,
                                                                         alone.end)
+
+
+def _batch_line(custom_id: str, question: str) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"messages": [{"role": "user", "content": question}]}})
+
+
+def test_a_launch_over_openai_batch_files_reads_each_once_and_still_refuses_a_repeated_custom_id(tmp_path):
+    """The repeated-custom_id check is the launch pass's too (two files of 250 lines over 2 ranks: no cut inside
+    a file, so one open each): no second read of every batch file (a 2048-host job
+    over many large batch files is launched once, and each file's bytes come from the shared filesystem)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.jsonl").write_text("\n".join(_batch_line(f"a{i}", f"What is {i} + 1?") for i in range(250)) + "\n")
+    (inputs / "b.jsonl").write_text("\n".join(_batch_line(f"b{i}", f"Name {i} birds.") for i in range(250)) + "\n")
+    for mode in ([], ["mode=server_per_node"]):
+        opens, plan, _ = _launch(tmp_path, inputs, 2, "input=openai_batch", *mode)
+        assert opens == {"a.jsonl": 1, "b.jsonl": 1}, (mode, opens)
+        assert "lines: 500" in plan
+    lines = [_batch_line(f"c{i}", f"Count to {i}.") for i in range(50)]
+    lines[40] = _batch_line("c7", "A repeat.")
+    (inputs / "c.jsonl").write_text("\n".join(lines) + "\n")
+    counted = tmp_path / "opens-dup.json"
+    proc = subprocess.run([sys.executable, "-c", _COUNTING, str(inputs), str(counted), f"input.path={inputs}",
+                           "input=openai_batch", "dry_run=true", f"hydra.run.dir={tmp_path / 'dup'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "custom_id 'c7' is on lines 8, 41" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "dup" / "job.yaml").exists()
+    assert json.loads(counted.read_text()) == {"a.jsonl": 1, "b.jsonl": 1, "c.jsonl": 1}

@@ -65,7 +65,9 @@ def test_a_line_whose_server_dies_under_it_twice_gets_an_error_record_not_endles
     import json
     import threading
 
-    from runner.client import DEATHS_PER_LINE, FileClient
+    from runner.client import DEATHS_PER_LINE, FileClient, FileResult
+    from runner.readers import Entry, Request
+    from runner.record_log import RecordLog
 
     class Dying(http.server.BaseHTTPRequestHandler):
         def _answer(self, status, body=b""):
@@ -94,14 +96,21 @@ def test_a_line_whose_server_dies_under_it_twice_gets_an_error_record_not_endles
         supervisor.server.port = stub.server_address[1]
     mode = OmegaConf.structured(ServerPerNodeConfig)
 
+    ledger = RecordLog(tmp_path / "q.txt.log.jsonl")
+
     async def send():
         client = FileClient(ServerPool(supervisors, per_server=4), mode, "m", {})
         async with client.connected():
-            return await asyncio.wait_for(client._send({"line": 1}, "boom", "/v1/completions",
-                                                       {"model": "m", "prompt": "boom"}), 30)
+            result = FileResult()
+            await asyncio.wait_for(client.answer_file("q.txt", [Entry(1, "boom", Request("boom"))], 0, ledger,
+                                                      result, asyncio.Event()), 30)
+            return result
 
     try:
-        record = asyncio.run(send())
+        result = asyncio.run(send())
+        records = list(ledger.records())
+        assert len(records) == 1 and result.tally.errors == 1, records
+        record = records[0]
         assert record["status"] == "ERROR" and f"died {DEATHS_PER_LINE} times" in record["error"], record
     finally:
         for stub in stubs:
