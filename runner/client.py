@@ -5,7 +5,7 @@ A Supervisor watches each server: after `health_failures` failed checks in a row
 when it holds requests while its engine reports no step of work for `stall_s` (a hung engine core: vLLM's /health
 does not ask the engine core, so it stays 200), it restarts it; requests that failed because their server went away
 are sent again, to another server or to this one once it is back, without using up their retries. Once every
-server of the host has given up (`max_restarts`), no line gets a record: they are left for a rerun. A 5xx answer
+server of the host has given up (`max_restarts` in a row), no line gets a record: they are left for a rerun. A 5xx answer
 from a server whose /health is then not good (its engine died) is the server's failure: resent like a dropped
 connection. A 4xx answer (the request's fault, e.g. a prompt longer than the model's context) is recorded as
 ERROR at once with the server's reason; other failures (5xx of a healthy server, timeouts) are retried with
@@ -59,6 +59,9 @@ class Supervisor:
         self.ready = asyncio.Event()
         self.ready.set()
         self.restarts = 0
+        # restarts since the server last answered a line: max_restarts bounds these, so a server that comes back
+        # and answers is not given up for deaths far apart (each poison line costs two)
+        self.restarts_in_a_row = 0
         self.failed: Optional[str] = None
         # a request found it down before its watcher did (it answered 5xx or dropped the connection, and /health
         # is not good): it takes no request until a health check passes or it is restarted, so that a server that
@@ -122,14 +125,16 @@ class Supervisor:
             self.on_change()
 
     async def _restart(self, why: str) -> None:
-        if self.restarts >= self.mode.max_restarts:
-            self.failed = f"server down ({why}) after {self.restarts} restart(s)"
+        if self.restarts_in_a_row >= self.mode.max_restarts:
+            self.failed = f"server down ({why}) after {self.restarts_in_a_row} restart(s) in a row"
             log.error("%s (%s); giving up on it", self.failed, self.server.url)
             await asyncio.to_thread(self.server.stop, 0)  # a hung server holds its devices no longer
             return
         self.restarts += 1
+        self.restarts_in_a_row += 1
         self._progress = None  # a new engine counts from 0
-        log.warning("restarting vllm serve (%s), restart %d of %d", why, self.restarts, self.mode.max_restarts)
+        log.warning("restarting vllm serve (%s), restart %d of %d in a row", why, self.restarts_in_a_row,
+                    self.mode.max_restarts)
         await asyncio.to_thread(self.server.stop, self.mode.stop_grace_s)
         try:
             for _ in range(PORT_TRIES):
@@ -319,6 +324,7 @@ class FileClient:
             with self.pool.sending(supervisor):
                 async with self._session.post(server.url + endpoint, json=body, headers=server.auth) as response:
                     if response.status == 200:
+                        supervisor.restarts_in_a_row = 0
                         return _success(base, prompt, await response.json(content_type=None)), ""
                     if response.status in FOREIGN_STATUS:
                         supervisor.foreign(response.status)

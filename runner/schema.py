@@ -165,7 +165,7 @@ class ServerPerNodeConfig(ModeConfig):
     # is restarted, its requests sent to the host's other servers: a hung engine core (a stuck GPU, a stopped
     # process) still answers /health; 0: never
     stall_s: float = 300.0
-    # restarts of a dead server before the host gives up
+    # restarts of a dead server in a row (no line answered between them) before the host gives up on it
     max_restarts: int = 2
     # seconds between SIGINT and SIGKILL when stopping a server
     stop_grace_s: float = 30.0

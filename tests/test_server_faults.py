@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from helpers.cli import run_runner
+from helpers.cli import run_runner, start_runner
 from helpers.inputs import read_jsonl, write_inputs
 from helpers.processes import run_processes, tagged_env, wait_for
 
@@ -125,4 +125,45 @@ def test_a_line_that_kills_the_engine_is_the_only_error_and_every_other_line_is_
     assert (summary["prompts"], summary["errors"]) == (12, 1)
     stats = json.loads((run / "stats" / "host0.json").read_text())
     assert (stats["restarts"], stats["answered"], stats["errors"]) == (2, 12, 1)
+    assert wait_for(lambda: not run_processes(tag), 30), f"outlived the run: {run_processes(tag)}"
+
+
+def test_deaths_far_apart_do_not_use_up_max_restarts(tmp_path, tag):
+    """mode.max_restarts bounds restarts in a row: with max_restarts=1, an engine killed twice with lines
+    answered between the two deaths is restarted both times and the job answers every line once (each poison
+    line costs two deaths, so two of them used to make a host give up)."""
+    lines = [_batch(f"s{i}", f"Write a short story about the number {i}.", max_tokens=16) for i in range(40)]
+    inputs = write_inputs(tmp_path / "in", {"b.jsonl": lines})
+    run = tmp_path / "run"
+    args = ["mode=server_per_node", "input=openai_batch", f"input.path={inputs}", "mode.port=0", "mode.concurrency=4",
+            "output.format=jsonl", "mode.health_interval_s=1", "mode.retry_backoff_s=0.2", "mode.max_restarts=1",
+            f"hydra.run.dir={run}"]
+    job = start_runner(args, tmp_path / "launch.err", tagged_env(tag))
+    ledger = run / "out" / "b.jsonl.log.jsonl"
+
+    def answered():
+        return {json.loads(line)["line"] for line in ledger.read_text().splitlines()} if ledger.exists() else set()
+
+    def kill_the_engine():
+        cores = _engine_cores(tag)
+        assert cores and job.poll() is None, (cores, job.poll())
+        for pid in cores:
+            os.kill(pid, signal.SIGKILL)
+
+    try:
+        assert wait_for(lambda: len(answered()) >= 4 or job.poll() is not None, 600), answered()
+        kill_the_engine()
+        # lines go out in order, at most 4 in flight: those in flight at the death are among these
+        suspects = set(range(1, len(answered()) + 5))
+        # the second death once they are answered (a line in flight at both would be ERROR), and 8 more since
+        assert wait_for(lambda: suspects <= answered() and len(answered()) >= len(suspects) + 8, 600), answered()
+        kill_the_engine()
+        assert job.wait(timeout=600) == 0, (tmp_path / "launch.err").read_text()[-3000:]
+    finally:
+        if job.poll() is None:
+            job.kill()
+    records = read_jsonl(run / "out" / "b.jsonl.jsonl")
+    assert [r["line"] for r in records] == list(range(1, 41)) and {r["status"] for r in records} == {"SUCCESS"}
+    stats = json.loads((run / "stats" / "host0.json").read_text())
+    assert (stats["restarts"], stats["answered"], stats["errors"]) == (2, 40, 0)
     assert wait_for(lambda: not run_processes(tag), 30), f"outlived the run: {run_processes(tag)}"
