@@ -21,7 +21,7 @@ from typing import Callable, List, Optional, Set, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import outputs
+from runner import job, outputs
 from runner.errors import ConfigError
 from runner.fingerprint import (InputPrint, Sidecar, answered_as_it_is, changed_from, config_print, differing,
                                 read_sidecar, scan, unchanged, write_sidecar)
@@ -80,10 +80,10 @@ def left_alone(cfg: DictConfig, run: RunDir, items: List[Item]) -> Set[Path]:
     """The inputs a rerun leaves as they are (decide's "skip" under the previous job.yaml's epoch), told from
     sidecars and stats alone: the input is not read while its size and mtime are the ones it was answered with.
     The launch need not read them (a folder of 10k answered files and one new one)."""
-    policy = _policy(cfg)
-    if policy == RerunPolicy.all or not run.job_file.is_file():
+    policy, previous = _policy(cfg), previous_job(cfg, run)
+    if policy == RerunPolicy.all or previous is None:
         return set()
-    epoch, locates = str(OmegaConf.load(run.job_file).get("rerun_epoch", "")), reader_of(cfg).locates_changes
+    epoch, locates = str(previous.get("rerun_epoch", "")), reader_of(cfg).locates_changes
     kept = set()
     for item in items:
         sidecar = read_sidecar(item.ledger) if item.output.exists() else None
@@ -92,6 +92,24 @@ def left_alone(cfg: DictConfig, run: RunDir, items: List[Item]) -> Set[Path]:
                 and decide(item, sidecar, epoch, policy, lambda: 0, None, locates)[0] == "skip"):
             kept.add(item.input)
     return kept
+
+
+def previous_job(cfg: DictConfig, run: RunDir) -> Optional[DictConfig]:
+    """The job.yaml the run's last launch wrote (None: a fresh run). A spoiled one is refused (ConfigError): read
+    without its rerun_epoch, every answered file was answered again. rerun=all, which answers every line again
+    anyway, needs none."""
+    if not run.job_file.is_file():
+        return None
+    try:
+        previous = job.read(run.job_file)
+        if "rerun_epoch" not in previous and run.has_sidecars():  # (an older runner's wrote no sidecars either)
+            raise job.spoiled(run.job_file, "no rerun_epoch")
+    except ConfigError as e:
+        if _policy(cfg) != RerunPolicy.all:
+            raise
+        log.warning("%s; rerun=all: every line is answered again", e)
+        return None
+    return previous
 
 
 def _last_answered(ledger: Path) -> int:

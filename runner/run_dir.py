@@ -180,6 +180,14 @@ class RunDir:
                 found.setdefault(match[1], []).append((int(match[2]), int(match[3]), match[4] or "done"))
         return {name: sorted(items) for name, items in found.items()}
 
+    def has_sidecars(self) -> bool:
+        """Whether out/ holds a fingerprint sidecar (one listing of out/, stopped at the first)."""
+        try:
+            with os.scandir(self.out) as entries:
+                return any(entry.name.endswith(_SIDECAR) for entry in entries)
+        except FileNotFoundError:
+            return False
+
     def make(self) -> "RunDir":
         for path in (self.root, self.out, self.logs, self.stats, self.claims):
             path.mkdir(parents=True, exist_ok=True)
