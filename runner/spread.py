@@ -111,6 +111,8 @@ def _decide(cfg: DictConfig, run: RunDir, path: Path, items, index: FileIndex) -
     sidecar = read_sidecar(item.ledger)
     if not item.output.exists() and not items:
         return "fresh", ""
+    if sidecar is None and item.output.exists():  # (planned as fresh, it was answered again in full)
+        return "adopt", "a joined output without its sidecar: its records kept as they are"
     if sidecar is None:
         return "resume", "answered by a runner without fingerprints: kept as it is"
     if items and not item.output.exists():  # decide asks the ledger whether anything was answered: a part was
@@ -134,6 +136,8 @@ def _ranges(cfg: DictConfig, run: RunDir, path: Path, items, action: str,
     policy = _policy(cfg)
     if action in ("fresh", "restart"):
         return [], []
+    if action == "adopt":
+        return _adopted(cfg, run, path, result)
     if action == "reopen":
         sidecar = read_sidecar(_item(cfg, run, path).ledger)
         # the records it holds: the lines of a text file as fingerprinted, or (rows) the records it has
@@ -143,6 +147,20 @@ def _ranges(cfg: DictConfig, run: RunDir, path: Path, items, action: str,
         return [(1, stop)], [(1, stop)] if retry else []
     retry = ("log", "errors") if policy.retries_errors else ("log",)
     return [(a, b) for a, b, _ in items], [(a, b) for a, b, state in items if state in retry]
+
+
+def _adopted(cfg: DictConfig, run: RunDir, path: Path, result: Plan):
+    """A joined output without its sidecar (removed by hand): nothing says which input it was answered from, so
+    its records are taken as they are, the range of the lines they hold becoming a ledger that a rank continues
+    (the lines it lacks, and under rerun=errors its ERROR lines, are answered; none again). One read of it."""
+    item = _item(cfg, run, path)
+    records = item.ledger if outputs.keeps_ledger(cfg) else item.output
+    stop = max(scan(records), default=0) + 1 if records.exists() else 1
+    if stop == 1:  # no record to keep (or a rendered output whose records were not kept): answered afresh
+        result.actions[path.name] = ("restart", "a joined output without its sidecar or records")
+        return [], []
+    result.reopened[path.name] = (stop, "log")
+    return [(1, stop)], [(1, stop)]
 
 
 def apply(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path]) -> None:
@@ -196,7 +214,7 @@ def _apply_file(cfg: DictConfig, run: RunDir, path: Path, action: str, items, in
             run.piece(path.name, start, stop, state).unlink(missing_ok=True)
         item.output.unlink(missing_ok=True)
         item.ledger.unlink(missing_ok=True)  # a rendered output's kept records
-    if action == "reopen":  # a ledger again (its ERROR records answered again), else a finished item
+    if action in ("reopen", "adopt"):  # a ledger again (its ERROR records answered again), else a finished item
         os.makedirs(run.parts, exist_ok=True)
         rendered = outputs.keeps_ledger(cfg)  # its records are the kept ledger, not the output
         os.replace(item.ledger if rendered else item.output, run.piece(path.name, 1, *reopened))
