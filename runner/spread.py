@@ -194,6 +194,7 @@ def _apply_files(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path])
         if path.name in listed and _item(cfg, run, path).output.exists():
             _remove(run, path.name, listed[path.name])
     join_finished(cfg, run, [path for path in files if path.name not in planned.pending])
+    join_gone(cfg, run, files)
     listed = run.pieces()
     for path in files:
         action, why = planned.actions[path.name]
@@ -236,20 +237,39 @@ def share_of(run: RunDir, rank: int) -> List[Piece]:
 
 def join_finished(cfg: DictConfig, run: RunDir, files: List[Path], dry: bool = False) -> List[str]:
     """Join every file whose finished items cover all its lines (`dry`: only say which); their names."""
-    joined, listed, ends = [], run.pieces(), _ends(run)
-    for path in files:
-        items, sidecar = listed.get(path.name, []), read_sidecar(_item(cfg, run, path).ledger)
-        if items and _item(cfg, run, path).output.exists():  # left by a joiner killed before it removed them
-            if not dry:
-                _remove(run, path.name, items)
+    listed, ends = run.pieces(), _ends(run)
+    return [path.name for path in files if _join_one(cfg, run, path, listed.get(path.name, []), ends, dry)]
+
+
+def join_gone(cfg: DictConfig, run: RunDir, files: List[Path]) -> None:
+    """Join the finished items of inputs no longer among `files` (the job's inputs): removed or renamed after
+    their ranks answered them and before the join, their answers were left in out/parts/, read by nothing. A
+    JSONL output needs only the records (the input is not read; its Parquet copy waits for the input to come
+    back); a rendered one, or a file with lines left, stays in out/parts/ for the input's return, told in one
+    line. Back unchanged under its name, a joined input is not answered again."""
+    names, ends = {path.name for path in files}, _ends(run)
+    for name, items in run.pieces().items():
+        if name in names:
             continue
-        end = ends.get(path.name) or (sidecar.input.lines + 1 if sidecar and reader_of(cfg).locates_changes else 0)
-        if sidecar is None or not items or not end or not _covers(items, end):
-            continue
-        if not dry and not _join(cfg, run, path, items, sidecar):
-            continue
-        joined.append(path.name)
-    return joined
+        gone = Path(run.root, name)  # (never opened: only its name is used)
+        if outputs.keeps_ledger(cfg) or not _join_one(cfg, run, gone, items, ends, False, gone=True):
+            if not _item(cfg, run, gone).output.exists():
+                log.warning("%s: out/parts/ holds answers of it, but it is not among input.path's files any more: "
+                            "kept there; bring it back under its name to finish and join it", name)
+
+
+def _join_one(cfg: DictConfig, run: RunDir, path: Path, items, ends: Dict[str, int], dry: bool,
+              gone: bool = False) -> bool:
+    """Join one file's items when they are finished and cover all its lines (`dry`: only say so)."""
+    sidecar = read_sidecar(_item(cfg, run, path).ledger)
+    if items and _item(cfg, run, path).output.exists():  # left by a joiner killed before it removed them
+        if not dry:
+            _remove(run, path.name, items)
+        return False
+    end = ends.get(path.name) or (sidecar.input.lines + 1 if sidecar and reader_of(cfg).locates_changes else 0)
+    if sidecar is None or not items or not end or not _covers(items, end):
+        return False
+    return dry or _join(cfg, run, path, items, sidecar, gone)
 
 
 def _ends(run: RunDir) -> Dict[str, int]:
@@ -270,7 +290,7 @@ def _covers(items, end: int) -> bool:
     return at >= end
 
 
-def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar) -> bool:
+def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar, gone: bool = False) -> bool:
     item, answered, errors = _item(cfg, run, path), 0, []
     reader, rendered = reader_of(cfg), outputs.keeps_ledger(cfg)
     # the renderers and the Parquet column types need the input's entries (chat or completion, id types): each
@@ -278,7 +298,7 @@ def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar) -> 
     render = outputs.renderer(cfg, reader.read(path)) if rendered else None
     try:
         with (atomic.replacing(item.output) as out, _kept(item, rendered) as keep,
-              _sink(cfg, item, reader.read(path)) as add):
+              _sink(cfg, item, reader.read(path), not gone) as add):
             for start, stop, state in items:
                 with open(run.piece(path.name, start, stop, state), "r", encoding="utf-8") as part:
                     answered += _copy(part, out, errors, render, add, keep)
@@ -303,10 +323,10 @@ def _kept(item: Item, rendered: bool):
 
 
 @contextmanager
-def _sink(cfg: DictConfig, item: Item, entries):
+def _sink(cfg: DictConfig, item: Item, entries, wanted: bool = True):
     """The Parquet copy's writer (output.parquet=true), fed each joined record; else a no-op. `entries`: the
     input's, streamed once for the id columns' types."""
-    if not outputs.wants_parquet(cfg):
+    if not (wanted and outputs.wants_parquet(cfg)):
         yield None
         return
     from runner.output_parquet import ParquetSink
