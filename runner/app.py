@@ -8,8 +8,8 @@ from typing import Tuple
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import (engine, job, launch_pass, limits, models, outputs, plan, preflight, readers, rerun, run_lock,
-                    vllm_names)
+from runner import (engine, job, launch_pass, limits, models, outputs, plan, preflight, readers, renamed, rerun,
+                    run_lock, vllm_names)
 from launchers.base import launcher_of
 from runner.errors import ConfigError
 from runner.mode import mode_of
@@ -108,6 +108,7 @@ def launch(cfg: DictConfig) -> None:
         previous = rerun.previous_job(resolved, run)
         resolved.rerun_epoch = rerun.check_launch(resolved, run, previous)  # refuses before job.yaml is rewritten
         mode = mode_of(resolved)
+        renamed.adopt_renamed(resolved, run, mode.work_items(run), {k: v.print for k, v in found.indexes.items()})
         planned = mode.prepare(run, indexes=found.indexes)  # per_tile: the ranks' work items (work.json)
         if resolved.dry_run:
             print(plan.describe(resolved, run, mode.input_files(), report, planned), flush=True)

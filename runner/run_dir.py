@@ -180,6 +180,14 @@ class RunDir:
                 found.setdefault(match[1], []).append((int(match[2]), int(match[3]), match[4] or "done"))
         return {name: sorted(items) for name, items in found.items()}
 
+    def sidecar_names(self) -> List[str]:
+        """The names of the inputs with a sidecar in out/ (one listing of out/)."""
+        try:
+            with os.scandir(self.out) as entries:
+                return [entry.name[: -len(_SIDECAR)] for entry in entries if entry.name.endswith(_SIDECAR)]
+        except FileNotFoundError:
+            return []
+
     def has_sidecars(self) -> bool:
         """Whether out/ holds a fingerprint sidecar (one listing of out/, stopped at the first)."""
         try:
@@ -192,6 +200,16 @@ class RunDir:
         for path in (self.root, self.out, self.logs, self.stats, self.claims):
             path.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def renamed(item: Item, name: str) -> "Item | None":
+    """The item of input `name` laid out as `item` is (out/<input>... named by the input; None for per_tile's
+    by_rank outputs, named by rank), with the input `name` beside item's."""
+    base = item.input.name
+    if not (item.output.name.startswith(base) and item.ledger.name.startswith(base)):
+        return None
+    return Item(item.input.with_name(name), item.output.with_name(name + item.output.name[len(base):]),
+                item.ledger.with_name(name + item.ledger.name[len(base):]))
 
 
 def run_dir_of(job_file: Path) -> RunDir:

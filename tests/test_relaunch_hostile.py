@@ -115,3 +115,26 @@ def test_an_input_removed_before_the_next_launch_joins_is_joined_by_it(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "out" / "a.txt.jsonl").read_bytes() == whole["a.txt"]
     assert not list((run / "out" / "parts").iterdir()) and _answered(run, 2) == 0
+
+
+def test_an_input_renamed_with_the_same_bytes_is_adopted_not_answered_again(tmp_path):
+    """a.txt renamed b.txt between launches: b.txt was answered again in full while out/a.txt.jsonl stayed (every
+    line twice over the outputs). The same bytes (size and blake2b as answered, one listing of out/ by the launch)
+    take over a.txt's answers, their records naming b.txt; an output left without its input is told in one line
+    and kept."""
+    folder, run, args = _answered_once(tmp_path, "rerun=none")
+    old = read_jsonl(run / "out" / "a.txt.jsonl")
+    os.rename(folder / "a.txt", folder / "b.txt")
+    proc = run_runner(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _answered(run, 2) == 0 and not (run / "out" / "a.txt.jsonl").exists()
+    assert read_jsonl(run / "out" / "b.txt.jsonl") == [{**r, "file": "b.txt"} for r in old]
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["prompts"], summary["lines"], summary["error_lines"]) == (3, 3, 3)
+
+    (folder / "b.txt").unlink()
+    (folder / "c.txt").write_text(LONG[5] + "\n")  # other bytes: answered, b.txt's answers kept and told
+    proc = run_runner(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _answered(run, 2) == 1 and len(read_jsonl(run / "out" / "b.txt.jsonl")) == 3
+    assert str(run / "out" / "b.txt.jsonl") in proc.stderr
