@@ -12,6 +12,7 @@ Each output's sidecar (runner.fingerprint) holds the fingerprint of its input an
 - else nothing to do (skip)
 """
 
+import json
 import logging
 import os
 import time
@@ -124,15 +125,16 @@ def check_launch(cfg: DictConfig, run: RunDir, previous: Optional[DictConfig]) -
     rerun=changed. Returns the run's epoch: the previous one, or a new one (a fresh run, a changed config
     under rerun=all, or rerun=all)."""
     policy = _policy(cfg)
-    if previous is None or not (run.out.is_dir() and any(run.out.iterdir())):
+    before = _answered_with(run, previous) if policy != RerunPolicy.all else None
+    if (previous is None and before is None) or not (run.out.is_dir() and any(run.out.iterdir())):
         return new_epoch()
-    changed = differing(config_print(previous), config_print(cfg))
+    changed = differing(before[0] if before else config_print(previous), config_print(cfg))
     if changed and policy != RerunPolicy.all:
         raise ConfigError(f"{run.root} was answered with other {', '.join(changed[:_LISTED])}: rerun=all answers "
                           "every line again with the config as it is now, or a new run_name=... starts a separate run")
     if changed or policy == RerunPolicy.all:
         return new_epoch()
-    epoch, locates = str(previous.get("rerun_epoch", "")), reader_of(cfg).locates_changes
+    epoch, locates = before[1], reader_of(cfg).locates_changes
     refused = [why for item in mode_of(cfg).work_items(run)
                for action, why in [decide(item, read_sidecar(item.ledger), epoch, policy,
                                           lambda item=item: _last_answered(item.ledger), locates=locates)]
@@ -142,6 +144,26 @@ def check_launch(cfg: DictConfig, run: RunDir, previous: Optional[DictConfig]) -
         raise ConfigError(f"{'; '.join(refused[:_LISTED])}{more}: its records would no longer match its lines; "
                           "rerun=changed answers such files again from the start (or restore them)")
     return epoch
+
+
+def _answered_with(run: RunDir, previous: Optional[DictConfig]) -> Optional[Tuple[dict, str]]:
+    """(the answer-shaping config, the epoch) of the run's outputs: job.yaml's; with job.yaml gone (removed by
+    hand: read as a fresh run, every answered file was answered again), the one its sidecars share (one read
+    each, once). None: nothing answered yet."""
+    if previous is not None:
+        return config_print(previous), str(previous.get("rerun_epoch", ""))
+    sidecars = [read_sidecar(run.file_item(Path(name)).ledger) for name in run.sidecar_names()]
+    sets = {(s.epoch, json.dumps(s.config, sort_keys=True)) for s in sidecars if s is not None}
+    if not sets:
+        return None
+    if len(sets) > 1:
+        raise ConfigError(f"{run.job_file} is gone and the sidecars in {run.out} hold {len(sets)} answer sets: "
+                          "restore it, or rerun=all answers every line again (or a new run_name=... starts a "
+                          "separate run)")
+    log.warning("%s is gone: the run's config and answer set are taken from its %d sidecar(s)", run.job_file,
+                len(sidecars))
+    epoch, config = next(iter(sets))
+    return json.loads(config), epoch
 
 
 def new_epoch() -> str:

@@ -138,3 +138,19 @@ def test_an_input_renamed_with_the_same_bytes_is_adopted_not_answered_again(tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _answered(run, 2) == 1 and len(read_jsonl(run / "out" / "b.txt.jsonl")) == 3
     assert str(run / "out" / "b.txt.jsonl") in proc.stderr
+
+
+def test_a_removed_job_yaml_answers_nothing_again_and_a_changed_config_is_still_refused(tmp_path):
+    """job.yaml removed by hand: the relaunch read the run as fresh and answered every line again (rerun=none). The
+    answer set and config its outputs were made with are taken from their sidecars: nothing is answered again,
+    and a changed answer-shaping config is refused as with job.yaml there."""
+    folder, run, args = _answered_once(tmp_path, "rerun=none")
+    out = run / "out" / "a.txt.jsonl"
+    before = out.read_bytes()
+    (run / "job.yaml").unlink()
+    proc = run_runner([*args, "sampling.max_tokens=5"])
+    assert proc.returncode == 2 and "sampling.max_tokens" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and out.read_bytes() == before
+    proc = run_runner(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.read_bytes() == before and _answered(run, 2) == 0
