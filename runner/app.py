@@ -108,6 +108,7 @@ def launch(cfg: DictConfig) -> None:
         previous = rerun.previous_job(resolved, run)
         resolved.rerun_epoch = rerun.check_launch(resolved, run, previous)  # refuses before job.yaml is rewritten
         mode = mode_of(resolved)
+        mode.after_run(run)  # finished work items joined first: an input renamed before its join is adopted too
         renamed.adopt_renamed(resolved, run, mode.work_items(run), {k: v.print for k, v in found.indexes.items()})
         planned = mode.prepare(run, indexes=found.indexes)  # per_tile: the ranks' work items (work.json)
         if resolved.dry_run:

@@ -154,3 +154,15 @@ def test_a_removed_job_yaml_answers_nothing_again_and_a_changed_config_is_still_
     proc = run_runner(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.read_bytes() == before and _answered(run, 2) == 0
+
+
+def test_an_input_renamed_before_the_join_is_joined_and_adopted_by_its_new_name(tmp_path):
+    """a.txt renamed b.txt after its ranks answered it and before the join: the next launch joins a.txt's items
+    and b.txt takes them over; no line is answered again."""
+    folder, run, args, whole = _answered_not_joined(tmp_path)
+    os.rename(folder / "a.txt", folder / "c.txt")
+    proc = run_runner(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _answered(run, 2) == 0 and not list((run / "out" / "parts").iterdir())
+    assert read_jsonl(run / "out" / "c.txt.jsonl") == [{**json.loads(r), "file": "c.txt"}
+                                                        for r in whole["a.txt"].splitlines()]
