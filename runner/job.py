@@ -1,6 +1,7 @@
 """The job file: the composed config, resolved to absolute paths, that every rank and host reads back."""
 
 from pathlib import Path
+from typing import Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,16 +21,17 @@ def write(cfg: DictConfig, run: RunDir) -> Path:
     return run.job_file
 
 
-def read(path: Path) -> DictConfig:
+def read(path: Path, needs: Tuple[str, ...] = ("mode",)) -> DictConfig:
     """The job file as written, untyped (an older runner's is read too); ConfigError, one line naming the file
-    and the way out, when it is not one (cut short, emptied, not text, not a mapping, edited by hand)."""
+    and the way out, when it is not one (cut short, emptied, not text, not a mapping, without the groups
+    `needs`)."""
     try:
         raw = OmegaConf.load(path)
     except (yaml.YAMLError, UnicodeDecodeError, ValueError) as e:
         raise spoiled(path, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from e
     if not isinstance(raw, DictConfig):
         raise spoiled(path, f"a YAML {type(raw).__name__}, not a mapping")
-    missing = [key for key in ("mode", "model") if not isinstance(raw.get(key), DictConfig)]
+    missing = [key for key in needs if not isinstance(raw.get(key), DictConfig)]
     if missing:
         raise spoiled(path, f"no {' or '.join(missing)}")
     return raw

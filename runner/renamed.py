@@ -54,7 +54,7 @@ def _twin(cfg: DictConfig, item: Item, found, prints: Dict[str, InputPrint],
     """The orphan whose answers were made from this fresh input's bytes, under this run's answer set, and the
     input's fingerprint."""
     if (item.output.exists() or item.ledger.exists() or sidecar_of(item.ledger).exists()
-            or item.input.name in busy or not item.input.is_file()):
+            or busy.intersection([item.input.name]) or not item.input.is_file()):
         return None
     size = item.input.stat().st_size
     same = [old for old, sidecar in found.values() if sidecar.input.size == size and sidecar.answered is not None

@@ -102,7 +102,7 @@ def previous_job(cfg: DictConfig, run: RunDir) -> Optional[DictConfig]:
     if not run.job_file.is_file():
         return None
     try:
-        previous = job.read(run.job_file)
+        previous = job.read(run.job_file, needs=("mode", "model"))  # (what config_print needs)
         if "rerun_epoch" not in previous and run.has_sidecars():  # (an older runner's wrote no sidecars either)
             raise job.spoiled(run.job_file, "no rerun_epoch")
     except ConfigError as e:
