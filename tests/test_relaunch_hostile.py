@@ -20,7 +20,7 @@ def _spoil(job: Path, how: str) -> None:
     spoiled = {
         # a write cut short before its last keys (the runner wrote job.yaml in place): still YAML, a mapping
         "cut_before_epoch": text[: text.index("rerun_epoch:")],
-        "cut_mid_key": text[: len(text) // 3] + "  dty",
+        "cut_mid_value": text[: text.index("model:")] + 'model:\n  path: "/roo',  # torn inside a quoted path
         "empty": "",
         "binary": "\x00\x9f\xfe garbage \x01",
         "a_list": "- model\n- mode\n",
@@ -28,7 +28,7 @@ def _spoil(job: Path, how: str) -> None:
     job.write_bytes(spoiled.encode("utf-8", "surrogateescape") if how != "binary" else b"\x00\x9f\xfe garbage \x01")
 
 
-@pytest.mark.parametrize("how", ["cut_before_epoch", "cut_mid_key", "empty", "binary", "a_list"])
+@pytest.mark.parametrize("how", ["cut_before_epoch", "cut_mid_value", "empty", "binary", "a_list"])
 def test_a_spoiled_job_yaml_is_one_line_and_answers_nothing_again(tmp_path, how):
     """job.yaml cut short, emptied, binary or a YAML list: the relaunch stops in one line naming the file and
     the way out (exit 2, no traceback), its outputs untouched; cut before `rerun_epoch` it answered every line
