@@ -29,14 +29,16 @@ _LISTED = 5
 
 def adopt_renamed(cfg: DictConfig, run: RunDir, items: List[Item], prints: Dict[str, InputPrint]) -> None:
     """Give fresh inputs with an orphan's bytes its answers; tell, in one line, the orphans left (kept)."""
-    names = {item.input.name for item in items}
-    orphans = [name for name in run.sidecar_names() if name not in names]
+    names, listed = {item.input.name for item in items}, run.out_names()
+    orphans = [name for name in run.sidecar_names(listed) if name not in names]
     if not orphans or not items:
         return
     found = {name: (renamed(items[0], name), read_sidecar(renamed(items[0], name).ledger))
              for name in orphans if renamed(items[0], name) is not None}
     found = {name: (old, sidecar) for name, (old, sidecar) in found.items() if sidecar and old.output.exists()}
-    busy = set(run.pieces())  # inputs with work items in out/parts/: not fresh
+    # (not fresh: an input with anything in out/ or work items in out/parts/; told from two listings, no stat
+    # per input file)
+    busy = set(listed) | {sidecar_of(run.out / name).name for name in run.pieces()}
     for item in items:
         twin = _twin(cfg, item, found, prints, busy)
         if twin is not None:
@@ -53,10 +55,12 @@ def _twin(cfg: DictConfig, item: Item, found, prints: Dict[str, InputPrint],
           busy) -> Optional[Tuple[Item, InputPrint]]:
     """The orphan whose answers were made from this fresh input's bytes, under this run's answer set, and the
     input's fingerprint."""
-    if (item.output.exists() or item.ledger.exists() or sidecar_of(item.ledger).exists()
-            or busy.intersection([item.input.name]) or not item.input.is_file()):
+    if busy.intersection([item.output.name, item.ledger.name, sidecar_of(item.ledger).name]):
         return None
-    size = item.input.stat().st_size
+    try:
+        size = item.input.stat().st_size
+    except OSError:  # gone since it was listed
+        return None
     same = [old for old, sidecar in found.values() if sidecar.input.size == size and sidecar.answered is not None
             and sidecar.epoch == str(cfg.rerun_epoch)]
     if not same:

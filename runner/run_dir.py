@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 # the ledger's suffix; the sidecar replaces it with _SIDECAR
 _LEDGER = ".log.jsonl"
@@ -180,13 +180,18 @@ class RunDir:
                 found.setdefault(match[1], []).append((int(match[2]), int(match[3]), match[4] or "done"))
         return {name: sorted(items) for name, items in found.items()}
 
-    def sidecar_names(self) -> List[str]:
-        """The names of the inputs with a sidecar in out/ (one listing of out/)."""
+    def out_names(self) -> List[str]:
+        """The names in out/ (one listing)."""
         try:
             with os.scandir(self.out) as entries:
-                return [entry.name[: -len(_SIDECAR)] for entry in entries if entry.name.endswith(_SIDECAR)]
+                return [entry.name for entry in entries]
         except FileNotFoundError:
             return []
+
+    def sidecar_names(self, listed: Optional[List[str]] = None) -> List[str]:
+        """The names of the inputs with a sidecar in out/ (`listed`: out/'s names, else one listing of it)."""
+        return [name[: -len(_SIDECAR)] for name in (self.out_names() if listed is None else listed)
+                if name.endswith(_SIDECAR)]
 
     def has_sidecars(self) -> bool:
         """Whether out/ holds a fingerprint sidecar (one listing of out/, stopped at the first)."""
