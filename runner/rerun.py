@@ -152,8 +152,15 @@ def _answered_with(run: RunDir, previous: Optional[DictConfig]) -> Optional[Tupl
     each, once). None: nothing answered yet."""
     if previous is not None:
         return config_print(previous), str(previous.get("rerun_epoch", ""))
-    sidecars = [read_sidecar(run.file_item(Path(name)).ledger) for name in run.sidecar_names()]
-    sets = {(s.epoch, json.dumps(s.config, sort_keys=True)) for s in sidecars if s is not None}
+    # only the sidecars of answered files: a first launch stopped before it wrote job.yaml left sidecars of
+    # files with nothing answered, which bind no config
+    pieces, sidecars = run.pieces(), []
+    for name in run.sidecar_names():
+        ledger = run.file_item(Path(name)).ledger
+        sidecar = read_sidecar(ledger)
+        if sidecar is not None and (sidecar.answered is not None or name in pieces or ledger.exists()):
+            sidecars.append(sidecar)
+    sets = {(s.epoch, json.dumps(s.config, sort_keys=True)) for s in sidecars}
     if not sets:
         return None
     if len(sets) > 1:

@@ -166,3 +166,18 @@ def test_an_input_renamed_before_the_join_is_joined_and_adopted_by_its_new_name(
     assert _answered(run, 2) == 0 and not list((run / "out" / "parts").iterdir())
     assert read_jsonl(run / "out" / "c.txt.jsonl") == [{**json.loads(r), "file": "c.txt"}
                                                         for r in whole["a.txt"].splitlines()]
+
+
+def test_a_first_launch_stopped_before_job_yaml_binds_no_config(tmp_path):
+    """A first launch stopped after it laid out out/ (sidecars of files with nothing answered) and before it
+    wrote job.yaml: the relaunch, with a config changed meanwhile, is a fresh run, not refused."""
+    folder, run, args = _answered_once(tmp_path, "rerun=none")
+    (run / "job.yaml").unlink()
+    (run / "out" / "a.txt.jsonl").unlink()
+    for stats in (run / "stats").iterdir():
+        stats.unlink()
+    sidecar = run / "out" / "a.txt.fp.json"  # as the launch's plan wrote it: no counts yet
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "answered": None, "errors": None}))
+    proc = run_runner([*args, "sampling.max_tokens=5"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["line"] for r in read_jsonl(run / "out" / "a.txt.jsonl")] == [1, 2, 3] and _answered(run, 2) == 3
