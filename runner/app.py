@@ -8,8 +8,8 @@ from typing import Tuple
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import (engine, job, launch_pass, limits, models, outputs, plan, preflight, readers, rerun, run_lock,
-                    vllm_names)
+from runner import (engine, job, launch_pass, limits, models, outputs, plan, preflight, readers, renamed, rerun,
+                    run_lock, vllm_names)
 from launchers.base import launcher_of
 from runner.errors import ConfigError
 from runner.mode import mode_of
@@ -88,7 +88,7 @@ def resolve(cfg: DictConfig) -> Tuple[DictConfig, launch_pass.Inputs]:
 def show_plan(resolved: DictConfig, found: launch_pass.Inputs) -> None:
     """plan=true: print what a launch would do; nothing is made, locked or started."""
     run = RunDir(Path(HydraConfig.get().runtime.output_dir))
-    previous = OmegaConf.load(run.job_file) if run.job_file.is_file() else None
+    previous = rerun.previous_job(resolved, run)
     resolved.rerun_epoch = rerun.check_launch(resolved, run, previous)
     mode = mode_of(resolved)
     planned = mode.prepare(run, dry=True, indexes=found.indexes)
@@ -105,9 +105,11 @@ def launch(cfg: DictConfig) -> None:
     lock = RunLock(run.root)
     lock.acquire(run_lock.holder(), force=resolved.force_lock)  # before job.yaml, which a live run reads
     try:
-        previous = OmegaConf.load(run.job_file) if run.job_file.is_file() else None
+        previous = rerun.previous_job(resolved, run)
         resolved.rerun_epoch = rerun.check_launch(resolved, run, previous)  # refuses before job.yaml is rewritten
         mode = mode_of(resolved)
+        mode.after_run(run)  # finished work items joined first: an input renamed before its join is adopted too
+        renamed.adopt_renamed(resolved, run, mode.work_items(run), {k: v.print for k, v in found.indexes.items()})
         planned = mode.prepare(run, indexes=found.indexes)  # per_tile: the ranks' work items (work.json)
         if resolved.dry_run:
             print(plan.describe(resolved, run, mode.input_files(), report, planned), flush=True)

@@ -179,7 +179,9 @@ class PerTile(Mode):
         if self._spread and run.job_file.is_file():
             from runner import spread
 
-            spread.join_finished(self.cfg, run, self.input_files())
+            files = self.input_files()
+            spread.join_finished(self.cfg, run, files)
+            spread.join_gone(self.cfg, run, files)
 
     def partial_outputs(self, run: RunDir, item: Item) -> List[Path]:
         if not self._spread:

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List
 
-from omegaconf import OmegaConf
-
+from runner import job
 from runner.errors import RunnerError
 from runner.fingerprint import answered_as_it_is, read_sidecar
 from runner.mode import mode_of
@@ -56,7 +55,7 @@ def _file_progress(item: Item, reader: InputReader, partial: Callable[[Item], Li
 def progress(run: RunDir) -> List[FileProgress]:
     """Every input file's progress: a finished output's counts come from its sidecar (one small read), a ledger's
     from its distinct lines."""
-    cfg = OmegaConf.load(run.job_file)  # untyped: a job file of an older runner version is read too
+    cfg = job.read(run.job_file)  # untyped: a job file of an older runner version is read too
     reader, mode = reader_of(cfg), mode_of(cfg)
     return [_file_progress(item, reader, lambda item: mode.partial_outputs(run, item)) for item in mode.work_items(run)]
 

@@ -16,6 +16,8 @@ SUCCESS, ERROR = "SUCCESS", "ERROR"
 LINE = "line"
 # the keys a mode puts into a record's ids besides `line` (an id column of one of these names would overwrite it)
 MODE_IDS = ("rank", "file")
+# the key of the input file's name, in the ids of a record keyed by file (per_tile spread, server_per_node)
+FILE = "file"
 
 
 @dataclass

@@ -12,6 +12,7 @@ Each output's sidecar (runner.fingerprint) holds the fingerprint of its input an
 - else nothing to do (skip)
 """
 
+import json
 import logging
 import os
 import time
@@ -21,7 +22,7 @@ from typing import Callable, List, Optional, Set, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import outputs
+from runner import job, outputs
 from runner.errors import ConfigError
 from runner.fingerprint import (InputPrint, Sidecar, answered_as_it_is, changed_from, config_print, differing,
                                 read_sidecar, scan, unchanged, write_sidecar)
@@ -80,10 +81,10 @@ def left_alone(cfg: DictConfig, run: RunDir, items: List[Item]) -> Set[Path]:
     """The inputs a rerun leaves as they are (decide's "skip" under the previous job.yaml's epoch), told from
     sidecars and stats alone: the input is not read while its size and mtime are the ones it was answered with.
     The launch need not read them (a folder of 10k answered files and one new one)."""
-    policy = _policy(cfg)
-    if policy == RerunPolicy.all or not run.job_file.is_file():
+    policy, previous = _policy(cfg), previous_job(cfg, run)
+    if policy == RerunPolicy.all or previous is None:
         return set()
-    epoch, locates = str(OmegaConf.load(run.job_file).get("rerun_epoch", "")), reader_of(cfg).locates_changes
+    epoch, locates = str(previous.get("rerun_epoch", "")), reader_of(cfg).locates_changes
     kept = set()
     for item in items:
         sidecar = read_sidecar(item.ledger) if item.output.exists() else None
@@ -92,6 +93,24 @@ def left_alone(cfg: DictConfig, run: RunDir, items: List[Item]) -> Set[Path]:
                 and decide(item, sidecar, epoch, policy, lambda: 0, None, locates)[0] == "skip"):
             kept.add(item.input)
     return kept
+
+
+def previous_job(cfg: DictConfig, run: RunDir) -> Optional[DictConfig]:
+    """The job.yaml the run's last launch wrote (None: a fresh run). A spoiled one is refused (ConfigError): read
+    without its rerun_epoch, every answered file was answered again. rerun=all, which answers every line again
+    anyway, needs none."""
+    if not run.job_file.is_file():
+        return None
+    try:
+        previous = job.read(run.job_file, needs=("mode", "model"))  # (what config_print needs)
+        if "rerun_epoch" not in previous and run.has_sidecars():  # (an older runner's wrote no sidecars either)
+            raise job.spoiled(run.job_file, "no rerun_epoch")
+    except ConfigError as e:
+        if _policy(cfg) != RerunPolicy.all:
+            raise
+        log.warning("%s; rerun=all: every line is answered again", e)
+        return None
+    return previous
 
 
 def _last_answered(ledger: Path) -> int:
@@ -106,15 +125,16 @@ def check_launch(cfg: DictConfig, run: RunDir, previous: Optional[DictConfig]) -
     rerun=changed. Returns the run's epoch: the previous one, or a new one (a fresh run, a changed config
     under rerun=all, or rerun=all)."""
     policy = _policy(cfg)
-    if previous is None or not (run.out.is_dir() and any(run.out.iterdir())):
+    before = _answered_with(run, previous) if policy != RerunPolicy.all else None
+    if (previous is None and before is None) or not (run.out.is_dir() and any(run.out.iterdir())):
         return new_epoch()
-    changed = differing(config_print(previous), config_print(cfg))
+    changed = differing(before[0] if before else config_print(previous), config_print(cfg))
     if changed and policy != RerunPolicy.all:
         raise ConfigError(f"{run.root} was answered with other {', '.join(changed[:_LISTED])}: rerun=all answers "
                           "every line again with the config as it is now, or a new run_name=... starts a separate run")
     if changed or policy == RerunPolicy.all:
         return new_epoch()
-    epoch, locates = str(previous.get("rerun_epoch", "")), reader_of(cfg).locates_changes
+    epoch, locates = before[1], reader_of(cfg).locates_changes
     refused = [why for item in mode_of(cfg).work_items(run)
                for action, why in [decide(item, read_sidecar(item.ledger), epoch, policy,
                                           lambda item=item: _last_answered(item.ledger), locates=locates)]
@@ -124,6 +144,33 @@ def check_launch(cfg: DictConfig, run: RunDir, previous: Optional[DictConfig]) -
         raise ConfigError(f"{'; '.join(refused[:_LISTED])}{more}: its records would no longer match its lines; "
                           "rerun=changed answers such files again from the start (or restore them)")
     return epoch
+
+
+def _answered_with(run: RunDir, previous: Optional[DictConfig]) -> Optional[Tuple[dict, str]]:
+    """(the answer-shaping config, the epoch) of the run's outputs: job.yaml's; with job.yaml gone (removed by
+    hand: read as a fresh run, every answered file was answered again), the one its sidecars share (one read
+    each, once). None: nothing answered yet."""
+    if previous is not None:
+        return config_print(previous), str(previous.get("rerun_epoch", ""))
+    # only the sidecars of answered files: a first launch stopped before it wrote job.yaml left sidecars of
+    # files with nothing answered, which bind no config
+    pieces, sidecars = run.pieces(), []
+    for name in run.sidecar_names():
+        ledger = run.file_item(Path(name)).ledger
+        sidecar = read_sidecar(ledger)
+        if sidecar is not None and (sidecar.answered is not None or name in pieces or ledger.exists()):
+            sidecars.append(sidecar)
+    sets = {(s.epoch, json.dumps(s.config, sort_keys=True)) for s in sidecars}
+    if not sets:
+        return None
+    if len(sets) > 1:
+        raise ConfigError(f"{run.job_file} is gone and the sidecars in {run.out} hold {len(sets)} answer sets: "
+                          "restore it, or rerun=all answers every line again (or a new run_name=... starts a "
+                          "separate run)")
+    log.warning("%s is gone: the run's config and answer set are taken from its %d sidecar(s)", run.job_file,
+                len(sidecars))
+    epoch, config = next(iter(sets))
+    return json.loads(config), epoch
 
 
 def new_epoch() -> str:

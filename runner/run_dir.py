@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 # the ledger's suffix; the sidecar replaces it with _SIDECAR
 _LEDGER = ".log.jsonl"
@@ -180,10 +180,41 @@ class RunDir:
                 found.setdefault(match[1], []).append((int(match[2]), int(match[3]), match[4] or "done"))
         return {name: sorted(items) for name, items in found.items()}
 
+    def out_names(self) -> List[str]:
+        """The names in out/ (one listing)."""
+        try:
+            with os.scandir(self.out) as entries:
+                return [entry.name for entry in entries]
+        except FileNotFoundError:
+            return []
+
+    def sidecar_names(self, listed: Optional[List[str]] = None) -> List[str]:
+        """The names of the inputs with a sidecar in out/ (`listed`: out/'s names, else one listing of it)."""
+        return [name[: -len(_SIDECAR)] for name in (self.out_names() if listed is None else listed)
+                if name.endswith(_SIDECAR)]
+
+    def has_sidecars(self) -> bool:
+        """Whether out/ holds a fingerprint sidecar (one listing of out/, stopped at the first)."""
+        try:
+            with os.scandir(self.out) as entries:
+                return any(entry.name.endswith(_SIDECAR) for entry in entries)
+        except FileNotFoundError:
+            return False
+
     def make(self) -> "RunDir":
         for path in (self.root, self.out, self.logs, self.stats, self.claims):
             path.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def renamed(item: Item, name: str) -> "Item | None":
+    """The item of input `name` laid out as `item` is (out/<input>... named by the input; None for per_tile's
+    by_rank outputs, named by rank), with the input `name` beside item's."""
+    base = item.input.name
+    if not (item.output.name.startswith(base) and item.ledger.name.startswith(base)):
+        return None
+    return Item(item.input.with_name(name), item.output.with_name(name + item.output.name[len(base):]),
+                item.ledger.with_name(name + item.ledger.name[len(base):]))
 
 
 def run_dir_of(job_file: Path) -> RunDir:

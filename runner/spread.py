@@ -111,6 +111,8 @@ def _decide(cfg: DictConfig, run: RunDir, path: Path, items, index: FileIndex) -
     sidecar = read_sidecar(item.ledger)
     if not item.output.exists() and not items:
         return "fresh", ""
+    if sidecar is None and item.output.exists():  # (planned as fresh, it was answered again in full)
+        return "adopt", "a joined output without its sidecar: its records kept as they are"
     if sidecar is None:
         return "resume", "answered by a runner without fingerprints: kept as it is"
     if items and not item.output.exists():  # decide asks the ledger whether anything was answered: a part was
@@ -134,6 +136,8 @@ def _ranges(cfg: DictConfig, run: RunDir, path: Path, items, action: str,
     policy = _policy(cfg)
     if action in ("fresh", "restart"):
         return [], []
+    if action == "adopt":
+        return _adopted(cfg, run, path, result)
     if action == "reopen":
         sidecar = read_sidecar(_item(cfg, run, path).ledger)
         # the records it holds: the lines of a text file as fingerprinted, or (rows) the records it has
@@ -143,6 +147,20 @@ def _ranges(cfg: DictConfig, run: RunDir, path: Path, items, action: str,
         return [(1, stop)], [(1, stop)] if retry else []
     retry = ("log", "errors") if policy.retries_errors else ("log",)
     return [(a, b) for a, b, _ in items], [(a, b) for a, b, state in items if state in retry]
+
+
+def _adopted(cfg: DictConfig, run: RunDir, path: Path, result: Plan):
+    """A joined output without its sidecar (removed by hand): nothing says which input it was answered from, so
+    its records are taken as they are, the range of the lines they hold becoming a ledger that a rank continues
+    (the lines it lacks, and under rerun=errors its ERROR lines, are answered; none again). One read of it."""
+    item = _item(cfg, run, path)
+    records = item.ledger if outputs.keeps_ledger(cfg) else item.output
+    stop = max(scan(records), default=0) + 1 if records.exists() else 1
+    if stop == 1:  # no record to keep (or a rendered output whose records were not kept): answered afresh
+        result.actions[path.name] = ("restart", "a joined output without its sidecar or records")
+        return [], []
+    result.reopened[path.name] = (stop, "log")
+    return [(1, stop)], [(1, stop)]
 
 
 def apply(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path]) -> None:
@@ -176,6 +194,7 @@ def _apply_files(cfg: DictConfig, run: RunDir, planned: Plan, files: List[Path])
         if path.name in listed and _item(cfg, run, path).output.exists():
             _remove(run, path.name, listed[path.name])
     join_finished(cfg, run, [path for path in files if path.name not in planned.pending])
+    join_gone(cfg, run, files)
     listed = run.pieces()
     for path in files:
         action, why = planned.actions[path.name]
@@ -196,7 +215,7 @@ def _apply_file(cfg: DictConfig, run: RunDir, path: Path, action: str, items, in
             run.piece(path.name, start, stop, state).unlink(missing_ok=True)
         item.output.unlink(missing_ok=True)
         item.ledger.unlink(missing_ok=True)  # a rendered output's kept records
-    if action == "reopen":  # a ledger again (its ERROR records answered again), else a finished item
+    if action in ("reopen", "adopt"):  # a ledger again (its ERROR records answered again), else a finished item
         os.makedirs(run.parts, exist_ok=True)
         rendered = outputs.keeps_ledger(cfg)  # its records are the kept ledger, not the output
         os.replace(item.ledger if rendered else item.output, run.piece(path.name, 1, *reopened))
@@ -218,20 +237,39 @@ def share_of(run: RunDir, rank: int) -> List[Piece]:
 
 def join_finished(cfg: DictConfig, run: RunDir, files: List[Path], dry: bool = False) -> List[str]:
     """Join every file whose finished items cover all its lines (`dry`: only say which); their names."""
-    joined, listed, ends = [], run.pieces(), _ends(run)
-    for path in files:
-        items, sidecar = listed.get(path.name, []), read_sidecar(_item(cfg, run, path).ledger)
-        if items and _item(cfg, run, path).output.exists():  # left by a joiner killed before it removed them
-            if not dry:
-                _remove(run, path.name, items)
+    listed, ends = run.pieces(), _ends(run)
+    return [path.name for path in files if _join_one(cfg, run, path, listed.get(path.name, []), ends, dry)]
+
+
+def join_gone(cfg: DictConfig, run: RunDir, files: List[Path]) -> None:
+    """Join the finished items of inputs no longer among `files` (the job's inputs): removed or renamed after
+    their ranks answered them and before the join, their answers were left in out/parts/, read by nothing. A
+    JSONL output needs only the records (the input is not read; its Parquet copy waits for the input to come
+    back); a rendered one, or a file with lines left, stays in out/parts/ for the input's return, told in one
+    line. Back unchanged under its name, a joined input is not answered again."""
+    names, ends = {path.name for path in files}, _ends(run)
+    for name, items in run.pieces().items():
+        if name in names:
             continue
-        end = ends.get(path.name) or (sidecar.input.lines + 1 if sidecar and reader_of(cfg).locates_changes else 0)
-        if sidecar is None or not items or not end or not _covers(items, end):
-            continue
-        if not dry and not _join(cfg, run, path, items, sidecar):
-            continue
-        joined.append(path.name)
-    return joined
+        gone = Path(run.root, name)  # (never opened: only its name is used)
+        if outputs.keeps_ledger(cfg) or not _join_one(cfg, run, gone, items, ends, False, gone=True):
+            if not _item(cfg, run, gone).output.exists():
+                log.warning("%s: out/parts/ holds answers of it, but it is not among input.path's files any more: "
+                            "kept there; bring it back under its name to finish and join it", name)
+
+
+def _join_one(cfg: DictConfig, run: RunDir, path: Path, items, ends: Dict[str, int], dry: bool,
+              gone: bool = False) -> bool:
+    """Join one file's items when they are finished and cover all its lines (`dry`: only say so)."""
+    sidecar = read_sidecar(_item(cfg, run, path).ledger)
+    if items and _item(cfg, run, path).output.exists():  # left by a joiner killed before it removed them
+        if not dry:
+            _remove(run, path.name, items)
+        return False
+    end = ends.get(path.name) or (sidecar.input.lines + 1 if sidecar and reader_of(cfg).locates_changes else 0)
+    if sidecar is None or not items or not end or not _covers(items, end):
+        return False
+    return dry or _join(cfg, run, path, items, sidecar, gone)
 
 
 def _ends(run: RunDir) -> Dict[str, int]:
@@ -252,7 +290,7 @@ def _covers(items, end: int) -> bool:
     return at >= end
 
 
-def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar) -> bool:
+def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar, gone: bool = False) -> bool:
     item, answered, errors = _item(cfg, run, path), 0, []
     reader, rendered = reader_of(cfg), outputs.keeps_ledger(cfg)
     # the renderers and the Parquet column types need the input's entries (chat or completion, id types): each
@@ -260,7 +298,7 @@ def _join(cfg: DictConfig, run: RunDir, path: Path, items, sidecar: Sidecar) -> 
     render = outputs.renderer(cfg, reader.read(path)) if rendered else None
     try:
         with (atomic.replacing(item.output) as out, _kept(item, rendered) as keep,
-              _sink(cfg, item, reader.read(path)) as add):
+              _sink(cfg, item, reader.read(path), not gone) as add):
             for start, stop, state in items:
                 with open(run.piece(path.name, start, stop, state), "r", encoding="utf-8") as part:
                     answered += _copy(part, out, errors, render, add, keep)
@@ -285,10 +323,10 @@ def _kept(item: Item, rendered: bool):
 
 
 @contextmanager
-def _sink(cfg: DictConfig, item: Item, entries):
+def _sink(cfg: DictConfig, item: Item, entries, wanted: bool = True):
     """The Parquet copy's writer (output.parquet=true), fed each joined record; else a no-op. `entries`: the
     input's, streamed once for the id columns' types."""
-    if not outputs.wants_parquet(cfg):
+    if not (wanted and outputs.wants_parquet(cfg)):
         yield None
         return
     from runner.output_parquet import ParquetSink

@@ -31,12 +31,11 @@ def _rate(tokens: float, seconds: float) -> float:
 def summarize(run: RunDir, wall_s: float = 0.0) -> Dict:
     """Gather this attempt's stats and the outputs' counts into summary.json; wall_s is the job's wall time
     where the launcher knows it."""
-    from omegaconf import OmegaConf
-
+    from runner.job import read
     from runner.mode import mode_of
     from runner.progress import progress
 
-    mode_of(OmegaConf.load(run.job_file)).after_run(run)  # e.g. per_tile's work items joined into one output each
+    mode_of(read(run.job_file)).after_run(run)  # e.g. per_tile's work items joined into one output each
     workers = this_attempt(run)
     files = progress(run)
     keys = ("answered", "errors", "prompt_tokens", "output_tokens")
