@@ -98,7 +98,7 @@ class PbsLauncher(Launcher):
 
     def problem(self) -> str:
         qsub = self.cfg.launcher.qsub
-        if self.cfg.dry_run or shutil.which(qsub):
+        if self.cfg.dry_run or self.cfg.plan or shutil.which(qsub):
             return ""
         return f"launcher.qsub={qsub} is not found here: launch from a PBS login node, or set launcher.qsub=PATH"
 

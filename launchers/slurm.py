@@ -95,9 +95,13 @@ class SlurmLauncher(Launcher):
     script_name = "job.sbatch"
 
     def problem(self) -> str:
-        if self.cfg.dry_run or shutil.which("sbatch"):
+        # a plan needs neither; a dry run renders its script through submitit, which needs srun
+        needed = [] if self.cfg.plan else ["srun"] if self.cfg.dry_run else ["srun", "sbatch"]
+        missing = [name for name in needed if not shutil.which(name)]
+        if not missing:
             return ""
-        return "launcher=slurm needs sbatch, which is not on PATH here: launch from a Slurm login node"
+        return (f"launcher=slurm needs {' and '.join(missing)}, not on PATH here: launch from a Slurm login node, or "
+                "put Slurm's commands on PATH")
 
     def render(self, job_file: Path) -> str:
         """The sbatch script submitit would submit, rendered by submitit's own hook; no job is created."""

@@ -32,13 +32,22 @@ _COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip"), b"\x28\xb5\x2f\xfd": ("zstd", "u
 class NotUtf8(BadText):
     """A line of an input file that is not UTF-8."""
 
-    def __init__(self, path: Path, number: int, error: UnicodeDecodeError, raw: bytes = b""):
-        packed = next((how for magic, how in _COMPRESSED.items() if number == 1 and raw.startswith(magic)), None)
+    def __init__(self, path: Path, number: int, error: UnicodeDecodeError):
+        packed = next((how for magic, how in _COMPRESSED.items() if _head(path).startswith(magic)), None)
         if packed:
             super().__init__(f"{path} is {packed[0]}-compressed; decompress it first ({packed[1]} -k {path.name})")
         else:
             super().__init__(f"{path}: line {number} is not UTF-8 ({error.reason} at byte {error.start + 1} of the "
                              "line)")
+
+
+def _head(path: Path) -> bytes:
+    """The file's first bytes (a compressed stream's magic; its first line may happen to decode)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)
+    except OSError:
+        return b""
 
 
 class CrOnly(BadText):
@@ -65,7 +74,7 @@ def _iter_lines(path: Path, scanner=None, start: int = 1, stop: Optional[int] = 
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:
-                raise NotUtf8(path, number, e, raw) from None
+                raise NotUtf8(path, number, e) from None
             # a byte-order mark (spreadsheet exports) is no part of the text; one starts a line in the middle of
             # files concatenated from such exports (`cat a.tsv b.tsv`), where it would be part of an id or a prompt
             text = text.removeprefix("\ufeff")

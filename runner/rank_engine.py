@@ -4,7 +4,7 @@
 
 import logging
 import time
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional
 
 from omegaconf import OmegaConf
 
@@ -35,9 +35,9 @@ def answer_all(cfg, rank, todo: Iterable, write: Callable[[list], List[dict]], m
     sampling = engine.Sampling(OmegaConf.to_container(cfg.sampling))
     t1 = last_report = time.monotonic()
     stats.engine_start_s = round(t1 - t0, 3)
-    every, record_s = cfg.mode.progress_every_s, 0.0
+    every, record_s, reading = cfg.mode.progress_every_s, 0.0, [0.0]
     try:
-        for finished in engine.stream_answers(llm, todo, sampling, cfg.mode.max_in_flight, may_add):
+        for finished in engine.stream_answers(llm, _timed(todo, reading), sampling, cfg.mode.max_in_flight, may_add):
             got = time.monotonic()
             for record in write(finished):
                 tally.count(record)
@@ -46,6 +46,19 @@ def answer_all(cfg, rank, todo: Iterable, write: Callable[[list], List[dict]], m
                 log.info("rank %d: %s", rank, tally.progress(expected, got - t1))
             record_s += time.monotonic() - got
     finally:
-        # record_s: the part of generate_s the rank spent on its own work between engine steps (records,
-        # checkpoint, progress lines); the rest was vLLM
-        stats.generate_s, stats.record_s = round(time.monotonic() - t1, 3), round(record_s, 6)
+        # record_s: the part of generate_s the rank spent on its own work between engine steps (reading its lines,
+        # records, checkpoint, progress lines); the rest was vLLM
+        stats.generate_s, stats.record_s = round(time.monotonic() - t1, 3), round(record_s + reading[0], 6)
+
+
+def _timed(entries: Iterable, spent: List[float]) -> Iterator:
+    """The entries, the seconds taken to read them (a stream reads its file as the engine takes lines) added to
+    spent[0]."""
+    it = iter(entries)
+    while True:
+        started = time.monotonic()
+        entry = next(it, None)
+        spent[0] += time.monotonic() - started
+        if entry is None:
+            return
+        yield entry

@@ -26,7 +26,6 @@ def above_zero(default: float):
     return field(default=default, metadata={"above": 0})
 
 
-
 class Accelerator(Enum):
     cpu = "cpu"
     nvidia = "nvidia"

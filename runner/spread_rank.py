@@ -3,8 +3,8 @@
 Each item is a line range of one input file, read from its byte offset on (the rank never reads the rest of the
 file), answered into its own ledger out/parts/<input>.<start>-<stop>.log.jsonl. All the rank's items feed one
 engine, so its batch stays full across their ends. The lines are read as the engine takes them (the engine
-starts before the share is read, and a share of millions of lines is not held: only the lines in flight and 8
-bytes per line read). An item whose every line has a record is written out sorted
+starts before the share is read, and a share of millions of lines is not held: the entries in flight, 8 bytes
+per line read, and the ledger's index of the answered lines). An item whose every line has a record is written out sorted
 (out/parts/<input>.<start>-<stop>.jsonl, .errors.jsonl when it holds an ERROR record); the job's summary step joins
 a file's items into out/<input>.jsonl.
 
@@ -89,11 +89,18 @@ def _to_answer(items: List[WorkItem], reader: InputReader, retry: bool, owner: D
     `owner` (by the entry object: the engine hands back the objects it was given) until its record is written."""
     for item in items:
         piece = item.piece
-        for entry in reader.read(Path(piece.path), piece.start, piece.stop, piece.offset):
+        entries = reader.read(Path(piece.path), piece.start, piece.stop, piece.offset)
+        entry = next(entries, None)
+        while entry is not None:
+            # one entry ahead: the item is read whole once its last entry is taken (a walltime stop right after
+            # it must not leave an answered item unfinished)
+            following = next(entries, None)
             item.numbers.append(entry.number)
+            item.read_all = following is None
             if item.ledger.needs(entry.number, retry):
                 owner[id(entry)] = item
                 yield entry
+            entry = following
         item.read_all = True
 
 

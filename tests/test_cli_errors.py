@@ -80,7 +80,14 @@ def test_a_scheduler_command_missing_here_is_named_before_a_run_directory_is_mad
     empty.mkdir()
     proc = run_runner(["launcher=slurm", f"input.path={inputs}", f"hydra.run.dir={run}"], env={"PATH": str(empty)})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "launcher=slurm needs sbatch, which is not on PATH here" in proc.stderr and not run.exists()
+    assert "launcher=slurm needs srun and sbatch, not on PATH here" in proc.stderr and not run.exists()
+    for launcher in (["launcher=slurm"], ["launcher=pbs", "launcher.queue=q", "launcher.account=a"]):
+        plan = run_runner([*launcher, f"input.path={inputs}", "plan=true", f"hydra.run.dir={run}"],
+                          env={"PATH": str(empty)})
+        assert plan.returncode == 0 and not run.exists(), plan.stderr[-2000:]  # a plan starts nothing
+    dry = run_runner(["launcher=slurm", f"input.path={inputs}", "dry_run=true", f"hydra.run.dir={run}"],
+                     env={"PATH": str(empty)})
+    assert "launcher=slurm needs srun, not on PATH here" in dry.stderr and not run.exists()
 
 
 def test_a_sampling_value_vllm_refuses_is_named_at_compose_time(tmp_path):
