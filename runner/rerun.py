@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, List, Optional, Set, Tuple
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from runner import job, outputs
 from runner.errors import ConfigError

@@ -12,7 +12,7 @@ import pytest
 
 from helpers.cli import ROOT, run_runner
 from helpers.inputs import read_jsonl
-from test_spread_reruns import LONG, NO_ENGINE, _answered, _answered_once
+from test_spread_reruns import LONG, _answered, _answered_once
 
 
 def _spoil(job: Path, how: str) -> None:
