@@ -48,8 +48,9 @@ def _kill_all(tag):
 
 
 def _answered(run):
+    """SUCCESS records so far: the server answers again (an ERROR record can be written while it restarts)."""
     ledger = run / "out" / "long.txt.log.jsonl"
-    return len(ledger.read_text().splitlines()) if ledger.exists() else 0
+    return sum('"SUCCESS"' in line for line in ledger.read_text().splitlines()) if ledger.exists() else 0
 
 
 def test_kill_9_of_each_process_leaves_nothing_and_a_foreign_port_is_never_used(tmp_path):
@@ -78,7 +79,10 @@ def test_kill_9_of_each_process_leaves_nothing_and_a_foreign_port_is_never_used(
     leaked = wait_for(lambda: not shared & shm_files(), 10) or shared & shm_files()
     assert foreign.seen == [], "the runner talked to the foreign server"
     records = read_jsonl(run / "out" / "long.txt.log.jsonl")
-    assert all(r["status"] == "SUCCESS" for r in records), {r["error"] for r in records if r["status"] != "SUCCESS"}
+    # a line in flight at two of the engine's deaths is ERROR (a line that kills the engine would else take every
+    # server down); three deaths seconds apart can make an innocent one such a line: the rerun answers it
+    errors = {r["error"] for r in records if r["status"] != "SUCCESS"}
+    assert all("engine died 2 times" in error for error in errors), errors
     assert len({r["line"] for r in records}) == len(records)
 
     rerun = run_runner(args)  # the killed launch's lock is stale: the same command resumes
