@@ -1,6 +1,7 @@
 """Nothing outlives the job, nothing foreign is trusted: one long server_per_node job on the CPU whose processes
 are killed (-9) in turn, while a foreign HTTP server sits on the port the runner would try first."""
 
+import json
 import os
 import signal
 import subprocess
@@ -50,7 +51,11 @@ def _kill_all(tag):
 def _answered(run):
     """SUCCESS records so far: the server answers again (an ERROR record can be written while it restarts)."""
     ledger = run / "out" / "long.txt.log.jsonl"
-    return sum('"SUCCESS"' in line for line in ledger.read_text().splitlines()) if ledger.exists() else 0
+    if not ledger.exists():
+        return 0
+    text = ledger.read_text()
+    whole = text[:text.rfind("\n") + 1]  # not the record the host is writing now
+    return sum(json.loads(line)["status"] == "SUCCESS" for line in whole.splitlines())
 
 
 def test_kill_9_of_each_process_leaves_nothing_and_a_foreign_port_is_never_used(tmp_path):
