@@ -1,5 +1,5 @@
 """The seam of the launcher group: how a job's steps (launchers.steps) reach the nodes. A new launcher is a
-subclass (in its own module), its schema in runner/schema.py and its YAML in conf/launcher/."""
+subclass (in its own module), its schema in runner/schema/launcher.py and its YAML in conf/launcher/."""
 
 import logging
 from abc import ABC, abstractmethod

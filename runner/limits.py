@@ -1,6 +1,6 @@
 """Every number of the config in its range, checked before a launch reads or makes anything.
 
-Seconds, counts, sizes and ports are never negative; a field of runner/schema.py that needs more says so in its
+Seconds, counts, sizes and ports are never negative; a field of runner/schema/ that needs more says so in its
 metadata (schema.at_least, schema.above_zero, a "max"). OmegaConf checks only types, and a wrong sign does harm
 far from where it was typed: a negative mode.stall_s counts a server hung after one health check without a new
 token, a negative health_interval_s polls /health in a busy loop, a zero max_in_flight never submits a line.

@@ -1,5 +1,5 @@
 """The seam of the mode group: what a worker process of a job runs, how many run per node, which device and
-which input files each gets. A new mode is a subclass (in its own module), its schema in runner/schema.py and
+which input files each gets. A new mode is a subclass (in its own module), its schema in runner/schema/mode.py and
 its YAML in conf/mode/; the rest of the runner asks the mode, never its name.
 """
 

@@ -1,6 +1,6 @@
 """The seam of input formats (the `input` config group): which files a job reads, how many records each holds,
 and each record as an Entry: the request built from it, or why none could be (it gets an ERROR record naming
-that, never a request). A format is an InputReader subclass named by its option's `_target_` (runner/schema.py,
+that, never a request). A format is an InputReader subclass named by its option's `_target_` (runner/schema/input.py,
 conf/input/), in a module of its own where it has real code; modes, the pre-flight check, progress and the rerun
 ask the reader, never the format's name.
 """
