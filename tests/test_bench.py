@@ -42,6 +42,13 @@ def test_prompts_have_exactly_the_asked_length_and_repeat_with_the_seed(model_di
     assert bench_vs_raw.make_prompts(model_dir, 300, 64, seed=7) == prompts
 
 
+def test_rounds_mirror_the_order_so_the_first_mode_is_always_next_to_raw():
+    modes = ["per_tile", "server_per_node"]
+    assert bench_vs_raw.leg_order(0, modes) == ["raw", "per_tile", "server_per_node"]
+    assert bench_vs_raw.leg_order(1, modes) == ["server_per_node", "per_tile", "raw"]
+    assert bench_vs_raw.leg_order(3, ["per_tile"]) == ["per_tile", "raw"]
+
+
 @pytest.mark.engine
 def test_raw_and_per_tile_legs_generate_the_same_tokens_and_take_turns_to_go_first(model_dir, tmp_path):
     proc = run_bench(model_dir, tmp_path, "--prompts", "6", "--input-len", "16", "--output-len", "4", "--rounds", "2",
