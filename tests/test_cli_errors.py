@@ -136,3 +136,17 @@ def test_server_lines_too_long_after_the_template_refuse_the_launch(tmp_path):
     inputs = write_inputs(tmp_path / "in", {"a.tsv": ["G1\tE. coli\tdnaA\tinitiator", f"G1\tE. coli\trecA\t{LONG}"]})
     message = _refused(tmp_path, *SERVER, inputs=inputs)
     assert "1 of 2 input lines do not fit" in message and "(a.tsv:2;" in message
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, sweep):
+    """A run directory below a file (or anywhere this user cannot write): one line naming the key, exit 2."""
+    inputs = write_inputs(tmp_path / "in", {"0.in": ["a"]})
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    proc = run_runner([f"input.path={inputs}", f"{key}={blocker / 'run'}", "plan=true"], multirun=sweep)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith(f"ConfigError: {key}=")]
+
