@@ -174,8 +174,16 @@ class Servers(Protocol):
     async def pick(self) -> Optional[Supervisor]:
         """The server for the next request (None: every server gave up)."""
 
-    def sending(self, supervisor: Supervisor) -> ContextManager[None]:
-        """Counts a request as outstanding on `supervisor` while it is sent and answered."""
+    def sending(self, supervisor: Supervisor) -> ContextManager[Callable[[], bool]]:
+        """Counts a request as outstanding on `supervisor` while it is sent and answered; yields alone(): no other
+        request was in flight there since it was sent."""
+
+    async def reserve(self) -> Optional[Supervisor]:
+        """A drained server that takes no request but the caller's until release() (None: every server gave
+        up)."""
+
+    def release(self) -> None:
+        """Ends the reservation."""
 
 
 @dataclass
@@ -233,24 +241,34 @@ def _error(base: Dict, prompt: Optional[str], error: str, input: Optional[str] =
     return Record.failed(base, prompt, error, input).to_json()
 
 
-# a line in flight each time its server's engine died this often gets an ERROR record: resent on and on, a line
-# that crashes the engine would take down every server of its host, then of each host that takes the file over.
-# A line in flight at a death (a suspect) is resent one at a time beside the lines no death has touched, so that
-# its second death names it alone: the other lines in flight beside a poison line are not recorded ERROR
+# a line gets an ERROR record once its server died this often while it was the server's only request in flight:
+# resent on and on, a line that crashes the engine would take down every server of its host, then of each host
+# that takes the file over. A death with several lines in flight names none of them (an OOM kill, a neighbour's
+# fault, or any one line): those lines (suspects) are resent in halves on a server reserved for them, with nothing
+# else in flight there, until the death comes back with one line alone. A poison line among n in flight costs
+# about log2(n) + 2 deaths; an innocent line is blamed only when its server dies twice while it is there alone
 DEATHS_PER_LINE = 2
 # what one sending of a request came to, beside its record: its server went away (the request is resent, not a
-# retry: counted as a death of the line when the engine died), or it failed and may be retried
-_WENT_AWAY, _DIED, _FAILED = "went away", "died", "failed"
+# retry), its server's engine died (while the request was its only one in flight, or beside others), or it failed
+# and may be retried
+_WENT_AWAY, _DIED, _DIED_ALONE, _FAILED = "went away", "died", "died alone", "failed"
 
 
 @dataclass
 class _Suspect:
-    """A line that was in flight when its server's engine died: answered later, alone among the suspects."""
+    """A line that was in flight when its server's engine died: resent with other suspects on a reserved server."""
 
     base: Dict
     prompt: str
     endpoint: str
     body: Dict
+    why: str = ""
+    # deaths of its server while it was the server's only request in flight
+    alone: int = 0
+    # where its record goes, and what is told once it has one (None: left for a rerun); set by answer_file
+    ledger: Optional[RecordLog] = None
+    result: Optional[FileResult] = None
+    settled: Optional["asyncio.Future"] = None
 
 
 class FileClient:
@@ -264,8 +282,9 @@ class FileClient:
         self.model = model
         self.sampling = sampling
         self._session: Optional[aiohttp.ClientSession] = None
-        # held by the one suspect (a line in flight at an engine death) in flight on the host at a time
-        self._suspects = asyncio.Lock()
+        # the host's suspects not yet resent, and the task that resends them (one at a time on the host)
+        self._suspects: List[_Suspect] = []
+        self._isolating: Optional[asyncio.Task] = None
 
     async def answer(self, file_name: str, entry: Entry):
         """The entry's record; None when every server of this host is down for good (the entry is left for a
@@ -280,22 +299,16 @@ class FileClient:
         endpoint, body = _request(entry.request, self.model, self.sampling)
         return await self._send(base, prompt, endpoint, body)
 
-    async def _send(self, base: Dict, prompt: str, endpoint: str, body: Dict, deaths: int = 0):
-        """The line's record; None when every server gave up; a _Suspect at the first death of its engine while
-        the line was in flight (resent later by _settle, alone among the suspects); `deaths`: the line's so far."""
+    async def _send(self, base: Dict, prompt: str, endpoint: str, body: Dict, pinned: Optional[Supervisor] = None):
+        """The line's record; None when every server gave up; a _Suspect when its server's engine died while the
+        line was in flight. `pinned`: the server to send it to (reserved for suspects), else the pool picks."""
         attempt, last_error = 0, ""
         while attempt <= self.mode.retries:
-            if deaths >= DEATHS_PER_LINE:
-                return _error(base, prompt, f"the server's engine died {deaths} times while answering this line "
-                                            f"(a request that crashes the engine?): {last_error}")
-            outcome, last_error = await self._send_once(base, prompt, endpoint, body)
+            outcome, last_error = await self._send_once(base, prompt, endpoint, body, pinned)
             if isinstance(outcome, dict) or outcome is None:
                 return outcome  # a record, or None: every server of the host is down for good
-            if outcome == _DIED:
-                deaths += 1
-                if deaths == 1:
-                    return _Suspect(base, prompt, endpoint, body)
-                continue
+            if outcome in (_DIED, _DIED_ALONE):
+                return _Suspect(base, prompt, endpoint, body, last_error, int(outcome == _DIED_ALONE))
             if outcome == _WENT_AWAY:
                 continue  # resent to a serving server (this one once it is back); not a retry
             attempt += 1
@@ -303,25 +316,87 @@ class FileClient:
                 await asyncio.sleep(self.mode.retry_backoff_s * 2 ** (attempt - 1))
         return _error(base, prompt, f"failed after {self.mode.retries} retries: {last_error}")
 
-    async def _settle(self, suspect: "_Suspect", ledger: RecordLog, result: FileResult) -> None:
-        """Resend a suspect with no other suspect in flight on the host (the lines no death touched go on beside
-        it): a second death of its engine is its own, and it alone gets the ERROR record."""
-        async with self._suspects:
-            async with self.pool.slots:
-                record = await self._send(suspect.base, suspect.prompt, suspect.endpoint, suspect.body, deaths=1)
-        if record is not None:  # None: every server gave up; the line is left for a rerun
-            ledger.append([record])
-            result.tally.count(record)
+    def _suspect(self, suspect: _Suspect, ledger: RecordLog, result: FileResult) -> "asyncio.Future":
+        """Queue a suspect for resending; the future is done once it has its record (or is left for a rerun)."""
+        suspect.ledger, suspect.result = ledger, result
+        suspect.settled = asyncio.get_running_loop().create_future()
+        self._suspects.append(suspect)
+        if self._isolating is None or self._isolating.done():
+            self._isolating = asyncio.create_task(self._isolate_all())
+        return suspect.settled
 
-    async def _send_once(self, base: Dict, prompt: str, endpoint: str, body: Dict) -> Tuple[Any, str]:
+    async def _isolate_all(self) -> None:
+        """Resend the host's suspects on a reserved server until none is left; those queued meanwhile (the other
+        lines in flight at the same death come in while the server restarts) are taken once a server is
+        reserved, as one group."""
+        group: List[_Suspect] = []
+        try:
+            while self._suspects:
+                if await self.pool.reserve() is None:  # every server gave up: left for a rerun
+                    group, self._suspects = self._suspects, []
+                    break
+                group, self._suspects = self._suspects, []
+                await self._bisect(group)
+        except BaseException as e:
+            for suspect in group + self._suspects:  # an answer_file waiting on them ends too
+                if not suspect.settled.done():
+                    suspect.settled.set_exception(e) if isinstance(e, Exception) else suspect.settled.cancel()
+            raise
+        finally:
+            self.pool.release()
+        for suspect in group:
+            if not suspect.settled.done():
+                suspect.settled.set_result(None)
+
+    async def _bisect(self, group: List[_Suspect]) -> None:
+        """Resend `group` in halves, one half at a time alone on the reserved server; the lines of a half that
+        died are halved again, a line alone resent until it is answered or died alone DEATHS_PER_LINE times."""
+        pending = [group]
+        while pending:
+            lines = pending.pop(0)
+            for half in [lines] if len(lines) == 1 else [lines[:len(lines) // 2], lines[len(lines) // 2:]]:
+                died = await self._round(half)
+                if died:
+                    pending.append(died)
+
+    async def _round(self, half: List[_Suspect]) -> List[_Suspect]:
+        """Send `half` to the reserved server with nothing else in flight there; records those answered, returns
+        those whose server died under them."""
+        supervisor = await self.pool.reserve()
+        outcomes = await asyncio.gather(*(self._send(s.base, s.prompt, s.endpoint, s.body, supervisor)
+                                          for s in half)) if supervisor else [None] * len(half)
+        died = []
+        for suspect, outcome in zip(half, outcomes):
+            if isinstance(outcome, _Suspect):
+                suspect.alone, suspect.why = suspect.alone + outcome.alone, outcome.why
+                if suspect.alone < DEATHS_PER_LINE:
+                    died.append(suspect)
+                    continue
+                outcome = _error(suspect.base, suspect.prompt, f"the server's engine died {suspect.alone} times "
+                                 f"while this line was its only request (a request that crashes the engine?): "
+                                 f"{suspect.why}")
+            self._record(suspect, outcome)
+        return died
+
+    @staticmethod
+    def _record(suspect: _Suspect, record: Optional[Dict]) -> None:
+        if record is not None:  # None: every server gave up; the line is left for a rerun
+            suspect.ledger.append([record])
+            suspect.result.tally.count(record)
+        suspect.settled.set_result(record)
+
+    async def _send_once(self, base: Dict, prompt: str, endpoint: str, body: Dict,
+                         pinned: Optional[Supervisor] = None) -> Tuple[Any, str]:
         """(record, '') for an answer or a refusal (4xx), (None, '') when every server gave up, else (_WENT_AWAY,
-        _DIED or _FAILED, why)."""
-        supervisor = await self.pool.pick()  # the serving server with the fewest requests outstanding
+        _DIED, _DIED_ALONE or _FAILED, why)."""
+        supervisor = pinned or await self.pool.pick()  # the serving server with the fewest requests outstanding
         if supervisor is None:
             return None, ""  # not the line's fault: no ERROR record, so a rerun answers it
+        if not supervisor.serving:  # the reserved server went down before this line of its half was sent
+            return _DIED, "the server went down"
         server = supervisor.server
         try:
-            with self.pool.sending(supervisor):
+            with self.pool.sending(supervisor) as alone:
                 async with self._session.post(server.url + endpoint, json=body, headers=server.auth) as response:
                     if response.status == 200:
                         supervisor.restarts_in_a_row = 0
@@ -333,11 +408,11 @@ class FileClient:
                     if _request_at_fault(response.status):
                         return _error(base, prompt, error), ""  # the same request would be refused again
             if response.status >= 500 and await supervisor.server_went_away():
-                return _DIED, error  # the server failed, not the request (its engine died)
+                return (_DIED_ALONE if alone() else _DIED), error  # the server failed, not the request
         except aiohttp.ClientConnectionError as e:
             error = f"{type(e).__name__}: {e}"
             if await supervisor.server_went_away():
-                return _DIED, error
+                return (_DIED_ALONE if alone() else _DIED), error
         except (asyncio.TimeoutError, aiohttp.ClientError, ValueError) as e:
             error = f"{type(e).__name__}: {e}"
         return _FAILED, error
@@ -350,7 +425,11 @@ class FileClient:
         connector = aiohttp.TCPConnector(limit=self.pool.capacity)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             self._session = session
-            yield self
+            try:
+                yield self
+            finally:
+                if self._isolating is not None:
+                    self._isolating.cancel()
 
     async def answer_file(self, file_name: str, todo: List[Entry], resumed: int, ledger: RecordLog,
                           result: FileResult, handed_out: asyncio.Event) -> None:
@@ -370,8 +449,8 @@ class FileClient:
                         return
                     async with self.pool.slots:
                         record = await self.answer(file_name, line)
-                    if isinstance(record, _Suspect):  # this worker goes on; the suspect is resent on its own
-                        suspects.append(asyncio.create_task(self._settle(record, ledger, result)))
+                    if isinstance(record, _Suspect):  # this worker goes on; the suspect is resent with others
+                        suspects.append(self._suspect(record, ledger, result))
                         continue
                     if record is None:
                         return
@@ -385,8 +464,7 @@ class FileClient:
             await asyncio.gather(*(worker() for _ in range(min(self.pool.capacity, len(todo)) or 1)))
             await asyncio.gather(*suspects)
         finally:
-            for task in [reporter, *suspects]:
-                task.cancel()
+            reporter.cancel()
             result.seconds = time.monotonic() - started
 
     async def _report_progress(self, file_name: str, result: FileResult, todo: int, started: float) -> None:

@@ -4,12 +4,14 @@ outstanding (least outstanding requests).
 mode.concurrency is per server: the host keeps concurrency x servers requests in flight, so a node of 6 engines
 fills each engine's batch as one engine per node does. While a server restarts, its share goes to the others
 (their queues hold it); once one has given up, the others take all; when none is left, the host stops and its
-unanswered lines are left for a rerun (no record: nothing is lost, nothing answered twice).
+unanswered lines are left for a rerun (no record: nothing is lost, nothing answered twice). One server at a time
+can be reserved for the lines in flight at a death (runner/client.py resends them in halves there, with nothing
+else on that server, so that a death names its lines): the others take no request to it meanwhile.
 """
 
 import asyncio
 import contextlib
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 from runner.client import Supervisor
 
@@ -24,6 +26,8 @@ class ServerPool:
         self.outstanding = [0] * len(supervisors)
         self.sent = [0] * len(supervisors)
         self._changed = asyncio.Event()
+        # the server reserved for the suspects of a death (None: none is)
+        self.reserved: Optional[int] = None
         for i, supervisor in enumerate(supervisors):
             supervisor.on_change = self._wake
             supervisor.outstanding = lambda i=i: self.outstanding[i]
@@ -41,27 +45,59 @@ class ServerPool:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _pick(self) -> Optional[int]:
-        serving = [i for i, s in enumerate(self.supervisors) if s.serving]
+    def _pick(self, reserved_too: bool = False) -> Optional[int]:
+        serving = [i for i, s in enumerate(self.supervisors) if s.serving and (reserved_too or i != self.reserved)]
         return min(serving, key=self.outstanding.__getitem__, default=None)
 
+    async def _changes(self) -> None:
+        changed = self._changed  # taken before waiting: a wake between the check and the wait is not lost
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), 5.0)  # (a safety net: every server's return wakes it)
+
     async def pick(self) -> Optional[Supervisor]:
-        """The serving server with the fewest requests outstanding, once one serves; None when all gave up."""
+        """The serving server with the fewest requests outstanding, once one serves (not the reserved one);
+        None when all gave up."""
         while (i := self._pick()) is None:
             if self.failed:
                 return None
-            changed = self._changed  # taken before waiting: a wake between the check and the wait is not lost
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(changed.wait(), 5.0)  # (a safety net: every server's return wakes it)
+            await self._changes()
         return self.supervisors[i]
 
+    async def reserve(self) -> Optional[Supervisor]:
+        """A server with no request in flight that takes none but the caller's until release(): the reserved one
+        while it serves (a restarted one is kept: its batch is empty), else the serving one with the fewest
+        outstanding, once it has drained; None when all gave up."""
+        while not self.failed:
+            if self.reserved is None or not self.supervisors[self.reserved].serving:
+                serving = self._pick(reserved_too=True)
+                if serving is None and (self.reserved is None or self.supervisors[self.reserved].failed):
+                    # none serves (a host of one server restarting it): held for the suspects when it is back,
+                    # before the requests waiting for it take it
+                    serving = next(i for i, s in enumerate(self.supervisors) if not s.failed)
+                self.reserved = self.reserved if serving is None else serving
+            i = self.reserved
+            if i is not None and self.supervisors[i].serving and self.outstanding[i] == 0:
+                return self.supervisors[i]
+            await self._changes()
+        return None
+
+    def release(self) -> None:
+        self.reserved = None
+        self._wake()
+
     @contextlib.contextmanager
-    def sending(self, supervisor: Supervisor) -> Iterator[None]:
-        """Count a request as outstanding on its server while it is sent and answered."""
+    def sending(self, supervisor: Supervisor) -> Iterator[Callable[[], bool]]:
+        """Count a request as outstanding on its server while it is sent and answered. Yields alone(): True while
+        no other request has been in flight on that server since this one was sent (the evidence that a death of
+        the server is this request's)."""
         i = self.supervisors.index(supervisor)
+        first = self.outstanding[i] == 0
         self.outstanding[i] += 1
         self.sent[i] += 1
+        mark = self.sent[i]
         try:
-            yield
+            yield lambda: first and self.sent[i] == mark
         finally:
             self.outstanding[i] -= 1
+            if i == self.reserved and not self.outstanding[i]:
+                self._wake()  # reserve() waits for it to drain

@@ -97,11 +97,13 @@ class _Poison(threading.Thread):
 
 
 def test_a_line_that_kills_the_engine_is_the_only_error_and_every_other_line_is_answered_once(tmp_path, tag):
-    """The engine dies each time it gets one (poison) line, with 3 other lines in flight beside it: the lines in
-    flight at a death are resent one at a time, so the second death names the poison line alone. Only it ends
-    ERROR; every other line SUCCESS, once; the summary counts one error; nothing outlives the run."""
+    """The engine dies each time it gets one (poison) line, with up to 3 other lines in flight beside it: the lines
+    in flight at a death are resent in halves alone on the server, until the poison line has killed it twice as
+    its only request (2 + log2(4) deaths at most). Only it ends ERROR; every other line SUCCESS, once; the summary
+    counts one error; nothing outlives the run."""
     lines = [_batch(f"s{i}", f"Write a short story about the number {i}.", max_tokens=32) for i in range(12)]
-    lines[2] = _batch("poison", "Write a short story about the number 2.", max_tokens=32, seed=424242)
+    # min_tokens: it cannot end (EOS) before the kill its request brings
+    lines[2] = _batch("poison", "Write a short story about the number 2.", max_tokens=64, min_tokens=64, seed=424242)
     inputs = write_inputs(tmp_path / "in", {"b.jsonl": lines})
     run, scratch = tmp_path / "run", tmp_path / "scratch"
     poison = _Poison(tag, scratch, "seed=424242")
@@ -114,7 +116,7 @@ def test_a_line_that_kills_the_engine_is_the_only_error_and_every_other_line_is_
     finally:
         poison.over.set()
         poison.join()
-    assert poison.kills == 2, poison.kills  # the poison line sent twice: with others, then alone
+    assert 2 <= poison.kills <= 4, poison.kills  # with others, in a half of them, then twice alone
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = read_jsonl(run / "out" / "b.jsonl.jsonl")
     assert [r["line"] for r in records] == list(range(1, 13))
@@ -124,7 +126,7 @@ def test_a_line_that_kills_the_engine_is_the_only_error_and_every_other_line_is_
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["prompts"], summary["errors"]) == (12, 1)
     stats = json.loads((run / "stats" / "host0.json").read_text())
-    assert (stats["restarts"], stats["answered"], stats["errors"]) == (2, 12, 1)
+    assert (stats["restarts"], stats["answered"], stats["errors"]) == (poison.kills, 12, 1)
     assert wait_for(lambda: not run_processes(tag), 30), f"outlived the run: {run_processes(tag)}"
 
 

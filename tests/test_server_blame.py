@@ -1,0 +1,52 @@
+"""Whom a server's death is blamed on, over real server processes (tests/helpers/stubs.py: no engine; a line
+with POISON in it kills its server, as a line that crashes vLLM would) restarted by the host's real supervisors:
+a line gets its ERROR record only when its server died twice while it was the server's only request; the lines in
+flight at a death are resent in halves (bisection), not one at a time."""
+
+import time
+
+from helpers.stubs import Killer, answer, by_line, mode, stub_servers
+from runner.record_log import RecordLog
+
+
+def test_two_deaths_from_outside_while_an_innocent_line_is_in_flight_do_not_make_it_an_error(tmp_path):
+    """A slow innocent line is in flight, beside others, when the server is SIGKILLed from outside, and again when
+    it is resent: no line crashed the server, so every line ends SUCCESS, once (it was blamed: ERROR "died 2
+    times", though it was never the server's only request at a death)."""
+    servers = stub_servers(tmp_path, 1)
+    prompts = [f"q{i}" for i in range(300)]
+    prompts[1] = "SLOW:2 innocent"
+    killer = Killer(servers[0], "SLOW:2 innocent", times=2, after=0.5)
+    killer.start()
+    ledger = RecordLog(tmp_path / "q.txt.log.jsonl")
+    try:
+        result = answer(servers, mode(), prompts, ledger)
+    finally:
+        killer.over.set()
+        killer.join()
+    assert killer.kills == 2
+    records = by_line(ledger)
+    assert sorted(records) == list(range(1, 301)) and all(len(r) == 1 for r in records.values())
+    errors = {line: r[0]["error"] for line, r in records.items() if r[0]["status"] == "ERROR"}
+    assert errors == {} and result.tally.errors == 0, errors
+    assert servers[0].starts == 3  # restarted after each death
+
+
+def test_a_poison_line_among_many_in_flight_is_found_by_halves_and_is_the_only_error(tmp_path):
+    """64 slow lines (1 s each) in flight when one of them kills its server: resent one at a time, the 63 others
+    took over a minute after the death; in halves, a few rounds. The poison line alone ends ERROR (it died twice
+    as the server's only request), every other line SUCCESS once, and the server dies about log2(64) + 2 times."""
+    servers = stub_servers(tmp_path, 1)
+    prompts = [f"SLOW:1 q{i}" for i in range(192)]
+    prompts[80] = "SLOW:1 POISON"
+    ledger = RecordLog(tmp_path / "q.txt.log.jsonl")
+    started = time.monotonic()
+    result = answer(servers, mode(concurrency=64), prompts, ledger)
+    took = time.monotonic() - started
+    records = by_line(ledger)
+    assert sorted(records) == list(range(1, 193)) and all(len(r) == 1 for r in records.values())
+    errors = {line: r[0]["error"] for line, r in records.items() if r[0]["status"] == "ERROR"}
+    assert list(errors) == [81] and "died 2 times" in errors[81], errors
+    assert result.tally.errors == 1
+    assert servers[0].starts - 1 <= 9, servers[0].starts  # deaths: the first, one a halving, two alone
+    assert took < 50, took
