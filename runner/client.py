@@ -125,26 +125,36 @@ class Supervisor:
             self.on_change()
 
     async def _restart(self, why: str) -> None:
-        if self.restarts_in_a_row >= self.mode.max_restarts:
-            self.failed = f"server down ({why}) after {self.restarts_in_a_row} restart(s) in a row"
-            log.error("%s (%s); giving up on it", self.failed, self.server.url)
-            await asyncio.to_thread(self.server.stop, 0)  # a hung server holds its devices no longer
-            return
-        self.restarts += 1
-        self.restarts_in_a_row += 1
-        self._progress = None  # a new engine counts from 0
-        log.warning("restarting vllm serve (%s), restart %d of %d in a row", why, self.restarts_in_a_row,
-                    self.mode.max_restarts)
-        await asyncio.to_thread(self.server.stop, self.mode.stop_grace_s)
+        """Start the server again; a start that fails (the new process exits or never answers: a device the dead
+        engine still holds, a transient fault) is one restart of max_restarts in a row, tried again after a
+        backoff (mode.retry_backoff_s, doubling); the last failure's cause names why the server gave up."""
+        while self.restarts_in_a_row < self.mode.max_restarts:
+            self.restarts += 1
+            self.restarts_in_a_row += 1
+            self._progress = None  # a new engine counts from 0
+            log.warning("restarting vllm serve (%s), restart %d of %d in a row", why, self.restarts_in_a_row,
+                        self.mode.max_restarts)
+            await asyncio.to_thread(self.server.stop, self.mode.stop_grace_s)
+            failure = await self._start()
+            if not failure:
+                return
+            why = f"its restart failed: {failure}"
+            if self.restarts_in_a_row < self.mode.max_restarts:
+                await asyncio.sleep(self.mode.retry_backoff_s * 2 ** (self.restarts_in_a_row - 1))
+        self.failed = f"server down ({why}) after {self.restarts_in_a_row} restart(s) in a row"
+        log.error("%s (%s); giving up on it", self.failed, self.server.url)
+        await asyncio.to_thread(self.server.stop, 0)  # a hung server holds its devices no longer
+
+    async def _start(self) -> str:
+        """Spawn the server and wait until it answers; '' once it does, else why it did not."""
         try:
             for _ in range(PORT_TRIES):
                 self.server.spawn()  # from this (the main) thread, which lives as long as the host
                 if await asyncio.to_thread(self.server.wait_ready, self.mode.start_timeout_s):
-                    break
-            else:
-                self.failed = f"server restart failed: {PORT_TRIES} free ports were taken before it bound one"
-        except Exception as e:  # noqa: BLE001 - any start failure ends this server's work
-            self.failed = f"server restart failed: {e}"
+                    return ""
+            return f"{PORT_TRIES} free ports were taken before it bound one"
+        except Exception as e:  # noqa: BLE001 - any start failure is tried again, up to max_restarts
+            return str(e)
 
     def foreign(self, status: int) -> None:
         """An answer that this run's server cannot give (it knows the key and the model): the port is not ours."""
