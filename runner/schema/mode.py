@@ -81,7 +81,7 @@ class ServerPerNodeConfig(ModeConfig):
     concurrency: int = at_least(1, 1024)
     # attempts after the first failed one, per request
     retries: int = 3
-    # seconds before the first retry; doubles each time
+    # seconds before the first retry of a request, and between a server's failed restarts; doubles each time
     retry_backoff_s: float = 1.0
     # seconds one request may take
     request_timeout_s: float = above_zero(900.0)
@@ -100,7 +100,8 @@ class ServerPerNodeConfig(ModeConfig):
     # is restarted, its requests sent to the host's other servers: a hung engine core (a stuck GPU, a stopped
     # process) still answers /health; 0: never
     stall_s: float = 300.0
-    # restarts of a dead server in a row (no line answered between them) before the host gives up on it
+    # restarts of a dead server in a row (no line answered between them; a start that fails counts as one)
+    # before the host gives up on it
     max_restarts: int = 2
     # seconds between SIGINT and SIGKILL when stopping a server
     stop_grace_s: float = 30.0
