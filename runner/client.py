@@ -220,10 +220,16 @@ def _request(request: Request, model: str, sampling: Dict) -> Tuple[str, Dict]:
     return "/v1/completions", {"model": model, "prompt": request.prompt, **sampling, **request.sampling}
 
 
-def _success(base: Dict, prompt: str, body: Dict) -> Dict:
-    choice = body["choices"][0]
-    text = choice["message"]["content"] if "message" in choice else choice["text"]
-    usage = body.get("usage") or {}
+def _success(base: Dict, prompt: str, body: Any) -> Dict:
+    """The record of a 200 answer; ValueError (a failed attempt, retried) when the body holds no answer."""
+    try:
+        choice = body["choices"][0]
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
+        usage = body.get("usage") or {}
+        usage.get("prompt_tokens")
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
+        raise ValueError(f"HTTP 200 with no answer in its body ({type(e).__name__}: {e}): "
+                         f"{json.dumps(body)[:300]}") from None
     return Record(base, prompt, text, prompt_tokens=usage.get("prompt_tokens", 0),
                   output_tokens=usage.get("completion_tokens", 0), finish_reason=choice.get("finish_reason")).to_json()
 

@@ -2,7 +2,7 @@
 VllmServer whose argv is `python stub_server.py --config FILE` (the file the runner writes: its port and served
 model name), with the run's key in VLLM_API_KEY. It answers /v1/models, /health, /metrics and /v1/completions;
 a prompt with POISON in it kills the process at once (an engine that crashes on a line: every request in flight
-is cut), a prompt "SLOW:<s> ..." is answered after <s> seconds, others after 0.05 s. Each request is logged
+is cut), a prompt with MALFORMED in it gets 200 with no choices, a prompt "SLOW:<s> ..." is answered after <s> seconds, others after 0.05 s. Each request is logged
 ("received <prompt>"). With STUB_FAIL_STARTS=<file>, a start while the file holds a number above 0 counts it
 down and exits as a failed engine start would."""
 
@@ -48,6 +48,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if "POISON" in prompt:
             os._exit(1)
         time.sleep(float(prompt.split()[0][5:]) if prompt.startswith("SLOW:") else 0.05)
+        if "MALFORMED" in prompt:  # 200, but no answer in it (a proxy's or a broken server's body)
+            return self._answer(200, json.dumps({"object": "error", "choices": []}).encode())
         body = {"choices": [{"text": f"ok {prompt}", "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
         self._answer(200, json.dumps(body).encode())

@@ -77,9 +77,9 @@ class Killer(threading.Thread):
     """Something beside the run (the OOM killer, a neighbour) that SIGKILLs a server `times` times, each `after` s
     after the server logged a request for `prompt`."""
 
-    def __init__(self, server, prompt, times, after):
+    def __init__(self, server, prompt, times, after, sig=signal.SIGKILL):
         super().__init__(daemon=True)
-        self.server, self.prompt, self.times, self.after = server, prompt, times, after
+        self.server, self.prompt, self.times, self.after, self.sig = server, prompt, times, after, sig
         self.before_kill = lambda: None  # called right before each kill
         self.kills, self.over = 0, threading.Event()
 
@@ -94,7 +94,7 @@ class Killer(threading.Thread):
                 proc = self.server.proc
                 if proc is not None and proc.poll() is None:
                     self.before_kill()
-                    os.killpg(proc.pid, signal.SIGKILL)
+                    os.killpg(proc.pid, self.sig)
                     self.kills += 1
 
 
