@@ -64,22 +64,27 @@ class ServerPool:
         return self.supervisors[i]
 
     async def reserve(self) -> Optional[Supervisor]:
-        """A server with no request in flight that takes none but the caller's until release(): the reserved one
-        while it serves (a restarted one is kept: its batch is empty), else the serving one with the fewest
-        outstanding, once it has drained; None when all gave up."""
+        """A server with no request in flight that takes none but the caller's until release() (chosen by
+        _to_reserve), once it serves and has drained; None when all gave up."""
         while not self.failed:
-            if self.reserved is None or not self.supervisors[self.reserved].serving:
-                serving = self._pick(reserved_too=True)
-                if serving is None and (self.reserved is None or self.supervisors[self.reserved].failed):
-                    # none serves (a host of one server restarting it): held for the suspects when it is back,
-                    # before the requests waiting for it take it
-                    serving = next(i for i, s in enumerate(self.supervisors) if not s.failed)
-                self.reserved = self.reserved if serving is None else serving
-            i = self.reserved
-            if i is not None and self.supervisors[i].serving and self.outstanding[i] == 0:
+            i = self.reserved = self._to_reserve()
+            if i is not None and self.supervisors[i].serving and not self.outstanding[i]:
                 return self.supervisors[i]
             await self._changes()
         return None
+
+    def _to_reserve(self) -> Optional[int]:
+        """A serving server with nothing in flight (the one reserved first); else the one reserved while it has
+        not given up; else one restarting (empty once it is back, while the others keep their batches); else the
+        serving one with the fewest outstanding (to be drained)."""
+        live = [i for i, s in enumerate(self.supervisors) if not s.failed]
+        empty = [i for i in live if self.supervisors[i].serving and not self.outstanding[i]]
+        if empty:
+            return self.reserved if self.reserved in empty else empty[0]
+        if self.reserved in live:
+            return self.reserved
+        restarting = [i for i in live if not self.supervisors[i].serving]
+        return restarting[0] if restarting else self._pick(reserved_too=True)
 
     def release(self) -> None:
         self.reserved = None

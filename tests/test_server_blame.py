@@ -50,3 +50,19 @@ def test_a_poison_line_among_many_in_flight_is_found_by_halves_and_is_the_only_e
     assert result.tally.errors == 1
     assert servers[0].starts - 1 <= 9, servers[0].starts  # deaths: the first, one a halving, two alone
     assert took < 50, took
+
+
+def test_a_poison_line_on_a_host_of_two_servers_is_the_only_error_and_the_other_server_answers_meanwhile(tmp_path):
+    """Two servers: the suspects of a death are resent on one reserved server while the other answers the rest;
+    only the poison line ends ERROR, every line has one record, both servers answered lines."""
+    servers = stub_servers(tmp_path, 2)
+    prompts = [f"SLOW:0.3 q{i}" for i in range(120)]
+    prompts[20] = "SLOW:0.3 POISON"
+    ledger = RecordLog(tmp_path / "q.txt.log.jsonl")
+    result = answer(servers, mode(concurrency=8), prompts, ledger)
+    records = by_line(ledger)
+    assert sorted(records) == list(range(1, 121)) and all(len(r) == 1 for r in records.values())
+    errors = [line for line, r in records.items() if r[0]["status"] == "ERROR"]
+    assert errors == [21] and result.tally.errors == 1 and result.gave_up is None, errors
+    answered = [s.log_path.read_text().count("received SLOW:0.3 q") for s in servers]
+    assert min(answered) > 0 and max(answered) >= 60, answered  # one went on while the other was held
