@@ -18,7 +18,8 @@ from typing import List
 from omegaconf import DictConfig, OmegaConf
 
 from runner import cpu_bind, host_servers, layout, preflight, rerun
-from runner.client import FileClient, FileResult, Supervisor, raise_open_file_limit
+from runner.client import FileClient, FileResult, raise_open_file_limit
+from runner.supervisor import Supervisor
 from runner.errors import ConfigError, JobFailedError
 from runner.job import typed_mode
 from runner.run_dir import Item, RunDir

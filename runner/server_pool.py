@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from typing import Callable, Iterator, List, Optional
 
-from runner.client import Supervisor
+from runner.supervisor import Supervisor
 
 
 class ServerPool:

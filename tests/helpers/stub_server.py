@@ -1,10 +1,10 @@
-"""A stand-in for `vllm serve` as a real process (no engine), for the host's server faults: started by a
-VllmServer whose argv is `python stub_server.py --config FILE` (the file the runner writes: its port and served
-model name), with the run's key in VLLM_API_KEY. It answers /v1/models, /health, /metrics and /v1/completions;
-a prompt with POISON in it kills the process at once (an engine that crashes on a line: every request in flight
-is cut), a prompt with MALFORMED in it gets 200 with no choices, a prompt "SLOW:<s> ..." is answered after <s> seconds, others after 0.05 s. Each request is logged
-("received <prompt>"). With STUB_FAIL_STARTS=<file>, a start while the file holds a number above 0 counts it
-down and exits as a failed engine start would."""
+"""A stand-in for `vllm serve` as a real process (no engine), for the host's server faults: started by a VllmServer
+whose argv is `python stub_server.py --config FILE` (the file the runner writes: its port and served model name),
+with the run's key in VLLM_API_KEY. It answers /v1/models, /health, /metrics and /v1/completions; a prompt with
+POISON in it kills the process at once (an engine that crashes on a line: every request in flight is cut), a prompt
+with MALFORMED in it gets 200 with no choices, a prompt "SLOW:<s> ..." is answered after <s> seconds, others after
+0.05 s. Each request is logged ("received <prompt>"). With STUB_FAIL_STARTS=<file>, a start while the file holds a
+number above 0 counts it down and exits as a failed engine start would."""
 
 import http.server
 import json
