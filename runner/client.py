@@ -182,6 +182,10 @@ class FileClient:
         # the host's suspects not yet resent, and the task that resends them (one at a time on the host)
         self._suspects: List[_Suspect] = []
         self._isolating: Optional[asyncio.Task] = None
+        # lines named ERROR by deaths alone since a line was last answered: once one is, the server may be broken
+        # (not the lines), and its deaths in rounds count toward max_restarts again (it gives up, at most one more
+        # line named) until a line is answered
+        self._named = 0
 
     async def answer(self, file_name: str, entry: Entry):
         """The entry's record; None when every server of this host is down for good (the entry is left for a
@@ -260,15 +264,19 @@ class FileClient:
         """Send `half` to the reserved server with nothing else in flight there; records those answered, returns
         those whose server died under them."""
         supervisor = await self.pool.reserve()
+        restarts = supervisor.restarts if supervisor else 0
         outcomes = await asyncio.gather(*(self._send(s.base, s.prompt, s.endpoint, s.body, supervisor)
                                           for s in half)) if supervisor else [None] * len(half)
         died = []
+        if supervisor and not self._named and any(isinstance(outcome, _Suspect) for outcome in outcomes):
+            supervisor.excuse(restarts)
         for suspect, outcome in zip(half, outcomes):
             if isinstance(outcome, _Suspect):
                 suspect.alone, suspect.why = suspect.alone + outcome.alone, outcome.why
                 if suspect.alone < DEATHS_PER_LINE:
                     died.append(suspect)
                     continue
+                self._named += 1
                 outcome = _error(suspect.base, suspect.prompt, f"the server's engine died {suspect.alone} times "
                                  f"while this line was its only request (a request that crashes the engine?): "
                                  f"{suspect.why}")
@@ -296,7 +304,7 @@ class FileClient:
             with self.pool.sending(supervisor) as alone:
                 async with self._session.post(server.url + endpoint, json=body, headers=server.auth) as response:
                     if response.status == 200:
-                        supervisor.restarts_in_a_row = 0
+                        supervisor.restarts_in_a_row = self._named = 0
                         return _success(base, prompt, await response.json(content_type=None)), ""
                     if response.status in FOREIGN_STATUS:
                         supervisor.foreign(response.status)

@@ -26,6 +26,9 @@ class Supervisor:
         # restarts since the server last answered a line: max_restarts bounds these, so a server that comes back
         # and answers is not given up for deaths far apart (each poison line costs two)
         self.restarts_in_a_row = 0
+        # deaths in rounds of a death's suspects resent on this server (runner/client.py): the next restarts do
+        # not count in a row (the rounds narrow the suspects to the lines that crash the engine, a few deaths)
+        self.excused = 0
         self.failed: Optional[str] = None
         # a request found it down before its watcher did (it answered 5xx or dropped the connection, and /health
         # is not good): it takes no request until a health check passes or it is restarted, so that a server that
@@ -92,6 +95,9 @@ class Supervisor:
         """Start the server again; a start that fails (the new process exits or never answers: a device the dead
         engine still holds, a transient fault) is one restart of max_restarts in a row, tried again after a
         backoff (mode.retry_backoff_s, doubling); the last failure's cause names why the server gave up."""
+        if self.excused:
+            self.excused -= 1
+            self.restarts_in_a_row -= 1  # (counted again below: this restart leaves the count as it was)
         while self.restarts_in_a_row < self.mode.max_restarts:
             self.restarts += 1
             self.restarts_in_a_row += 1
@@ -119,6 +125,15 @@ class Supervisor:
             return f"{PORT_TRIES} free ports were taken before it bound one"
         except Exception as e:  # noqa: BLE001 - any start failure is tried again, up to max_restarts
             return str(e)
+
+    def excuse(self, restarts_before: int) -> None:
+        """A death in a round of a death's suspects (runner/client.py) is not one in a row: it narrows them to
+        the line that crashes the engine in a few deaths. `restarts_before`: this server's restarts when the round
+        was sent (the restart for this death may have begun already, or may come)."""
+        if self.restarts > restarts_before:
+            self.restarts_in_a_row = max(0, self.restarts_in_a_row - 1)
+        else:
+            self.excused += 1
 
     def foreign(self, status: int) -> None:
         """An answer that this run's server cannot give (it knows the key and the model): the port is not ours."""

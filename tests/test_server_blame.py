@@ -66,3 +66,31 @@ def test_a_poison_line_on_a_host_of_two_servers_is_the_only_error_and_the_other_
     assert errors == [21] and result.tally.errors == 1 and result.gave_up is None, errors
     answered = [s.log_path.read_text().count("received SLOW:0.3 q") for s in servers]
     assert min(answered) > 0 and max(answered) >= 60, answered  # one went on while the other was held
+
+
+def test_two_poison_lines_in_flight_together_are_both_errors_and_the_server_is_not_given_up(tmp_path):
+    """Two of the four lines in flight kill the server: the halvings and the deaths alone take more deaths in a row
+    than mode.max_restarts=2 (the server gave up, and each rerun again); deaths of a round that narrows the
+    suspects do not count, so both poison lines end ERROR and every other line SUCCESS, once."""
+    servers = stub_servers(tmp_path, 1)
+    prompts = [f"SLOW:0.2 q{i}" for i in range(40)]
+    prompts[8], prompts[9] = "SLOW:0.5 POISON one", "SLOW:0.5 POISON two"
+    ledger = RecordLog(tmp_path / "q.txt.log.jsonl")
+    result = answer(servers, mode(concurrency=4, max_restarts=2), prompts, ledger)
+    assert result.gave_up is None, result.gave_up
+    records = by_line(ledger)
+    assert sorted(records) == list(range(1, 41)) and all(len(r) == 1 for r in records.values())
+    assert [line for line, r in records.items() if r[0]["status"] == "ERROR"] == [9, 10]
+
+
+def test_a_server_that_dies_under_every_line_is_given_up_and_does_not_name_the_whole_file(tmp_path):
+    """Every request kills the server (a broken device, not the lines): once a line is named ERROR with no line
+    answered since, its deaths count toward max_restarts again, and the server gives up with at most the lines
+    of one batch (mode.concurrency) ERROR; the others get no record (a rerun answers them)."""
+    servers = stub_servers(tmp_path, 1)
+    prompts = [f"POISON q{i}" for i in range(20)]
+    ledger = RecordLog(tmp_path / "q.txt.log.jsonl")
+    result = answer(servers, mode(concurrency=4, max_restarts=2), prompts, ledger)
+    assert result.gave_up
+    records = by_line(ledger)
+    assert len(records) <= 4 and all(r[0]["status"] == "ERROR" for r in records.values()), records
