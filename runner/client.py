@@ -145,6 +145,10 @@ def _error(base: Dict, prompt: Optional[str], error: str, input: Optional[str] =
 # else in flight there, until the death comes back with one line alone. A poison line among n in flight costs
 # about log2(n) + 2 deaths; an innocent line is blamed only when its server dies twice while it is there alone
 DEATHS_PER_LINE = 2
+# lines named ERROR with no line answered between them, past which a server's deaths in rounds of suspects count
+# toward mode.max_restarts again: two lines that crash the engine in one batch are named without the server given
+# up, and a server that dies under every line (a broken device) gives up after a few lines, not the whole file
+NAMED_IN_A_ROW = 2
 # what one sending of a request came to, beside its record: its server went away (the request is resent, not a
 # retry), its server's engine died (while the request was its only one in flight, or beside others), or it failed
 # and may be retried
@@ -182,9 +186,9 @@ class FileClient:
         # the host's suspects not yet resent, and the task that resends them (one at a time on the host)
         self._suspects: List[_Suspect] = []
         self._isolating: Optional[asyncio.Task] = None
-        # lines named ERROR by deaths alone since a line was last answered: once one is, the server may be broken
-        # (not the lines), and its deaths in rounds count toward max_restarts again (it gives up, at most one more
-        # line named) until a line is answered
+        # lines named ERROR by deaths alone since a line was last answered: past NAMED_IN_A_ROW the server may be
+        # broken (not the lines), and its deaths in rounds count toward max_restarts again until a line is
+        # answered (it gives up with at most NAMED_IN_A_ROW + max_restarts lines named)
         self._named = 0
 
     async def answer(self, file_name: str, entry: Entry):
@@ -268,7 +272,7 @@ class FileClient:
         outcomes = await asyncio.gather(*(self._send(s.base, s.prompt, s.endpoint, s.body, supervisor)
                                           for s in half)) if supervisor else [None] * len(half)
         died = []
-        if supervisor and not self._named and any(isinstance(outcome, _Suspect) for outcome in outcomes):
+        if supervisor and self._named < NAMED_IN_A_ROW and any(isinstance(outcome, _Suspect) for outcome in outcomes):
             supervisor.excuse(restarts)
         for suspect, outcome in zip(half, outcomes):
             if isinstance(outcome, _Suspect):

@@ -84,9 +84,10 @@ def test_two_poison_lines_in_flight_together_are_both_errors_and_the_server_is_n
 
 
 def test_a_server_that_dies_under_every_line_is_given_up_and_does_not_name_the_whole_file(tmp_path):
-    """Every request kills the server (a broken device, not the lines): once a line is named ERROR with no line
-    answered since, its deaths count toward max_restarts again, and the server gives up with at most the lines
-    of one batch (mode.concurrency) ERROR; the others get no record (a rerun answers them)."""
+    """Every request kills the server (a broken device, not the lines): once two lines are named ERROR with no
+    line answered since, its deaths count toward max_restarts again, and the server gives up with a few lines
+    ERROR (at most NAMED_IN_A_ROW + max_restarts), not the whole file; the others get no record (a rerun answers
+    them)."""
     servers = stub_servers(tmp_path, 1)
     prompts = [f"POISON q{i}" for i in range(20)]
     ledger = RecordLog(tmp_path / "q.txt.log.jsonl")
