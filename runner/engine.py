@@ -125,14 +125,16 @@ def _enqueue(llm, entries: List[Entry], sampling: Sampling) -> Tuple[Dict[str, E
 
 
 def stream_answers(llm, entries: Iterable[Entry], sampling: Sampling, max_in_flight: int,
-                   may_add: Callable[[], bool] = lambda: True, watch=None) -> Iterator[List[Tuple[Entry, Answer]]]:
+                   may_add: Callable[[], bool] = lambda: True, watch=None,
+                   journal: Callable[[List[Entry]], None] = None) -> Iterator[List[Tuple[Entry, Answer]]]:
     """Answer the entries, yielding each engine step's finished (entry, answer) pairs as soon as they finish.
 
     The same step loop as LLM.generate, but at most `max_in_flight` requests sit in the engine (memory stays
     bounded for files of millions of lines) and it is topped up when half of them have finished, so the
     batch never drains at a chunk boundary. When `may_add()` turns False (the walltime is near) no new entry
     is added; the ones in flight still finish. Raises EngineDied (with the entries in flight) when the engine
-    fails under them; `watch` (runner.engine_watch) is told when requests are in flight and when a step returns.
+    fails under them; `watch` (runner.engine_watch) is told when each step starts and returns;
+    `journal` is handed each batch before it goes in (runner/inflight.py).
     """
     if not hasattr(llm, "enqueue"):  # vLLM before enqueue/enqueue_chat (older site installs): whole batches
         yield from _batches(llm, entries, sampling, max_in_flight, may_add)
@@ -143,19 +145,19 @@ def stream_answers(llm, entries: Iterable[Entry], sampling: Sampling, max_in_fli
             if len(in_flight) <= max_in_flight // 2 and may_add():
                 batch = list(itertools.islice(todo, max_in_flight - len(in_flight)))
                 if batch:
+                    journal and journal(batch)
                     taken, refused = _enqueue(llm, batch, sampling)
                     in_flight.update(taken)
                     batch = []
-                    watch and watch.stepped()  # the stall clock counts from here: tokenizing a batch is no step
                     if refused:
                         yield refused
                     if not in_flight:
                         continue  # vLLM refused every entry of this batch: take the next ones
             if not in_flight:
                 return
-            watch and watch.busy(True)
+            watch and watch.stepping(True)
             finished = [output for output in engine.step() if output.finished]
-            watch and watch.stepped()
+            watch and watch.stepping(False)
             if finished:
                 yield [(in_flight.pop(output.request_id), _answer(output)) for output in finished]
     except Exception as e:  # not a request's refusal (_enqueue answers those): the engine's own failure

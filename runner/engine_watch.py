@@ -24,7 +24,7 @@ def core_processes(llm) -> List:
 
 
 class EngineWatch:
-    """Started around the step loop; `busy(True)` while requests are in flight, `stepped()` after each step."""
+    """Started around the step loop, told when each step starts and returns."""
 
     def __init__(self, llm, stall_s: float):
         self.llm, self.stall_s, self.cores = llm, stall_s, core_processes(llm)
@@ -42,13 +42,10 @@ class EngineWatch:
         if self._thread.is_alive():
             self._thread.join()
 
-    def busy(self, in_flight: bool) -> None:
-        if in_flight and not self._busy:
-            self._last = time.monotonic()  # the stall clock starts when requests go in, not at the last step
-        self._busy = in_flight
-
-    def stepped(self) -> None:
-        self._last = time.monotonic()
+    def stepping(self, now: bool) -> None:
+        """True right before a step, False once it returned: only a step itself counts toward stall_s (the rank's
+        own work between steps, a slow append to a shared filesystem, never does)."""
+        self._last, self._busy = time.monotonic(), now
 
     def _watch(self) -> None:
         while not self._stop.wait(_EVERY_S):

@@ -4,11 +4,11 @@
 
 import logging
 import time
-from typing import Callable, Iterable, Iterator, List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from runner import engine, engine_watch
+from runner import engine, engine_watch, inflight
 from runner.errors import JobFailedError
 from runner.records import is_error
 from runner.stats import WorkerStats
@@ -19,10 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def answer_all(cfg, rank, todo: Iterable, write: Callable[[list], List[dict]], model_path, stats: WorkerStats,
-               tally: Tally, expected: Optional[int] = None) -> None:
+               tally: Tally, expected: Optional[int] = None, first: Sequence[list] = (),
+               journal: Optional[Callable[[list, int], None]] = None) -> None:
     """Answer the lines with one engine (`todo` may be a stream, read as the engine takes lines); `write` gets
     each step's finished (line, answer) pairs and returns the records it appended (counted in the tally).
-    `expected`: the lines to answer, for the progress lines (len(todo) if not given).
+    `expected`: the lines to answer, for the progress lines (len(todo) if not given). `first`: groups of lines
+    a dead rank had in flight, each answered alone before the rest; `journal(batch, level)` is handed each batch
+    before it goes in, with how alone it is (runner/inflight.py).
 
     An engine that dies or hangs under its lines (runner/engine_watch.py) is built again, and the lines it held
     are answered first, in halves, each half alone in the engine: a line that ends the engine alone (a poison
@@ -36,8 +39,8 @@ def answer_all(cfg, rank, todo: Iterable, write: Callable[[list], List[dict]], m
     if not may_add():
         log.warning("rank %d: less than %.0f s of walltime left; not starting", rank, margin)
         return
-    feed = _Feed(cfg, rank, write, tally, expected)
-    suspects, reading = [], [0.0]
+    feed = _Feed(cfg, rank, write, tally, expected, journal)
+    suspects, reading = [list(group) for group in first], [0.0]
     stream = _timed(todo, reading)
     stats.engine_start_s = 0.0
     try:
@@ -62,8 +65,9 @@ def answer_all(cfg, rank, todo: Iterable, write: Callable[[list], List[dict]], m
 class _Feed:
     """What answer_all keeps across its engines: the progress, the time spent on records, the deaths in a row."""
 
-    def __init__(self, cfg, rank: int, write, tally: Tally, expected: int):
+    def __init__(self, cfg, rank: int, write, tally: Tally, expected: int, journal):
         self.cfg, self.rank, self.write, self.tally, self.expected = cfg, rank, write, tally, expected
+        self.journal = journal or (lambda batch, level: None)
         self.sampling = engine.Sampling(OmegaConf.to_container(cfg.sampling))
         self.t1 = self.last_report = None
         # deaths: of engines in a row with no line answered between them; restarts: engines built again in all
@@ -82,9 +86,12 @@ class _Feed:
         with engine_watch.EngineWatch(llm, mode.stall_s) as watch:
             while suspects and may_add():
                 group = suspects.pop(0)
-                self._take(engine.stream_answers(llm, group, self.sampling, len(group), may_add, watch))
+                level = inflight.ALONE if len(group) == 1 else inflight.GROUP
+                self._take(engine.stream_answers(llm, group, self.sampling, len(group), may_add, watch,
+                                                 lambda batch: self.journal(batch, level)))
             if may_add():
-                self._take(engine.stream_answers(llm, stream, self.sampling, mode.max_in_flight, may_add, watch))
+                self._take(engine.stream_answers(llm, stream, self.sampling, mode.max_in_flight, may_add, watch,
+                                                 lambda batch: self.journal(batch, inflight.MIXED)))
 
     def _take(self, answers) -> None:
         for finished in answers:

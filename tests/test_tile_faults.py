@@ -60,3 +60,41 @@ def test_a_line_that_kills_the_engine_and_one_that_hangs_it_get_an_error_record_
     assert sum(s["answered"] for s in stats) == 7 and [s["errors"] for s in stats] == [1, 1]
     assert all(1 <= s["restarts"] <= 2 for s in stats), stats  # once under the pair in flight, once alone
     assert json.loads((run / "summary.json").read_text())["answered"] == 7
+
+
+def _lines_with_records(run: Path) -> dict:
+    """line -> statuses of its records in the work items' ledgers and outputs (a line twice shows twice)."""
+    found: dict = {}
+    for path in sorted((run / "out" / "parts").glob("*.jsonl")):
+        for record in read_jsonl(path):
+            found.setdefault(record["line"], []).append(record["status"])
+    return found
+
+
+@pytest.mark.engine
+def test_a_line_that_kills_the_rank_itself_ends_as_an_error_record_by_the_third_rerun_never_a_loop(tmp_path, tag):
+    """The engine core in the rank's own process (local_cpu): the poison line takes the rank with it, so no
+    in-run restart can save the lines in flight. Before: every rerun put the line in flight again with others
+    and died, for good. Now the in-flight journal beside the ledger names the suspects: the next run answers them
+    as a group alone, the one after one by one, and one the rank died under alone gets an ERROR record."""
+    lines = ["Say yes.", "Say no.", "POISON-PILL say maybe.", "Name a fruit.", "Name a tree."]
+    inputs, run = write_inputs(tmp_path / "in", {"a.txt": lines}), tmp_path / "run"
+    args = [f"input.path={inputs}", f"hydra.run.dir={run}", "mode.max_in_flight=2", "sampling.max_tokens=8",
+            "cluster.ranks_per_node=1"]
+    codes, seen = [], []
+    for attempt in range(4):
+        codes.append(_run(args, tag, tmp_path / f"run{attempt}.err", timeout=300))
+        assert wait_for(lambda: not run_processes(tag), 30), run_processes(tag)
+        seen.append(_lines_with_records(run))
+        if codes[-1] == 0:
+            break
+    assert codes == [2, 2, 2, 0], (codes, (tmp_path / f"run{len(codes) - 1}.err").read_text()[-3000:])
+    assert set(seen[0]) <= set(seen[1]) <= set(seen[2]) and 3 not in seen[2]  # the deaths lost no record
+    assert all(len(statuses) == 1 for statuses in seen[2].values())
+    records = read_jsonl(run / "out" / "a.txt.jsonl")
+    assert [r["line"] for r in records] == [1, 2, 3, 4, 5]  # every line once
+    assert [r["status"] for r in records] == ["SUCCESS", "SUCCESS", "ERROR", "SUCCESS", "SUCCESS"]
+    assert "rank died" in records[2]["error"] and records[2]["output_tokens"] == 0
+    assert not list((run / "out" / "parts").iterdir())  # joined: no ledger nor journal left
+    # the last run answered only what the deaths had left (no line asked of the engine twice over the outputs)
+    assert json.loads((run / "stats" / "rank0.json").read_text())["answered"] == 5 - len(seen[2])
