@@ -29,10 +29,13 @@ class Journal:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return levels
-        for line in raw[: raw.rfind(b"\n") + 1].splitlines():
-            entry = json.loads(line)
-            for number in entry["lines"]:
-                levels[number] = entry["alone"]
+        for line in raw.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # torn by a kill mid-append (the next run starts its appends on a line of their own)
+                continue
+            for start, stop in entry["lines"]:
+                levels.update(dict.fromkeys(range(start, stop), entry["alone"]))
         return {number: level for number, level in levels.items() if not answered(number)}
 
     def append(self, numbers: Iterable[int], alone: int) -> None:
@@ -41,7 +44,9 @@ class Journal:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")
-        self._file.write((json.dumps({"lines": list(numbers), "alone": alone}) + "\n").encode())
+            if self._file.tell() and not _ends_a_line(self.path):
+                self._file.write(b"\n")  # after a torn entry
+        self._file.write((json.dumps({"lines": _runs(numbers), "alone": alone}) + "\n").encode())
         self._file.flush()
 
     def remove(self) -> None:
@@ -49,6 +54,23 @@ class Journal:
             self._file.close()
             self._file = None
         self.path.unlink(missing_ok=True)
+
+
+def _ends_a_line(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"
+
+
+def _runs(numbers: Iterable[int]) -> List[List[int]]:
+    """The line numbers as [start, stop) runs: a top-up is mostly consecutive lines (a few bytes, not 8 a line)."""
+    runs: List[List[int]] = []
+    for number in numbers:
+        if runs and runs[-1][1] == number:
+            runs[-1][1] += 1
+        else:
+            runs.append([number, number + 1])
+    return runs
 
 
 def groups(levels: Dict[int, int], entries: List) -> List[List]:

@@ -98,3 +98,22 @@ def test_a_line_that_kills_the_rank_itself_ends_as_an_error_record_by_the_third_
     assert not list((run / "out" / "parts").iterdir())  # joined: no ledger nor journal left
     # the last run answered only what the deaths had left (no line asked of the engine twice over the outputs)
     assert json.loads((run / "stats" / "rank0.json").read_text())["answered"] == 5 - len(seen[2])
+
+
+def test_the_journal_survives_a_torn_entry_and_names_each_suspect_at_its_last_level(tmp_path):
+    """No engine: the journal a rank killed mid-append leaves, read and appended to by the next run."""
+    from runner.inflight import ALONE, GROUP, MIXED, Journal
+
+    journal = Journal(tmp_path / "a.txt.1-100.inflight")
+    journal.append([1, 2, 3, 5, 6], MIXED)
+    journal.append([5, 6], GROUP)
+    journal._file.write(b'{"lines": [[7, 9]], "al')  # the rank killed mid-append
+    journal._file.flush()
+    answered = {1, 2}.__contains__
+    assert Journal(journal.path).died(answered) == {3: MIXED, 5: GROUP, 6: GROUP}
+    again = Journal(journal.path)  # the next run appends after the torn entry, on a line of its own
+    again.append([6], ALONE)
+    assert Journal(journal.path).died(answered) == {3: MIXED, 5: GROUP, 6: ALONE}
+    assert len(journal.path.read_bytes().splitlines()) == 4  # one append per top-up, the lines as runs
+    again.remove()
+    assert not journal.path.exists()
