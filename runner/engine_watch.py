@@ -7,9 +7,13 @@ the rank's loop (runner/rank_engine.py) turns into a restart."""
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from typing import List, Optional
+
+from runner import procs
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +79,23 @@ class EngineWatch:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def shutdown(llm) -> None:
+def guard(llm) -> Optional[subprocess.Popen]:
+    """A guard that kills the engine's core processes when this rank dies (runner/engine_guard.py); None for an
+    engine in the rank's process. Started from the main thread: the kernel signals the guard when the thread
+    that started it ends."""
+    cores = [f"{core.pid}:{procs.start_ticks(core.pid)}" for core in core_processes(llm)]
+    if not cores:
+        return None
+    return subprocess.Popen([sys.executable, "-m", "runner.engine_guard", str(os.getpid()), *cores])
+
+
+def shutdown(llm, guarding: Optional[subprocess.Popen]) -> None:
     """Free what is left of an ended engine (its core is dead) before another is built."""
     client = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
     try:
         client.shutdown()
     except Exception as e:  # the core is gone already: what is left to free is the front end's
         log.debug("shutting down an ended engine: %s", e)
+    if guarding is not None:  # its cores are dead: it kills none (it checks their start times)
+        guarding.terminate()
+        guarding.wait()

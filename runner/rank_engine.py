@@ -47,12 +47,13 @@ def answer_all(cfg, rank, todo: Iterable, write: Callable[[list], List[dict]], m
         while True:
             t0 = time.monotonic()
             llm = engine.build_llm(model_path, engine.engine_args(cfg))
+            guarding = engine_watch.guard(llm)  # no core outlives the rank, even one SIGKILLed
             stats.engine_start_s = round(stats.engine_start_s + time.monotonic() - t0, 3)
             feed.started(time.monotonic() - t0)
             try:
                 return feed.run(llm, suspects, stream, may_add)
             except engine.EngineDied as died:
-                engine_watch.shutdown(llm)
+                engine_watch.shutdown(llm, guarding)
                 del llm
                 feed.died(died, suspects)
     finally:

@@ -117,3 +117,33 @@ def test_the_journal_survives_a_torn_entry_and_names_each_suspect_at_its_last_le
     assert len(journal.path.read_bytes().splitlines()) == 4  # one append per top-up, the lines as runs
     again.remove()
     assert not journal.path.exists()
+
+
+@pytest.mark.engine
+def test_a_rank_killed_mid_run_leaves_no_engine_core_and_the_rerun_answers_every_line_once(tmp_path, tag):
+    """The engine core in a process of its own. Before: kill -9 of the rank left its EngineCore (and its worker)
+    running for good, waiting on the dead rank's socket with the device's memory held."""
+    lines = [f"Name {n} animals." for n in range(1, 41)]
+    inputs, run = write_inputs(tmp_path / "in", {"a.txt": lines}), tmp_path / "run"
+    args = [f"input.path={inputs}", f"hydra.run.dir={run}", "mode.max_in_flight=4", "sampling.max_tokens=16",
+            "cluster.ranks_per_node=1", "cluster.env.VLLM_ENABLE_V1_MULTIPROCESSING=1"]
+    env = {**os.environ, **tagged_env(tag)}
+    first = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "first.err", "wb"), env=env)
+    try:
+        assert wait_for(lambda: _lines_with_records(run), 300), (tmp_path / "first.err").read_text()[-2000:]
+        rank = next(pid for pid, argv in run_processes(tag).items() if "runner.worker" in argv)
+        os.kill(rank, signal.SIGKILL)
+        assert first.wait(timeout=120) == 2
+        assert wait_for(lambda: not run_processes(tag), 30), run_processes(tag)  # no orphaned engine core
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        for pid in run_processes(tag):
+            os.kill(pid, signal.SIGKILL)
+    before = _lines_with_records(run)
+    assert 0 < len(before) < 40
+    assert _run(args, tag, tmp_path / "rerun.err", timeout=300) == 0
+    records = read_jsonl(run / "out" / "a.txt.jsonl")
+    assert [r["line"] for r in records] == list(range(1, 41)) and {r["status"] for r in records} == {"SUCCESS"}
+    assert json.loads((run / "stats" / "rank0.json").read_text())["answered"] == 40 - len(before)  # none twice
