@@ -17,6 +17,15 @@ class Answer:
     error: str = ""
 
 
+class EngineDied(Exception):
+    """The engine ended under its requests (its core process died, or hung and was killed): `lost` are the
+    entries it held, none of them answered."""
+
+    def __init__(self, lost: List[Entry], why: str):
+        super().__init__(why)
+        self.lost, self.why = lost, why
+
+
 def engine_args(cfg) -> Dict[str, Any]:
     """The vLLM engine arguments: the model's, the machine's over them (cluster.engine), the command line's over
     both (engine). The launch stores the result in `engine`, so job.yaml shows what vLLM receives."""
@@ -116,33 +125,44 @@ def _enqueue(llm, entries: List[Entry], sampling: Sampling) -> Tuple[Dict[str, E
 
 
 def stream_answers(llm, entries: Iterable[Entry], sampling: Sampling, max_in_flight: int,
-                   may_add: Callable[[], bool] = lambda: True) -> Iterator[List[Tuple[Entry, Answer]]]:
+                   may_add: Callable[[], bool] = lambda: True, watch=None,
+                   journal: Callable[[List[Entry]], None] = None) -> Iterator[List[Tuple[Entry, Answer]]]:
     """Answer the entries, yielding each engine step's finished (entry, answer) pairs as soon as they finish.
 
     The same step loop as LLM.generate, but at most `max_in_flight` requests sit in the engine (memory stays
     bounded for files of millions of lines) and it is topped up when half of them have finished, so the
     batch never drains at a chunk boundary. When `may_add()` turns False (the walltime is near) no new entry
-    is added; the ones in flight still finish.
+    is added; the ones in flight still finish. Raises EngineDied (with the entries in flight) when the engine
+    fails under them; `watch` (runner.engine_watch) is told when each step starts and returns;
+    `journal` is handed each batch before it goes in (runner/inflight.py).
     """
     if not hasattr(llm, "enqueue"):  # vLLM before enqueue/enqueue_chat (older site installs): whole batches
         yield from _batches(llm, entries, sampling, max_in_flight, may_add)
         return
-    todo, in_flight, engine = iter(entries), {}, llm.llm_engine
-    while True:
-        if len(in_flight) <= max_in_flight // 2 and may_add():
-            batch = list(itertools.islice(todo, max_in_flight - len(in_flight)))
-            if batch:
-                taken, refused = _enqueue(llm, batch, sampling)
-                in_flight.update(taken)
-                if refused:
-                    yield refused
-                if not in_flight:
-                    continue  # vLLM refused every entry of this batch: take the next ones
-        if not in_flight:
-            return
-        finished = [output for output in engine.step() if output.finished]
-        if finished:
-            yield [(in_flight.pop(output.request_id), _answer(output)) for output in finished]
+    todo, in_flight, engine, batch = iter(entries), {}, llm.llm_engine, []
+    try:
+        while True:
+            if len(in_flight) <= max_in_flight // 2 and may_add():
+                batch = list(itertools.islice(todo, max_in_flight - len(in_flight)))
+                if batch:
+                    journal and journal(batch)
+                    taken, refused = _enqueue(llm, batch, sampling)
+                    in_flight.update(taken)
+                    batch = []
+                    if refused:
+                        yield refused
+                    if not in_flight:
+                        continue  # vLLM refused every entry of this batch: take the next ones
+            if not in_flight:
+                return
+            watch and watch.stepping(True)
+            finished = [output for output in engine.step() if output.finished]
+            watch and watch.stepping(False)
+            if finished:
+                yield [(in_flight.pop(output.request_id), _answer(output)) for output in finished]
+    except Exception as e:  # not a request's refusal (_enqueue answers those): the engine's own failure
+        why = (watch and watch.why) or f"died ({type(e).__name__}: {e})"
+        raise EngineDied(list(in_flight.values()) + batch, why) from e
 
 
 def _batches(llm, entries: Iterable[Entry], sampling: Sampling, size: int,

@@ -6,6 +6,7 @@
     out/{rank}.out | out/<input>.jsonl  out/{rank}.parquet | out/<input>.parquet  out/<key>.log.jsonl (ledger)
     out/<key>.fp.json (sidecar)
     work.json  out/parts/<input>.<start>-<stop>[.log|.errors].jsonl (per_tile's work items, joined at the end)
+    out/parts/<input>.<start>-<stop>.inflight (a work item's in-flight journal)
 """
 
 import os
@@ -165,6 +166,10 @@ class RunDir:
         """The file of the work item [start, stop) of input `name` in one of PIECE_STATES."""
         suffix = "" if state == "done" else f".{state}"
         return self.parts / f"{name}.{start}-{stop}{suffix}{FILE_OUTPUT_SUFFIX}"
+
+    def journal(self, name: str, start: int, stop: int) -> Path:
+        """The in-flight journal of a work item: the lines its rank put in the engine (runner/inflight.py)."""
+        return self.parts / f"{name}.{start}-{stop}.inflight"
 
     def pieces(self) -> Dict[str, List[Tuple[int, int, str]]]:
         """input name -> its work items' (start, stop, state), sorted, from one listing of out/parts/."""

@@ -213,6 +213,7 @@ def _apply_file(cfg: DictConfig, run: RunDir, path: Path, action: str, items, in
     if action == "restart":
         for start, stop, state in items:
             run.piece(path.name, start, stop, state).unlink(missing_ok=True)
+            run.journal(path.name, start, stop).unlink(missing_ok=True)
         item.output.unlink(missing_ok=True)
         item.ledger.unlink(missing_ok=True)  # a rendered output's kept records
     if action in ("reopen", "adopt"):  # a ledger again (its ERROR records answered again), else a finished item

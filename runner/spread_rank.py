@@ -19,13 +19,14 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from omegaconf import DictConfig
 
-from runner import engine, preflight, spread
+from runner import engine, inflight, preflight, spread
 from runner.devices import DEVICE_VARS
 from runner.errors import JobFailedError
+from runner.inflight import ALONE, Journal
 from runner.rank_engine import answer_all
 from runner.readers import Entry, InputReader, reader_of
 from runner.record_log import RecordLog, as_jsonl
@@ -50,6 +51,9 @@ class WorkItem:
     numbers: array = field(default_factory=lambda: array("q"))
     # every record of the range was read (a walltime stop leaves the rest unread, so the item unfinished)
     read_all: bool = False
+    journal: Optional[Journal] = None
+    # lines a dead rank had in flight with no record since (runner/inflight.py): answered apart, not in the stream
+    suspects: Set[int] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -75,13 +79,14 @@ class WorkItem:
             return False
         state = "errors" if self.ledger.errors() else "done"
         self.ledger.finalize(run.piece(self.name, self.piece.start, self.piece.stop, state), as_jsonl)
+        self.journal.remove()
         return True
 
 
 def _open(cfg: DictConfig, run: RunDir, piece: Piece) -> WorkItem:
     ledger = RecordLog(run.piece(Path(piece.path).name, piece.start, piece.stop, "log"),
                        sync_every_s=cfg.mode.sync_every_s)
-    return WorkItem(piece, ledger)
+    return WorkItem(piece, ledger, journal=Journal(run.journal(Path(piece.path).name, piece.start, piece.stop)))
 
 
 def _to_answer(items: List[WorkItem], reader: InputReader, retry: bool, owner: Dict[int, WorkItem]) -> Iterator[Entry]:
@@ -97,7 +102,7 @@ def _to_answer(items: List[WorkItem], reader: InputReader, retry: bool, owner: D
             following = next(entries, None)
             item.numbers.append(entry.number)
             item.read_all = following is None
-            if item.ledger.needs(entry.number, retry):
+            if item.ledger.needs(entry.number, retry) and entry.number not in item.suspects:
                 owner[id(entry)] = item
                 yield entry
             entry = following
@@ -120,11 +125,13 @@ def run_spread(cfg: DictConfig, run: RunDir, placement: Placement, model_path: s
     stats.resumed, stats.record_s = before, 0.0
     try:
         answerable = _Answerable(run, rank, owner, tally, cfg.mode.on_too_long == OnTooLong.record)
+        groups = _suspects(items, reader_of(cfg), owner, tally)
         todo = answerable.filter(_to_answer(items, reader_of(cfg), retry, owner))
         first = next(todo, None)
-        if first is not None:  # no engine for a share with nothing left to answer
-            answer_all(cfg, rank, itertools.chain([first], todo), lambda pairs: _write(owner, pairs), model_path,
-                       stats, tally, expected=total - before)
+        if first is not None or groups:  # no engine for a share with nothing left to answer
+            answer_all(cfg, rank, itertools.chain([] if first is None else [first], todo), lambda pairs: _write(owner, pairs),
+                       model_path, stats, tally, expected=total - before, first=groups,
+                       journal=lambda batch, level: _journal(owner, batch, level))
         answerable.close()
         left = [item for item in items if not item.finish(run)]
     finally:
@@ -135,6 +142,43 @@ def run_spread(cfg: DictConfig, run: RunDir, placement: Placement, model_path: s
         raise JobFailedError(f"rank {rank} stopped near the walltime with about {lines} lines left; rerun the same "
                              "command to resume")
     return stats
+
+
+def _suspects(items: List[WorkItem], reader: InputReader, owner: Dict[int, WorkItem], tally: Tally) -> List[list]:
+    """The lines a dead rank had in flight and no record since, as the groups to answer alone first (a line it
+    died under alone gets its ERROR record here)."""
+    groups, alone = [], []
+    for item in items:
+        levels = item.journal.died(item.ledger.done().__contains__)
+        if not levels:
+            continue
+        item.suspects, last = set(levels), max(levels)
+        piece, entries = item.piece, []
+        for entry in reader.read(Path(piece.path), piece.start, piece.stop, piece.offset):
+            if entry.number in levels:
+                owner[id(entry)] = item
+                (alone if levels[entry.number] == ALONE else entries).append(entry)
+            if entry.number >= last:
+                break
+        groups += inflight.groups(levels, entries)
+    error = "the rank died (its process ended) with this line alone in its engine: the line is left unanswered"
+    for record in _write(owner, [(entry, engine.Answer("", 0, 0, "", error=error)) for entry in alone]):
+        tally.count(record)
+    if groups or alone:
+        log.warning("%d line(s) were in flight when a rank of this share died: %d in %d group(s) are answered "
+                    "alone first, %d that it died under alone get an ERROR record",
+                    sum(map(len, groups)) + len(alone), sum(map(len, groups)), len(groups), len(alone))
+    return groups
+
+
+def _journal(owner: Dict[int, WorkItem], batch: List[Entry], level: int) -> None:
+    """One append per item of the batch, before it goes into the engine."""
+    by_item: Dict[int, Tuple[WorkItem, List[int]]] = {}
+    for entry in batch:
+        item = owner[id(entry)]
+        by_item.setdefault(id(item), (item, []))[1].append(entry.number)
+    for item, numbers in by_item.values():
+        item.journal.append(numbers, level)
 
 
 def _write(owner: Dict[int, WorkItem], pairs) -> List[dict]:

@@ -34,7 +34,8 @@ class WorkerStats:
     generate_s: float = 0.0
     wall_s: float = 0.0
     # per_tile: the rank on its node, its device variables, the part of generate_s spent on its own work
-    # (records, checkpoint, progress lines; the rest was vLLM)
+    # (records, checkpoint, progress lines; the rest was vLLM), and `restarts`: its engine built again after it
+    # died or hung
     local_rank: Optional[int] = None
     device: Optional[Dict[str, str]] = None
     record_s: Optional[float] = None

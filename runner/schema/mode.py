@@ -66,6 +66,12 @@ class PerTileConfig(ModeConfig):
     # seconds the nodes of an engine across nodes may take to form its Ray cluster (the head's node up, then
     # every other node joined)
     ray_start_timeout_s: float = above_zero(300.0)
+    # seconds the engine may hold requests with no step returning before it counts as hung (a stopped engine core,
+    # a stuck device): its core is killed and the engine built again (runner/engine_watch.py); 0: never
+    stall_s: float = 300.0
+    # deaths of the engine in a row (with one line in flight or none, no line answered between them) before the
+    # rank gives up and leaves its lines for a rerun; deaths under several lines only narrow down a poison line
+    max_restarts: int = 2
 
 
 @dataclass
