@@ -46,6 +46,15 @@ class ModeConfig:
     # the login node before any allocation is queued, and it is the one moment max_tokens or max_model_len can
     # still be changed for every line; ERROR records found after a day on 2048 nodes cost another allocation.
     on_too_long: OnTooLong = OnTooLong.error
+    # seconds an engine may hold requests with no progress before it counts as hung (a stopped engine core, a
+    # stuck device: a hung core still answers /health) and is killed and started again, its lines resent. per_tile:
+    # no engine step returned (runner/engine_watch.py); server_per_node: no step of work on the server's /metrics
+    # (no token generated, no prefill chunk into the KV cache, no request taken from its queue). 0: never
+    stall_s: float = 300.0
+    # deaths of an engine in a row (no line answered between them; a start that fails counts as one) before its
+    # rank or host gives up on it and leaves its lines for a rerun; deaths with several lines in flight only narrow
+    # down a poison line (only a line alone in flight at a death can get an ERROR record for it)
+    max_restarts: int = 2
 
 
 @dataclass
@@ -66,12 +75,6 @@ class PerTileConfig(ModeConfig):
     # seconds the nodes of an engine across nodes may take to form its Ray cluster (the head's node up, then
     # every other node joined)
     ray_start_timeout_s: float = above_zero(300.0)
-    # seconds the engine may hold requests with no step returning before it counts as hung (a stopped engine core,
-    # a stuck device): its core is killed and the engine built again (runner/engine_watch.py); 0: never
-    stall_s: float = 300.0
-    # deaths of the engine in a row (with one line in flight or none, no line answered between them) before the
-    # rank gives up and leaves its lines for a rerun; deaths under several lines only narrow down a poison line
-    max_restarts: int = 2
 
 
 @dataclass
@@ -101,14 +104,6 @@ class ServerPerNodeConfig(ModeConfig):
     health_interval_s: float = above_zero(10.0)
     # failed health checks in a row before the server is restarted
     health_failures: int = at_least(1, 3)
-    # seconds a server may hold requests while its engine reports no step of work on /metrics (no token
-    # generated, no prefill chunk into the KV cache, no request taken from its queue) before it counts as hung and
-    # is restarted, its requests sent to the host's other servers: a hung engine core (a stuck GPU, a stopped
-    # process) still answers /health; 0: never
-    stall_s: float = 300.0
-    # restarts of a dead server in a row (no line answered between them; a start that fails counts as one)
-    # before the host gives up on it
-    max_restarts: int = 2
     # seconds between SIGINT and SIGKILL when stopping a server
     stop_grace_s: float = 30.0
     # node-local folder for server logs and partial outputs
