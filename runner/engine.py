@@ -139,28 +139,35 @@ def stream_answers(llm, entries: Iterable[Entry], sampling: Sampling, max_in_fli
     if not hasattr(llm, "enqueue"):  # vLLM before enqueue/enqueue_chat (older site installs): whole batches
         yield from _batches(llm, entries, sampling, max_in_flight, may_add)
         return
-    todo, in_flight, engine, batch = iter(entries), {}, llm.llm_engine, []
+    todo, in_flight, engine = iter(entries), {}, llm.llm_engine
+    while True:
+        if len(in_flight) <= max_in_flight // 2 and may_add():
+            batch = list(itertools.islice(todo, max_in_flight - len(in_flight)))
+            if batch:
+                journal and journal(batch)
+                taken, refused = _of_engine(lambda: _enqueue(llm, batch, sampling), in_flight, batch, watch)
+                in_flight.update(taken)
+                if refused:
+                    yield refused
+                if not in_flight:
+                    continue  # vLLM refused every entry of this batch: take the next ones
+        if not in_flight:
+            return
+        watch and watch.stepping(True)
+        outputs = _of_engine(engine.step, in_flight, [], watch)
+        watch and watch.stepping(False)
+        finished = [output for output in outputs if output.finished]
+        if finished:
+            yield [(in_flight.pop(output.request_id), _answer(output)) for output in finished]
+
+
+def _of_engine(call: Callable, in_flight: Dict, batch: List[Entry], watch):
+    """call(), a call into the engine: its failure (not a request's refusal: _enqueue answers those) is the
+    engine's, EngineDied with the entries in flight. Only the engine's calls are read so: an error of the rank's
+    own (a journal append on a full disk, the input unreadable) is no death, nor any line's fault."""
     try:
-        while True:
-            if len(in_flight) <= max_in_flight // 2 and may_add():
-                batch = list(itertools.islice(todo, max_in_flight - len(in_flight)))
-                if batch:
-                    journal and journal(batch)
-                    taken, refused = _enqueue(llm, batch, sampling)
-                    in_flight.update(taken)
-                    batch = []
-                    if refused:
-                        yield refused
-                    if not in_flight:
-                        continue  # vLLM refused every entry of this batch: take the next ones
-            if not in_flight:
-                return
-            watch and watch.stepping(True)
-            finished = [output for output in engine.step() if output.finished]
-            watch and watch.stepping(False)
-            if finished:
-                yield [(in_flight.pop(output.request_id), _answer(output)) for output in finished]
-    except Exception as e:  # not a request's refusal (_enqueue answers those): the engine's own failure
+        return call()
+    except Exception as e:
         why = (watch and watch.why) or f"died ({type(e).__name__}: {e})"
         raise EngineDied(list(in_flight.values()) + batch, why) from e
 

@@ -8,7 +8,9 @@ of suspects with nothing else in flight), ALONE (one line, nothing else). A susp
 more alone than it last died at: the lines of a mixed top-up together as a group, those of a group one at a time;
 one that died ALONE gets an ERROR record without an engine. So a poison line ends as an ERROR record by the third
 rerun at most, and a rank killed for other reasons (a node lost, preemption) costs its rerun one batch drained
-alone. Removed when the item finishes."""
+alone. Removed when the item finishes. Written only while the engine core runs in the rank's process: a core
+of its own dies alone and is restarted in the run (runner/engine_watch.py), so beside one a rank's death is no
+line's fault, and an item then costs the shared filesystem one failed open of its journal per run."""
 
 import json
 from pathlib import Path
@@ -19,7 +21,9 @@ MIXED, GROUP, ALONE = 0, 1, 2
 
 class Journal:
     def __init__(self, path: Path):
-        self.path, self._file = Path(path), None
+        # _there: the file is known to exist (read or written by this run): only then is it removed, so an item
+        # with no journal (an engine core of its own writes none) costs the shared filesystem no unlink
+        self.path, self._file, self._there = Path(path), None, False
 
     def died(self, answered) -> Dict[int, int]:
         """line -> the level it was last put in flight at, for the journaled lines `answered(line)` says have no
@@ -29,6 +33,7 @@ class Journal:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return levels
+        self._there = True
         for line in raw.splitlines():
             try:
                 entry = json.loads(line)
@@ -43,7 +48,7 @@ class Journal:
         line's fault)."""
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "ab")
+            self._file, self._there = open(self.path, "ab"), True
             if self._file.tell() and not _ends_a_line(self.path):
                 self._file.write(b"\n")  # after a torn entry
         self._file.write((json.dumps({"lines": _runs(numbers), "alone": alone}) + "\n").encode())
@@ -53,7 +58,9 @@ class Journal:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self.path.unlink(missing_ok=True)
+        if self._there:
+            self.path.unlink(missing_ok=True)
+            self._there = False
 
 
 def _ends_a_line(path: Path) -> bool:

@@ -84,15 +84,19 @@ class _Feed:
     def run(self, llm, suspects: List[list], stream, may_add) -> None:
         """The lines an engine died under (each group alone in flight), then the rest of the stream."""
         mode = self.cfg.mode
+        # the rank's own death is a line's fault only when the engine core runs in the rank's process: a core of
+        # its own dies alone (the watch restarts it in this run), so a rank that dies beside one died of something
+        # else (preemption, a lost node, a kill) and its lines in flight are ordinary work for the next run
+        journal = self.journal if not engine_watch.core_processes(llm) else (lambda batch, level: None)
         with engine_watch.EngineWatch(llm, mode.stall_s) as watch:
             while suspects and may_add():
                 group = suspects.pop(0)
                 level = inflight.ALONE if len(group) == 1 else inflight.GROUP
                 self._take(engine.stream_answers(llm, group, self.sampling, len(group), may_add, watch,
-                                                 lambda batch: self.journal(batch, level)))
+                                                 lambda batch: journal(batch, level)))
             if may_add():
                 self._take(engine.stream_answers(llm, stream, self.sampling, mode.max_in_flight, may_add, watch,
-                                                 lambda batch: self.journal(batch, inflight.MIXED)))
+                                                 lambda batch: journal(batch, inflight.MIXED)))
 
     def _take(self, answers) -> None:
         for finished in answers:

@@ -125,7 +125,7 @@ def run_spread(cfg: DictConfig, run: RunDir, placement: Placement, model_path: s
     stats.resumed, stats.record_s = before, 0.0
     try:
         answerable = _Answerable(run, rank, owner, tally, cfg.mode.on_too_long == OnTooLong.record)
-        groups = _suspects(items, reader_of(cfg), owner, tally)
+        groups = _suspects(items, reader_of(cfg), owner, tally, retry)
         todo = answerable.filter(_to_answer(items, reader_of(cfg), retry, owner))
         first = next(todo, None)
         if first is not None or groups:  # no engine for a share with nothing left to answer
@@ -144,12 +144,15 @@ def run_spread(cfg: DictConfig, run: RunDir, placement: Placement, model_path: s
     return stats
 
 
-def _suspects(items: List[WorkItem], reader: InputReader, owner: Dict[int, WorkItem], tally: Tally) -> List[list]:
+def _suspects(items: List[WorkItem], reader: InputReader, owner: Dict[int, WorkItem], tally: Tally,
+              retry: bool) -> List[list]:
     """The lines a dead rank had in flight and no record since, as the groups to answer alone first (a line it
     died under alone gets its ERROR record here)."""
     groups, alone = [], []
     for item in items:
-        levels = item.journal.died(item.ledger.done().__contains__)
+        # a line to answer again (an ERROR record under rerun=errors: the one it died under alone last time)
+        # is a suspect too, or each rerun would put it back into a full top-up and die with it
+        levels = item.journal.died(lambda number: not item.ledger.needs(number, retry))
         if not levels:
             continue
         item.suspects, last = set(levels), max(levels)

@@ -119,6 +119,35 @@ def test_the_journal_survives_a_torn_entry_and_names_each_suspect_at_its_last_le
     assert not journal.path.exists()
 
 
+def test_a_line_with_an_error_record_that_a_rank_died_under_is_a_suspect_again_on_a_rerun_of_errors(tmp_path):
+    """No engine: the line a rank died under alone has its ERROR record; rerun=errors answers it again, and the
+    rank dies with it once more. Before, the journal read that line as answered (it has a record), so the next
+    run put it back into a full top-up, died, and so on for every rerun: a loop."""
+    from helpers.compose import compose_config
+    from runner.inflight import MIXED, Journal
+    from runner.readers import reader_of
+    from runner.record_log import RecordLog
+    from runner.records import Record
+    from runner.spread_rank import WorkItem, _suspects
+    from runner.tally import Tally
+    from runner.work_items import Piece
+
+    path = tmp_path / "a.txt"
+    path.write_text("one\ntwo\nthree\nfour\n")
+    ledger = RecordLog(tmp_path / "a.txt.1-5.log.jsonl")
+    ledger.append([Record({"file": "a.txt", "line": n}, "x", "y").to_json() for n in (1, 2, 4)])
+    ledger.append([Record.failed({"file": "a.txt", "line": 3}, "three", "the rank died").to_json()])
+    journal = Journal(tmp_path / "a.txt.1-5.inflight")
+    journal.append([3], MIXED)  # the rerun of errors put it in flight and died with it
+    item = WorkItem(Piece(str(path), 1, 5, 0, 4), ledger, journal=journal)
+    reader = reader_of(compose_config(f"input.path={path}"))
+    for retry, suspects in ((True, [[3]]), (False, [])):
+        owner: dict = {}
+        groups = _suspects([item], reader, owner, Tally(), retry)
+        assert [[entry.number for entry in group] for group in groups] == suspects
+    ledger.close()
+
+
 @pytest.mark.engine
 def test_a_rank_killed_mid_run_leaves_no_engine_core_and_the_rerun_answers_every_line_once(tmp_path, tag):
     """The engine core in a process of its own. Before: kill -9 of the rank left its EngineCore (and its worker)
@@ -136,6 +165,9 @@ def test_a_rank_killed_mid_run_leaves_no_engine_core_and_the_rerun_answers_every
         os.kill(rank, signal.SIGKILL)
         assert first.wait(timeout=120) == 2
         assert wait_for(lambda: not run_processes(tag), 30), run_processes(tag)  # no orphaned engine core
+        # its engine core had a process of its own: the rank's death is no line's fault, so nothing was journaled
+        # (a rerun after a preemption answers its lines as ordinary work, not one by one)
+        assert not list((run / "out" / "parts").glob("*.inflight"))
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
