@@ -4,7 +4,7 @@ the body. Every line gets one record; the host goes on."""
 
 import signal
 
-from helpers.stubs import Killer, answer, by_line, mode, stub_servers
+from helpers.stubs import Killer, answer, by_line, each_once, mode, stub_servers
 from runner.record_log import RecordLog
 
 
@@ -24,7 +24,7 @@ def test_a_server_stopped_mid_request_is_restarted_and_the_lines_it_held_are_ans
         killer.join()
     assert killer.kills == 1 and result.gave_up is None, result.gave_up
     records = by_line(ledger)
-    assert sorted(records) == list(range(1, 201)) and all(len(r) == 1 for r in records.values())
+    assert each_once(records, 200)
     assert all(r[0]["status"] == "SUCCESS" for r in records.values())
     assert servers[0].starts == 2
 
@@ -38,7 +38,7 @@ def test_a_200_answer_without_an_answer_in_it_is_that_lines_error_and_the_host_g
     ledger = RecordLog(tmp_path / "q.txt.log.jsonl")
     result = answer(servers, mode(retries=1), prompts, ledger)
     records = by_line(ledger)
-    assert sorted(records) == list(range(1, 41)) and all(len(r) == 1 for r in records.values())
+    assert each_once(records, 40)
     errors = {line: r[0]["error"] for line, r in records.items() if r[0]["status"] == "ERROR"}
     assert list(errors) == [6] and "choices" in errors[6], errors
     assert result.tally.errors == 1 and servers[0].starts == 1

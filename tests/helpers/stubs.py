@@ -73,6 +73,11 @@ def by_line(ledger):
     return records
 
 
+def each_once(records, lines: int) -> bool:
+    """Lines 1..lines each have exactly one record (by_line's result)."""
+    return sorted(records) == list(range(1, lines + 1)) and all(len(r) == 1 for r in records.values())
+
+
 class Killer(threading.Thread):
     """Something beside the run (the OOM killer, a neighbour) that SIGKILLs a server `times` times, each `after` s
     after the server logged a request for `prompt`."""
