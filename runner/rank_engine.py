@@ -68,7 +68,7 @@ class _Feed:
 
     def __init__(self, cfg, rank: int, write, tally: Tally, expected: int, journal):
         self.cfg, self.rank, self.write, self.tally, self.expected = cfg, rank, write, tally, expected
-        self.journal = journal or (lambda batch, level: None)
+        self.journal = journal or _no_journal
         self.sampling = engine.Sampling(OmegaConf.to_container(cfg.sampling))
         self.t1 = self.last_report = None
         # deaths: of engines in a row with no line answered between them; restarts: engines built again in all
@@ -87,7 +87,7 @@ class _Feed:
         # the rank's own death is a line's fault only when the engine core runs in the rank's process: a core of
         # its own dies alone (the watch restarts it in this run), so a rank that dies beside one died of something
         # else (preemption, a lost node, a kill) and its lines in flight are ordinary work for the next run
-        journal = self.journal if not engine_watch.core_processes(llm) else (lambda batch, level: None)
+        journal = self.journal if not engine_watch.core_processes(llm) else _no_journal
         with engine_watch.EngineWatch(llm, mode.stall_s) as watch:
             while suspects and may_add():
                 group = suspects.pop(0)
@@ -142,3 +142,7 @@ def _timed(entries: Iterable, spent: List[float]) -> Iterator:
         if entry is None:
             return
         yield entry
+
+
+def _no_journal(batch: list, level: int) -> None:
+    """No in-flight journal: nothing to tell the next run."""
